@@ -1,0 +1,129 @@
+// Package eventstore defines the storage interface behind the Events API
+// server. Each backend (memory, Redis Streams, PostgreSQL) lives in its own
+// package and passes the one conformance suite in package conformance, so the
+// public behaviour is the same whichever backend runs.
+//
+// Semantics every backend implements:
+//
+//   - Publish appends an event to the log of its name and assigns its ID and
+//     CreatedAt. Events of one name keep their publish order.
+//   - Broadcast subscriptions see every event published after they were
+//     opened (and, with Replay, the retained history first).
+//   - Unicast subscriptions share a group: each event is handed to exactly one
+//     subscription of the group. A group is created by its first subscription,
+//     positioned at the end of the log (or, with Replay, at its start), and
+//     from then on collects every new event even while no consumer is
+//     connected.
+//   - With Ack, a unicast delivery stays pending until acknowledged; a
+//     pending delivery not acknowledged within Visibility is handed again to
+//     a subscription of the group (possibly the same one). Without Ack,
+//     handing an event over is final (at most once).
+//   - Next never loses an event: when it returns an error, no event was
+//     handed over by that call, even when its context was cancelled.
+package eventstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/busdk/bus-integration-codex/pkg/events"
+)
+
+// ErrEndOfSnapshot is returned by Next of a subscription with Follow false
+// once the replayed snapshot is exhausted.
+var ErrEndOfSnapshot = errors.New("eventstore: end of snapshot")
+
+// ErrClosed is returned after the backend or subscription was closed.
+var ErrClosed = errors.New("eventstore: closed")
+
+// DefaultVisibility is the acknowledgement deadline when none is given.
+const DefaultVisibility = 30 * time.Second
+
+// Subscription describes a stream of events.
+type Subscription struct {
+	// Names are the event names to read (at least one, no wildcards).
+	Names []string
+	// Delivery is events.Broadcast or events.Unicast.
+	Delivery events.Delivery
+	// Group and Consumer identify a unicast consumer; ignored for broadcast.
+	Group    string
+	Consumer string
+	// Replay includes the retained history first (broadcast), or starts a
+	// group that does not exist yet at the start of the log (unicast).
+	Replay bool
+	// Follow keeps the subscription open for new events. With Follow false,
+	// Next returns ErrEndOfSnapshot once the replayed snapshot is read.
+	Follow bool
+	// Ack makes unicast deliveries pending until acknowledged.
+	Ack bool
+	// Visibility is how long an acknowledged-mode delivery may stay
+	// unacknowledged before it is handed out again (DefaultVisibility if 0).
+	Visibility time.Duration
+}
+
+// Backend stores events and hands them to subscriptions.
+type Backend interface {
+	// Publish stores ev. Name, CorrelationID, IdentityID and Payload are
+	// taken from ev; ID and CreatedAt are assigned. It returns the stored
+	// envelope.
+	Publish(ctx context.Context, ev events.Envelope) (events.Envelope, error)
+	// Subscribe opens a subscription; the caller must Close it.
+	Subscribe(ctx context.Context, sub Subscription) (Subscriber, error)
+	// Ack acknowledges pending unicast deliveries of group on the named
+	// event. Unknown or already acknowledged ids are ignored; the result is
+	// how many were newly acknowledged.
+	Ack(ctx context.Context, name, group string, ids []string) (int, error)
+	// Close releases the backend's resources.
+	Close() error
+}
+
+// Subscriber reads one subscription.
+type Subscriber interface {
+	// Next blocks until an event is available and returns it. It returns
+	// ctx's error when ctx ends first, ErrEndOfSnapshot at the end of a
+	// non-following subscription, and ErrClosed after Close.
+	Next(ctx context.Context) (events.Envelope, error)
+	// Close ends the subscription. Pending acknowledged-mode deliveries stay
+	// pending and are redelivered after their visibility timeout.
+	Close() error
+}
+
+// EffectiveVisibility returns s.Visibility, or DefaultVisibility when unset.
+func (s Subscription) EffectiveVisibility() time.Duration {
+	if s.Visibility <= 0 {
+		return DefaultVisibility
+	}
+	return s.Visibility
+}
+
+// Validate checks the fields every backend relies on. The Events API
+// validates user input before it gets here; backends call Validate to
+// protect themselves from programming errors.
+func (s Subscription) Validate() error {
+	if len(s.Names) == 0 {
+		return errors.New("eventstore: subscription needs at least one name")
+	}
+	for _, n := range s.Names {
+		if err := events.ValidateName(n); err != nil {
+			return fmt.Errorf("eventstore: %w", err)
+		}
+	}
+	switch s.Delivery {
+	case events.Broadcast:
+		if s.Ack {
+			return errors.New("eventstore: acknowledgement applies to unicast delivery only")
+		}
+	case events.Unicast:
+		if err := events.ValidateKey("group", s.Group); err != nil {
+			return fmt.Errorf("eventstore: %w", err)
+		}
+		if err := events.ValidateKey("consumer", s.Consumer); err != nil {
+			return fmt.Errorf("eventstore: %w", err)
+		}
+	default:
+		return fmt.Errorf("eventstore: unknown delivery %q", s.Delivery)
+	}
+	return nil
+}
