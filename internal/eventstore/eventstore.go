@@ -26,6 +26,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/busdk/bus-integration-codex/pkg/events"
@@ -116,14 +117,24 @@ func (s Subscription) Validate() error {
 			return errors.New("eventstore: acknowledgement applies to unicast delivery only")
 		}
 	case events.Unicast:
-		if err := events.ValidateKey("group", s.Group); err != nil {
-			return fmt.Errorf("eventstore: %w", err)
+		if err := validateStoreKey("group", s.Group); err != nil {
+			return err
 		}
-		if err := events.ValidateKey("consumer", s.Consumer); err != nil {
-			return fmt.Errorf("eventstore: %w", err)
+		if err := validateStoreKey("consumer", s.Consumer); err != nil {
+			return err
 		}
 	default:
 		return fmt.Errorf("eventstore: unknown delivery %q", s.Delivery)
+	}
+	return nil
+}
+
+// validateStoreKey accepts the group and consumer names the Events API hands
+// to backends: client names (events.ValidateKey) and the server's internal
+// identity-scoped group names, which add a '~' suffix.
+func validateStoreKey(kind, v string) error {
+	if v == "" || len(v) > 200 || strings.IndexFunc(v, func(r rune) bool { return r <= ' ' || r == '/' || r == 0x7f }) >= 0 {
+		return fmt.Errorf("eventstore: invalid %s %q", kind, v)
 	}
 	return nil
 }

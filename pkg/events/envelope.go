@@ -67,7 +67,7 @@ const (
 
 var (
 	nameRE = regexp.MustCompile(`^[a-z0-9_-]+(\.[a-z0-9_-]+)*$`)
-	keyRE  = regexp.MustCompile(`^[A-Za-z0-9._~-]{1,128}$`)
+	keyRE  = regexp.MustCompile(`^[A-Za-z0-9._-]{1,128}$`)
 )
 
 // ValidateName checks an event name: dot-separated lowercase identifiers of
@@ -88,11 +88,11 @@ func ValidateName(name string) error {
 }
 
 // ValidateKey checks a group or consumer name: 1–128 URL-safe characters
-// (letters, digits, '.', '_', '~', '-'); no spaces, slashes or control
+// (letters, digits, '.', '_', '-'); no spaces, slashes or control
 // characters.
 func ValidateKey(kind, v string) error {
 	if !keyRE.MatchString(v) {
-		return fmt.Errorf("invalid %s %q: use 1-128 letters, digits, '.', '_', '~' or '-'", kind, v)
+		return fmt.Errorf("invalid %s %q: use 1-128 letters, digits, '.', '_' or '-'", kind, v)
 	}
 	return nil
 }

@@ -1,0 +1,10 @@
+// Command bus-integration-codex is the Bus Events worker that runs
+// OpenAI-compatible LLM requests through Codex App Server.
+package main
+
+import (
+	"github.com/busdk/bus-integration-codex/internal/app/worker"
+	"github.com/busdk/bus-integration-codex/internal/cliutil"
+)
+
+func main() { cliutil.Main(worker.Run) }

@@ -1,0 +1,22 @@
+// Command bus-operator-token issues local HS256 Bus API tokens.
+//
+// Run "bus-operator-token --help" for usage; the logic lives in
+// internal/tokencli.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/busdk/bus-integration-codex/internal/busconfig"
+	"github.com/busdk/bus-integration-codex/internal/tokencli"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := tokencli.Run(ctx, os.Args[1:], busconfig.OSEnv(), os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}

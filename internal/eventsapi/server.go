@@ -1,0 +1,570 @@
+// Package eventsapi is the HTTP server of the Bus Events API: publish
+// (POST /api/v1/events), NDJSON event streams (GET /api/v1/events/stream) and
+// the acknowledgement extension (POST /api/v1/events/ack), with HS256 JWT
+// authorization, on top of any eventstore.Backend.
+package eventsapi
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/busdk/bus-integration-codex/internal/auth"
+	"github.com/busdk/bus-integration-codex/internal/eventstore"
+	"github.com/busdk/bus-integration-codex/pkg/events"
+)
+
+// Defaults.
+const (
+	DefaultMaxEventBytes = 8 << 20
+	DefaultKeepalive     = 15 * time.Second
+	maxNamesPerStream    = 16
+	maxCorrelationIDLen  = 256
+)
+
+// Config configures a Server.
+type Config struct {
+	// Backend stores and delivers events.
+	Backend eventstore.Backend
+	// Verifier checks bearer tokens.
+	Verifier *auth.Verifier
+	// Logger receives request logs (slog.Default when nil).
+	Logger *slog.Logger
+	// MaxEventBytes bounds a publish body (DefaultMaxEventBytes when 0).
+	MaxEventBytes int64
+	// Keepalive is how often an idle stream gets a blank line so proxies and
+	// clients can tell it is alive (DefaultKeepalive when 0).
+	Keepalive time.Duration
+}
+
+// Server serves the Events API.
+type Server struct {
+	cfg Config
+	log *slog.Logger
+
+	// stop ends every open stream when the server shuts down.
+	stop     context.Context
+	stopAll  context.CancelFunc
+	inflight sync.Map // ackKey -> *creditWindow: unacknowledged deliveries of prefetch-limited streams
+	streams  sync.WaitGroup
+}
+
+// New returns a Server for cfg.
+func New(cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.MaxEventBytes <= 0 {
+		cfg.MaxEventBytes = DefaultMaxEventBytes
+	}
+	if cfg.Keepalive <= 0 {
+		cfg.Keepalive = DefaultKeepalive
+	}
+	stop, cancel := context.WithCancel(context.Background())
+	return &Server{cfg: cfg, log: cfg.Logger, stop: stop, stopAll: cancel}
+}
+
+// Handler returns the HTTP handler of the API.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /api/v1/events", s.handlePublish)
+	mux.HandleFunc("GET /api/v1/events/stream", s.handleStream)
+	mux.HandleFunc("POST /api/v1/events/ack", s.handleAck)
+	mux.HandleFunc("GET /healthz", s.handleHealth)
+	mux.HandleFunc("GET /readyz", s.handleHealth)
+	return mux
+}
+
+// Serve serves on l until ctx ends, then ends open streams and shuts down
+// gracefully (in-flight publishes finish). It returns nil after a clean stop.
+func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	select {
+	case err := <-errc:
+		s.stopAll()
+		return fmt.Errorf("events api: serve: %w", err)
+	case <-ctx.Done():
+	}
+	s.stopAll()
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := srv.Shutdown(shutdownCtx)
+	s.streams.Wait()
+	<-errc
+	if err != nil {
+		return fmt.Errorf("events api: shutdown: %w", err)
+	}
+	return nil
+}
+
+// Error codes of the API's JSON error bodies.
+const (
+	CodeBadRequest    = "bad_request"
+	CodeInvalidAuth   = "invalid_auth"
+	CodeForbidden     = "forbidden"
+	CodeTooLarge      = "payload_too_large"
+	CodeUnavailable   = "unavailable"
+	CodeInternalError = "internal_error"
+)
+
+// ErrorBody is the JSON body of every error answer:
+// {"error": "<code>", "message": "<human readable>"}.
+type ErrorBody struct {
+	Error   string `json:"error"`
+	Message string `json:"message"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, ErrorBody{Error: code, Message: msg})
+}
+
+func (s *Server) handleHealth(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// authenticate verifies the caller's token or writes a 401.
+func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*auth.Claims, bool) {
+	claims, err := s.cfg.Verifier.Authenticate(r)
+	if err != nil {
+		writeError(w, http.StatusUnauthorized, CodeInvalidAuth, err.Error())
+		return nil, false
+	}
+	return claims, true
+}
+
+type action int
+
+const (
+	actPublish action = iota
+	actListen
+)
+
+// requiredScope is the scope a token needs to publish or listen on name:
+// llm:proxy for bus.llm.*, else events:send or events:listen.
+func requiredScope(name string, a action) string {
+	if strings.HasPrefix(name, "bus.llm.") {
+		return auth.ScopeLLMProxy
+	}
+	if a == actPublish {
+		return auth.ScopeEventsSend
+	}
+	return auth.ScopeEventsListen
+}
+
+// identityScoped reports whether listeners with claims only receive their
+// own identity's events on name: unprotected names, unless the token has
+// events:admin. Protected names are service traffic: every holder of their
+// scope receives all of it.
+func identityScoped(claims *auth.Claims, name string) bool {
+	return requiredScope(name, actListen) != auth.ScopeLLMProxy && !claims.HasScope(auth.ScopeEventsAdmin)
+}
+
+// internalGroup keeps identity-scoped unicast groups of different
+// identities apart. '~' cannot appear in a group name a client sends.
+func internalGroup(claims *auth.Claims, names []string, group string) string {
+	for _, n := range names {
+		if identityScoped(claims, n) {
+			sum := sha256.Sum256([]byte(claims.Subject))
+			return group + "~" + hex.EncodeToString(sum[:12])
+		}
+	}
+	return group
+}
+
+// PublishRequest is the body of POST /api/v1/events.
+type PublishRequest struct {
+	Name          string          `json:"name"`
+	CorrelationID string          `json:"correlationId"`
+	Payload       json.RawMessage `json:"payload"`
+}
+
+func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
+	claims, ok := s.authenticate(w, r)
+	if !ok {
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxEventBytes))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			writeError(w, http.StatusRequestEntityTooLarge, CodeTooLarge, fmt.Sprintf("event body exceeds %d bytes", s.cfg.MaxEventBytes))
+			return
+		}
+		writeError(w, http.StatusBadRequest, CodeBadRequest, "could not read request body")
+		return
+	}
+	var req PublishRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		writeError(w, http.StatusBadRequest, CodeBadRequest, "request body is not a JSON event object: "+err.Error())
+		return
+	}
+	if err := events.ValidateName(req.Name); err != nil {
+		writeError(w, http.StatusBadRequest, CodeBadRequest, err.Error())
+		return
+	}
+	if len(req.CorrelationID) > maxCorrelationIDLen {
+		writeError(w, http.StatusBadRequest, CodeBadRequest, fmt.Sprintf("correlationId is longer than %d bytes", maxCorrelationIDLen))
+		return
+	}
+	if scope := requiredScope(req.Name, actPublish); !claims.HasScope(scope) {
+		writeError(w, http.StatusForbidden, CodeForbidden, fmt.Sprintf("token lacks scope %s needed to publish %s", scope, req.Name))
+		return
+	}
+	if len(req.Payload) == 0 {
+		req.Payload = json.RawMessage("null")
+	}
+	env, err := s.cfg.Backend.Publish(r.Context(), events.Envelope{
+		Name: req.Name, CorrelationID: req.CorrelationID, IdentityID: claims.Subject, Payload: req.Payload,
+	})
+	if err != nil {
+		s.log.Error("publish failed", "name", req.Name, "err", err)
+		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "event store is unavailable")
+		return
+	}
+	writeJSON(w, http.StatusAccepted, events.Accepted{Accepted: true, ID: env.ID, Name: env.Name, CorrelationID: env.CorrelationID})
+}
+
+// streamParams are the parsed query parameters of a stream request.
+type streamParams struct {
+	sub      eventstore.Subscription
+	prefetch int
+}
+
+func parseBool(q map[string][]string, key string, def bool) (bool, error) {
+	vs, ok := q[key]
+	if !ok || len(vs) == 0 || vs[0] == "" {
+		return def, nil
+	}
+	b, err := strconv.ParseBool(vs[0])
+	if err != nil {
+		return false, fmt.Errorf("%s must be true or false", key)
+	}
+	return b, nil
+}
+
+func parseStreamParams(r *http.Request) (streamParams, error) {
+	q := r.URL.Query()
+	var p streamParams
+	names := q["name"]
+	if len(names) == 0 {
+		return p, errors.New("name is required")
+	}
+	if len(names) > maxNamesPerStream {
+		return p, fmt.Errorf("at most %d names per stream", maxNamesPerStream)
+	}
+	seen := map[string]bool{}
+	for _, n := range names {
+		if err := events.ValidateName(n); err != nil {
+			return p, err
+		}
+		if !seen[n] {
+			seen[n] = true
+			p.sub.Names = append(p.sub.Names, n)
+		}
+	}
+	switch d := events.Delivery(q.Get("delivery")); d {
+	case "", events.Broadcast:
+		p.sub.Delivery = events.Broadcast
+	case events.Unicast:
+		p.sub.Delivery = events.Unicast
+	default:
+		return p, fmt.Errorf("delivery must be broadcast or unicast, not %q", d)
+	}
+	p.sub.Group, p.sub.Consumer = q.Get("group"), q.Get("consumer")
+	if p.sub.Group == "" {
+		p.sub.Group = events.DefaultGroup
+	}
+	if p.sub.Consumer == "" {
+		p.sub.Consumer = events.DefaultConsumer
+	}
+	if err := events.ValidateKey("group", p.sub.Group); err != nil {
+		return p, err
+	}
+	if err := events.ValidateKey("consumer", p.sub.Consumer); err != nil {
+		return p, err
+	}
+	var err error
+	if p.sub.Replay, err = parseBool(q, "replay", false); err != nil {
+		return p, err
+	}
+	if p.sub.Follow, err = parseBool(q, "follow", true); err != nil {
+		return p, err
+	}
+	if p.sub.Ack, err = parseBool(q, "ack", false); err != nil {
+		return p, err
+	}
+	if p.sub.Ack && p.sub.Delivery != events.Unicast {
+		return p, errors.New("ack applies to unicast delivery only")
+	}
+	if v := q.Get("visibility"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 100*time.Millisecond || d > 24*time.Hour {
+			return p, errors.New("visibility must be a duration between 100ms and 24h")
+		}
+		p.sub.Visibility = d
+	}
+	if v := q.Get("prefetch"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > 100000 {
+			return p, errors.New("prefetch must be a number between 0 and 100000")
+		}
+		if n > 0 && !p.sub.Ack {
+			return p, errors.New("prefetch needs ack=true")
+		}
+		p.prefetch = n
+	}
+	return p, nil
+}
+
+func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
+	claims, ok := s.authenticate(w, r)
+	if !ok {
+		return
+	}
+	p, err := parseStreamParams(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, CodeBadRequest, err.Error())
+		return
+	}
+	scoped := map[string]bool{}
+	for _, n := range p.sub.Names {
+		if scope := requiredScope(n, actListen); !claims.HasScope(scope) {
+			writeError(w, http.StatusForbidden, CodeForbidden, fmt.Sprintf("token lacks scope %s needed to listen to %s", scope, n))
+			return
+		}
+		scoped[n] = identityScoped(claims, n)
+	}
+	if p.sub.Delivery == events.Unicast {
+		p.sub.Group = internalGroup(claims, p.sub.Names, p.sub.Group)
+	}
+
+	s.streams.Add(1)
+	defer s.streams.Done()
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	stopStream := context.AfterFunc(s.stop, cancel)
+	defer stopStream()
+
+	sub, err := s.cfg.Backend.Subscribe(ctx, p.sub)
+	if err != nil {
+		s.log.Error("subscribe failed", "names", p.sub.Names, "err", err)
+		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "event store is unavailable")
+		return
+	}
+	defer sub.Close()
+
+	flusher, _ := w.(http.Flusher)
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	flush := func() {
+		if flusher != nil {
+			flusher.Flush()
+		}
+	}
+	flush()
+
+	var window *creditWindow
+	if p.prefetch > 0 {
+		window = newCreditWindow(p.prefetch)
+		defer s.forget(window)
+	}
+	enc := json.NewEncoder(w)
+	for {
+		if window != nil {
+			if err := window.wait(ctx, s); err != nil {
+				return
+			}
+		}
+		nctx, ncancel := context.WithTimeout(ctx, s.cfg.Keepalive)
+		env, err := sub.Next(nctx)
+		ncancel()
+		switch {
+		case err == nil:
+		case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
+			if _, err := io.WriteString(w, "\n"); err != nil {
+				return
+			}
+			flush()
+			continue
+		case errors.Is(err, eventstore.ErrEndOfSnapshot):
+			return
+		default:
+			if ctx.Err() == nil {
+				s.log.Warn("stream ended", "names", p.sub.Names, "err", err)
+			}
+			return
+		}
+		if scoped[env.Name] && env.IdentityID != claims.Subject {
+			if p.sub.Ack {
+				_, _ = s.cfg.Backend.Ack(ctx, env.Name, p.sub.Group, []string{env.ID})
+			}
+			continue
+		}
+		if err := enc.Encode(env); err != nil {
+			return
+		}
+		flush()
+		if window != nil {
+			key := ackKey{name: env.Name, group: p.sub.Group, id: env.ID}
+			window.add(key, time.Now().Add(p.sub.EffectiveVisibility()))
+			s.inflight.Store(key, window)
+		}
+	}
+}
+
+// AckRequest is the body of POST /api/v1/events/ack.
+type AckRequest struct {
+	Name  string   `json:"name"`
+	Group string   `json:"group"`
+	IDs   []string `json:"ids"`
+}
+
+// AckResponse answers an AckRequest.
+type AckResponse struct {
+	Acknowledged int `json:"acknowledged"`
+}
+
+func (s *Server) handleAck(w http.ResponseWriter, r *http.Request) {
+	claims, ok := s.authenticate(w, r)
+	if !ok {
+		return
+	}
+	var req AckRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, CodeBadRequest, "request body is not a JSON ack object: "+err.Error())
+		return
+	}
+	if err := events.ValidateName(req.Name); err != nil {
+		writeError(w, http.StatusBadRequest, CodeBadRequest, err.Error())
+		return
+	}
+	if req.Group == "" {
+		req.Group = events.DefaultGroup
+	}
+	if err := events.ValidateKey("group", req.Group); err != nil {
+		writeError(w, http.StatusBadRequest, CodeBadRequest, err.Error())
+		return
+	}
+	if len(req.IDs) == 0 || len(req.IDs) > 10000 {
+		writeError(w, http.StatusBadRequest, CodeBadRequest, "ids must list 1 to 10000 event ids")
+		return
+	}
+	if scope := requiredScope(req.Name, actListen); !claims.HasScope(scope) {
+		writeError(w, http.StatusForbidden, CodeForbidden, fmt.Sprintf("token lacks scope %s needed to acknowledge %s", scope, req.Name))
+		return
+	}
+	group := internalGroup(claims, []string{req.Name}, req.Group)
+	n, err := s.cfg.Backend.Ack(r.Context(), req.Name, group, req.IDs)
+	if err != nil {
+		s.log.Error("ack failed", "name", req.Name, "err", err)
+		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "event store is unavailable")
+		return
+	}
+	for _, id := range req.IDs {
+		key := ackKey{name: req.Name, group: group, id: id}
+		if v, ok := s.inflight.LoadAndDelete(key); ok {
+			v.(*creditWindow).release(key)
+		}
+	}
+	writeJSON(w, http.StatusOK, AckResponse{Acknowledged: n})
+}
+
+// ackKey names one unacknowledged delivery.
+type ackKey struct{ name, group, id string }
+
+// creditWindow limits a stream to prefetch unacknowledged deliveries. A
+// delivery stops counting when it is acknowledged through this server or
+// when its visibility timeout passes (it is then redelivered elsewhere).
+type creditWindow struct {
+	limit  int
+	mu     sync.Mutex
+	out    map[ackKey]time.Time
+	notify chan struct{}
+}
+
+func newCreditWindow(limit int) *creditWindow {
+	return &creditWindow{limit: limit, out: map[ackKey]time.Time{}, notify: make(chan struct{}, 1)}
+}
+
+func (c *creditWindow) add(k ackKey, deadline time.Time) {
+	c.mu.Lock()
+	c.out[k] = deadline
+	c.mu.Unlock()
+}
+
+func (c *creditWindow) release(k ackKey) {
+	c.mu.Lock()
+	delete(c.out, k)
+	c.mu.Unlock()
+	select {
+	case c.notify <- struct{}{}:
+	default:
+	}
+}
+
+// wait blocks until the window has room.
+func (c *creditWindow) wait(ctx context.Context, s *Server) error {
+	for {
+		c.mu.Lock()
+		now := time.Now()
+		var earliest time.Time
+		for k, d := range c.out {
+			if !d.After(now) {
+				delete(c.out, k)
+				s.inflight.Delete(k)
+				continue
+			}
+			if earliest.IsZero() || d.Before(earliest) {
+				earliest = d
+			}
+		}
+		room := len(c.out) < c.limit
+		c.mu.Unlock()
+		if room {
+			return nil
+		}
+		t := time.NewTimer(time.Until(earliest))
+		select {
+		case <-c.notify:
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+		t.Stop()
+	}
+}
+
+// forget drops a closed stream's outstanding deliveries from the ack index.
+func (s *Server) forget(c *creditWindow) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k := range c.out {
+		s.inflight.Delete(k)
+	}
+}

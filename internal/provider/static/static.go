@@ -1,0 +1,91 @@
+// Package static is the deterministic execution provider used for tests,
+// self-tests and stacks without Codex.
+//
+// The rule: the answer is "Echo: " followed by the text of the last user
+// message (for a json_object format: {"echo": "<that text>"}). Usage counts
+// whitespace-separated words: input tokens are the words of every
+// instruction and input item (message text, function arguments and
+// outputs), output tokens the words of the answer. Streaming sends the
+// answer word by word ("Echo:", " hello", " world").
+package static
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+
+	"github.com/busdk/bus-integration-codex/internal/llm"
+)
+
+// Provider is the static provider.
+type Provider struct{}
+
+// New returns the static provider.
+func New() *Provider { return &Provider{} }
+
+// Capabilities implements llm.Provider: no tools, images or schemas.
+func (*Provider) Capabilities() llm.Capabilities { return llm.Capabilities{} }
+
+// Close implements llm.Provider.
+func (*Provider) Close() error { return nil }
+
+// Answer returns the static answer to req.
+func Answer(req *llm.Request) string {
+	text := req.LastUserText()
+	if req.Format != nil && req.Format.Type == "json_object" {
+		b, _ := json.Marshal(map[string]string{"echo": text})
+		return string(b)
+	}
+	return strings.TrimRight("Echo: "+text, " ")
+}
+
+// CountWords is the static provider's token count: whitespace-separated words.
+func CountWords(s string) int64 { return int64(len(strings.Fields(s))) }
+
+// InputTokens counts the words of every instruction and input item of req.
+func InputTokens(req *llm.Request) int64 {
+	var n int64
+	for _, s := range req.Instructions {
+		n += CountWords(s)
+	}
+	for _, it := range req.Input {
+		n += CountWords(it.Text()) + CountWords(it.Arguments) + CountWords(it.Output)
+	}
+	return n
+}
+
+// Words splits s into streaming pieces: each word with its leading space.
+func Words(s string) []string {
+	var out []string
+	for i, w := range strings.Fields(s) {
+		if i > 0 {
+			w = " " + w
+		}
+		out = append(out, w)
+	}
+	return out
+}
+
+// Run implements llm.Provider.
+func (p *Provider) Run(ctx context.Context, req *llm.Request, sink llm.Sink) (*llm.Result, error) {
+	answer := Answer(req)
+	if sink != nil {
+		for _, w := range Words(answer) {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			sink(llm.Delta{Kind: llm.DeltaText, Text: w})
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	in, out := InputTokens(req), CountWords(answer)
+	return &llm.Result{
+		Text:   answer,
+		Finish: llm.FinishStop,
+		Usage:  llm.Usage{InputTokens: in, OutputTokens: out, TotalTokens: in + out},
+	}, nil
+}
+
+var _ llm.Provider = (*Provider)(nil)
