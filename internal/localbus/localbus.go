@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/busdk/bus-integration-codex/internal/auth"
@@ -42,6 +43,9 @@ type Bus struct {
 	backend eventstore.Backend
 	cancel  context.CancelFunc
 	done    chan error
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Start starts a Bus; Close stops it.
@@ -92,9 +96,13 @@ func (b *Bus) Client(subject string, scopes []string, opts ...events.Option) (*e
 	return events.NewClient(b.URL, append([]events.Option{events.WithToken(tok)}, opts...)...)
 }
 
-// Close stops the server (ending open streams) and closes the backend.
+// Close stops the server (ending open streams) and closes the backend. It
+// may be called more than once.
 func (b *Bus) Close() error {
-	b.cancel()
-	err := <-b.done
-	return errors.Join(err, b.backend.Close())
+	b.closeOnce.Do(func() {
+		b.cancel()
+		err := <-b.done
+		b.closeErr = errors.Join(err, b.backend.Close())
+	})
+	return b.closeErr
 }
