@@ -8,15 +8,18 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"runtime"
 	"strings"
 	"time"
 
+	"github.com/busdk/bus-integration-codex/internal/busconfig"
 	"github.com/busdk/bus-integration-codex/internal/cliutil"
 	"github.com/busdk/bus-integration-codex/internal/contract"
 	"github.com/busdk/bus-integration-codex/internal/execution"
 	"github.com/busdk/bus-integration-codex/internal/llm"
+	"github.com/busdk/bus-integration-codex/internal/provider/codex"
 	"github.com/busdk/bus-integration-codex/internal/provider/static"
 	"github.com/busdk/bus-integration-codex/internal/selftest"
 	"github.com/busdk/bus-integration-codex/internal/worker"
@@ -45,6 +48,9 @@ type Options struct {
 	Consumer       string
 	ConnectTimeout time.Duration
 	LogLevel       string
+	Sandbox        string
+	Approvals      string
+	Processes      int
 
 	SelfTest  bool
 	Events    bool
@@ -67,6 +73,10 @@ func parse(args []string, io cliutil.IO) (*Options, error) {
 	if err != nil {
 		return nil, err
 	}
+	processes, err := cliutil.Int(env, "BUS_CODEX_PROCESSES", max(1, runtime.NumCPU()/2))
+	if err != nil {
+		return nil, err
+	}
 	fs := flag.NewFlagSet(Name, flag.ContinueOnError)
 	fs.StringVar(&o.EventsURL, "events-url", cliutil.String(env, "BUS_EVENTS_API_URL", "http://127.0.0.1:8081"), "Bus Events API base URL (env BUS_EVENTS_API_URL)")
 	fs.StringVar(&o.Provider, "provider", cliutil.String(env, "BUS_CODEX_PROVIDER", "codex"), "execution provider: codex or static (env BUS_CODEX_PROVIDER)")
@@ -78,6 +88,9 @@ func parse(args []string, io cliutil.IO) (*Options, error) {
 	fs.StringVar(&o.Group, "group", cliutil.String(env, "BUS_CODEX_GROUP", DefaultGroup), "unicast group shared by workers (env BUS_CODEX_GROUP)")
 	fs.StringVar(&o.Consumer, "consumer", cliutil.String(env, "BUS_CODEX_CONSUMER", ""), "this worker's consumer name in the group (env BUS_CODEX_CONSUMER; default: host-pid)")
 	fs.DurationVar(&o.ConnectTimeout, "connect-timeout", connect, "how long to retry the first connection to the Events API (env BUS_EVENTS_CONNECT_TIMEOUT)")
+	fs.StringVar(&o.Sandbox, "sandbox", cliutil.String(env, "BUS_CODEX_SANDBOX", "read-only"), "Codex sandbox: read-only, workspace-write or danger-full-access (env BUS_CODEX_SANDBOX)")
+	fs.StringVar(&o.Approvals, "approvals", cliutil.String(env, "BUS_CODEX_APPROVALS", codex.ApprovalsDeny), "answer to Codex command/file approval requests: deny or approve (env BUS_CODEX_APPROVALS)")
+	fs.IntVar(&o.Processes, "codex-processes", processes, "App Server processes in the warm pool (env BUS_CODEX_PROCESSES; default: CPUs/2)")
 	fs.StringVar(&o.LogLevel, "log-level", cliutil.String(env, "BUS_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env BUS_LOG_LEVEL)")
 	fs.BoolVar(&o.SelfTest, "self-test", false, "run every operation through an in-process Events API and the static provider, then exit")
 	fs.BoolVar(&o.Events, "events", false, "print the declared event contract and exit (see --format)")
@@ -96,6 +109,12 @@ func parse(args []string, io cliutil.IO) (*Options, error) {
 		return nil, cliutil.Usagef("--timeout must be positive")
 	case o.Concurrency < 1:
 		return nil, cliutil.Usagef("--concurrency must be at least 1")
+	case o.Processes < 1:
+		return nil, cliutil.Usagef("--codex-processes must be at least 1")
+	case o.Approvals != codex.ApprovalsDeny && o.Approvals != codex.ApprovalsApprove:
+		return nil, cliutil.Usagef("--approvals must be deny or approve, not %q", o.Approvals)
+	case o.Sandbox != "read-only" && o.Sandbox != "workspace-write" && o.Sandbox != "danger-full-access":
+		return nil, cliutil.Usagef("--sandbox must be read-only, workspace-write or danger-full-access, not %q", o.Sandbox)
 	}
 	if err := events.ValidateKey("group", o.Group); err != nil {
 		return nil, cliutil.Usagef("--group: %v", err)
@@ -174,7 +193,7 @@ func serve(ctx context.Context, o *Options, svc contract.Service, io cliutil.IO)
 	if err != nil {
 		return cliutil.Usagef("--events-url: %v", err)
 	}
-	provider, err := newProvider(ctx, o)
+	provider, err := newProvider(ctx, o, log, io.Env)
 	if err != nil {
 		return err
 	}
@@ -202,11 +221,36 @@ func serve(ctx context.Context, o *Options, svc contract.Service, io cliutil.IO)
 	return nil
 }
 
-func newProvider(_ context.Context, o *Options) (llm.Provider, error) {
-	switch o.Provider {
-	case "static":
+func newProvider(ctx context.Context, o *Options, log *slog.Logger, env busconfig.Env) (llm.Provider, error) {
+	if o.Provider == "static" {
 		return static.New(), nil
-	default:
-		return nil, fmt.Errorf("provider %q is not available in this build yet; use --provider static", o.Provider)
 	}
+	workdir := o.Workdir
+	if workdir == "" {
+		wd, err := os.Getwd()
+		if err != nil {
+			return nil, fmt.Errorf("--workdir: %w", err)
+		}
+		workdir = wd
+	}
+	if st, err := os.Stat(workdir); err != nil || !st.IsDir() {
+		return nil, cliutil.Usagef("--workdir %q is not a directory", workdir)
+	}
+	p, err := codex.New(ctx, codex.Config{
+		Command: o.CodexCommand, Workdir: workdir, Model: o.Model, Sandbox: o.Sandbox,
+		Approvals: o.Approvals, Processes: o.Processes, Logger: log,
+	})
+	switch {
+	case errors.Is(err, codex.ErrNotInstalled):
+		return nil, fmt.Errorf("the codex command %q was not found: install the Codex CLI (npm install -g @openai/codex), set --codex-command, or use --provider static", o.CodexCommand)
+	case errors.Is(err, codex.ErrNotLoggedIn):
+		home := env.Getenv("CODEX_HOME")
+		if home == "" {
+			home = "~/.codex"
+		}
+		return nil, fmt.Errorf("codex is not logged in (CODEX_HOME=%s): run `codex login`, or use --provider static", home)
+	case err != nil:
+		return nil, err
+	}
+	return p, nil
 }

@@ -1,0 +1,62 @@
+# bus-integration-codex — build, run, test.
+#
+#   make run      the local stack: Events API (memory) + worker + REST front door
+#   make test     every test, with -race, on real codex, Redis and PostgreSQL
+#   make install  put every command on PATH (PREFIX=/usr/local by default)
+
+GO            ?= go
+PREFIX        ?= /usr/local
+CODEX_VERSION := 0.169.0
+TOOLS         := $(CURDIR)/.tools
+CODEX         := $(TOOLS)/codex/node_modules/.bin/codex
+STATICCHECK   := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+ARGS          ?=
+
+.PHONY: all build install run test test-deps codex servers lint bench selftest clean
+
+all: build
+
+build:
+	$(GO) build ./...
+
+install:
+	GOBIN=$(PREFIX)/bin $(GO) install ./cmd/...
+	@echo "installed: $$(ls $(PREFIX)/bin | grep '^bus' | tr '\n' ' ')"
+
+run:
+	$(GO) run ./cmd/bus-local-stack $(ARGS)
+
+selftest:
+	$(GO) run ./cmd/bus-integration-codex --self-test
+
+# The pinned Codex CLI, installed project-locally (not globally).
+codex: $(CODEX)
+$(CODEX):
+	npm install --prefix $(TOOLS)/codex --no-audit --no-fund --loglevel=error @openai/codex@$(CODEX_VERSION)
+
+# Redis and PostgreSQL server binaries for the tests (Debian packages; the
+# tests start their own servers on loopback ports in temporary directories).
+servers:
+	@if ! command -v redis-server >/dev/null 2>&1 || ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server postgresql >/dev/null; \
+		else \
+			echo "install redis-server and postgresql (Debian packages) to run the Redis and PostgreSQL tests"; \
+		fi; \
+	fi
+
+test-deps: codex servers
+
+test: test-deps
+	BUS_TEST_CODEX_COMMAND=$(CODEX) $(GO) test -race -count=1 -timeout 45m ./...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+bench: test-deps
+	BUS_TEST_CODEX_COMMAND=$(CODEX) $(GO) run ./cmd/bus-bench $(ARGS)
+
+clean:
+	rm -rf $(TOOLS) bin

@@ -1,0 +1,296 @@
+package frontdoor
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/busdk/bus-integration-codex/internal/auth"
+	"github.com/busdk/bus-integration-codex/pkg/events"
+	"github.com/busdk/bus-integration-codex/pkg/llmapi"
+)
+
+// readBody reads the whole request body, refusing bodies over MaxBodyBytes
+// before anything is parsed.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *llmapi.APIError) {
+	tooLarge := llmapi.NewError(http.StatusRequestEntityTooLarge, llmapi.TypeInvalidRequest, "request_body_too_large", "",
+		fmt.Sprintf("The request body exceeds the limit of %d bytes.", s.cfg.MaxBodyBytes))
+	if r.ContentLength > s.cfg.MaxBodyBytes {
+		return nil, tooLarge
+	}
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(bodyReadTimeout)) // unsupported writers just skip it
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+	_ = rc.SetReadDeadline(time.Time{})
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return nil, tooLarge
+		}
+		return nil, llmapi.InvalidRequest("", "invalid_body", "The request body could not be read.")
+	}
+	return body, nil
+}
+
+// authorize verifies the caller's bearer token and, when scope is not
+// empty, that it carries scope.
+func (s *Server) authorize(r *http.Request, scope string) (*auth.Claims, *llmapi.APIError) {
+	claims, err := s.cfg.Verifier.Authenticate(r)
+	switch {
+	case errors.Is(err, auth.ErrMissingToken):
+		return nil, llmapi.NewError(http.StatusUnauthorized, llmapi.TypeAuthentication, "missing_token", "",
+			"You didn't provide a bearer token. Send it in the Authorization header: \"Authorization: Bearer <token>\".")
+	case err != nil:
+		return nil, llmapi.NewError(http.StatusUnauthorized, llmapi.TypeAuthentication, "invalid_token", "",
+			"The bearer token was not accepted: "+err.Error()+".")
+	case scope != "" && !claims.HasScope(scope):
+		return nil, llmapi.NewError(http.StatusForbidden, llmapi.TypePermission, "insufficient_scope", "",
+			fmt.Sprintf("The bearer token lacks the scope %s needed for this endpoint.", scope))
+	}
+	return claims, nil
+}
+
+// clientRequest is what the front door reads from a client body.
+type clientRequest struct {
+	model        string
+	stream       bool
+	includeUsage bool
+}
+
+// requiredField is the field each operation cannot run without.
+func requiredField(op llmapi.Operation) string {
+	switch op {
+	case llmapi.OpChatCompletions:
+		return "messages"
+	case llmapi.OpResponses:
+		return "input"
+	default:
+		return "prompt"
+	}
+}
+
+func isNull(raw json.RawMessage) bool {
+	raw = bytes.TrimSpace(raw)
+	return len(raw) == 0 || string(raw) == "null"
+}
+
+// parseRequest checks the body lightly; the worker validates it in depth.
+func parseRequest(op llmapi.Operation, body []byte) (clientRequest, *llmapi.APIError) {
+	var cr clientRequest
+	trimmed := bytes.TrimSpace(body)
+	var fields map[string]json.RawMessage
+	if len(trimmed) == 0 || trimmed[0] != '{' || json.Unmarshal(trimmed, &fields) != nil {
+		return cr, llmapi.InvalidRequest("", "invalid_json",
+			"We could not parse the JSON body of your request: it must be a JSON object.")
+	}
+	if isNull(fields["model"]) {
+		return cr, llmapi.InvalidRequest("model", "missing_required_parameter", "Missing required parameter: 'model'.")
+	}
+	if err := json.Unmarshal(fields["model"], &cr.model); err != nil || cr.model == "" {
+		return cr, llmapi.InvalidRequest("model", "invalid_type", "Invalid type for 'model': expected a non-empty string.")
+	}
+	if !isNull(fields["stream"]) {
+		if err := json.Unmarshal(fields["stream"], &cr.stream); err != nil {
+			return cr, llmapi.InvalidRequest("stream", "invalid_type", "Invalid type for 'stream': expected a boolean.")
+		}
+	}
+	if req := requiredField(op); isNull(fields[req]) {
+		return cr, llmapi.InvalidRequest(req, "missing_required_parameter", fmt.Sprintf("Missing required parameter: '%s'.", req))
+	}
+	var opts struct {
+		IncludeUsage bool `json:"include_usage"`
+	}
+	if !isNull(fields["stream_options"]) && json.Unmarshal(fields["stream_options"], &opts) == nil {
+		cr.includeUsage = opts.IncludeUsage // a bad value is the worker's to reject
+	}
+	return cr, nil
+}
+
+func modelNotFound(id string) *llmapi.APIError {
+	return llmapi.NewError(http.StatusNotFound, llmapi.TypeInvalidRequest, "model_not_found", "model",
+		fmt.Sprintf("The model `%s` does not exist or you do not have access to it.", id))
+}
+
+// newRequestID returns "req_" and 128 random bits in hex.
+func newRequestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
+	return "req_" + hex.EncodeToString(b[:])
+}
+
+// exchange is one execution request in flight.
+type exchange struct {
+	s        *Server
+	w        http.ResponseWriter
+	r        *http.Request
+	op       llmapi.Operation
+	id       string
+	req      clientRequest
+	wt       *waiter
+	deadline time.Time
+	start    time.Time
+	status   int // what the client got, for the log
+}
+
+// handleExecute serves POST on op's REST path.
+func (s *Server) handleExecute(op llmapi.Operation) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		if !allow(w, r, http.MethodPost) {
+			return
+		}
+		body, apiErr := s.readBody(w, r)
+		if apiErr != nil {
+			writeError(w, apiErr)
+			return
+		}
+		claims, apiErr := s.authorize(r, llmapi.Scope)
+		if apiErr != nil {
+			writeError(w, apiErr)
+			return
+		}
+		cr, apiErr := parseRequest(op, body)
+		if apiErr != nil {
+			writeError(w, apiErr)
+			return
+		}
+		if _, ok := s.cfg.Catalog.Lookup(cr.model); !ok {
+			writeError(w, modelNotFound(cr.model))
+			return
+		}
+		if s.draining.Load() {
+			writeError(w, llmapi.NewError(http.StatusServiceUnavailable, "", "shutting_down", "", "The server is shutting down; retry."))
+			return
+		}
+		if !s.canExecute(op, cr.stream) {
+			writeError(w, llmapi.NewError(http.StatusServiceUnavailable, "", "events_unavailable", "",
+				"The Events API response listeners are not connected; retry shortly."))
+			return
+		}
+		x := &exchange{s: s, w: w, r: r, op: op, id: newRequestID(), req: cr, start: start}
+		x.deadline = start.Add(s.cfg.Timeout)
+		x.wt = newWaiter(x.id, op, cr.stream)
+		if !s.waiters.add(x.wt) {
+			writeError(w, llmapi.NewError(http.StatusInternalServerError, "", "internal_error", "", "request id collision; retry"))
+			return
+		}
+		defer s.waiters.remove(x.id)
+		w.Header().Set("X-Request-Id", x.id)
+		x.run(claims.Subject, body)
+		s.log.Info("request", "request_id", x.id, "operation", string(op), "model", cr.model, "stream", cr.stream,
+			"identity", claims.Subject, "status", x.status, "duration", time.Since(start).Round(time.Millisecond))
+	}
+}
+
+// run publishes the request event and answers with its outcome.
+func (x *exchange) run(identity string, body []byte) {
+	ctx := x.r.Context()
+	dl := x.deadline.UTC()
+	ev := llmapi.ExecutionEventRequest{
+		RequestID: x.id, Operation: x.op, Model: x.req.model, Stream: x.req.stream,
+		IdentityID: identity, Deadline: &dl, Body: json.RawMessage(body),
+	}
+	pctx, cancel := context.WithDeadline(ctx, x.deadline)
+	_, err := x.s.cfg.Events.PublishJSON(pctx, x.op.RequestEvent(), x.id, ev)
+	cancel()
+	if err != nil {
+		switch {
+		case ctx.Err() != nil:
+			x.gone()
+		case errors.Is(err, context.DeadlineExceeded):
+			x.timeout()
+		default:
+			x.fail(publishError(err))
+			x.s.log.Warn("publish failed", "request_id", x.id, "name", x.op.RequestEvent(), "err", err)
+		}
+		return
+	}
+	if x.req.stream {
+		x.stream()
+		return
+	}
+	x.await()
+}
+
+// publishError maps a failed publish to the client's answer: 503 when the
+// Events API is unreachable or unavailable, 502 when it refused the event.
+func publishError(err error) *llmapi.APIError {
+	if apiErr, ok := errors.AsType[*events.APIError](err); ok && apiErr.Status < 500 {
+		return badGateway("events_publish_rejected",
+			fmt.Sprintf("The Events API refused the execution request (%d %s).", apiErr.Status, apiErr.Code))
+	}
+	return llmapi.NewError(http.StatusServiceUnavailable, "", "events_unavailable", "",
+		"The Events API cannot be reached; retry shortly.")
+}
+
+// await answers a non-streaming request with its response event.
+func (x *exchange) await() {
+	timer := time.NewTimer(time.Until(x.deadline))
+	defer timer.Stop()
+	for {
+		_, resp, failure := x.wt.take()
+		switch {
+		case failure != nil:
+			x.fail(failure)
+			return
+		case resp != nil:
+			x.status = resp.StatusCode
+			writeRaw(x.w, resp.StatusCode, resp.Body)
+			return
+		}
+		select {
+		case <-x.wt.notify:
+		case <-timer.C:
+			x.timeout()
+			return
+		case <-x.r.Context().Done():
+			x.gone()
+			return
+		}
+	}
+}
+
+// fail answers with an error before any stream frame went out.
+func (x *exchange) fail(e *llmapi.APIError) {
+	x.status = e.Status
+	writeError(x.w, e)
+}
+
+// timeout answers 504 and cancels the worker's run.
+func (x *exchange) timeout() {
+	x.fail(llmapi.NewError(http.StatusGatewayTimeout, llmapi.TypeTimeout, "timeout", "",
+		fmt.Sprintf("No answer from the execution worker within %s.", x.s.cfg.Timeout)))
+	x.publishCancel(llmapi.ReasonTimeout)
+}
+
+// gone handles a request context that ended: the client went away, or
+// shutdown ran out of time (then the client still gets a 503).
+func (x *exchange) gone() {
+	if x.s.hardStop.Err() != nil {
+		x.fail(llmapi.NewError(http.StatusServiceUnavailable, "", "shutting_down", "", "The server shut down before the answer arrived; retry."))
+		x.publishCancel(llmapi.ReasonTimeout)
+		return
+	}
+	x.status = 499 // client closed request, for the log only
+	x.publishCancel(llmapi.ReasonClientDisconnected)
+}
+
+// publishCancel tells the worker to stop; bounded, never tied to the
+// (possibly ended) request context.
+func (x *exchange) publishCancel(reason string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(x.r.Context()), cancelPublishTimeout)
+	defer cancel()
+	_, err := x.s.cfg.Events.PublishJSON(ctx, x.op.CancelEvent(), x.id,
+		llmapi.ExecutionEventCancel{RequestID: x.id, Operation: x.op, Reason: reason})
+	if err != nil {
+		x.s.log.Warn("cancel publish failed", "request_id", x.id, "reason", reason, "err", err)
+		return
+	}
+	x.s.log.Info("request cancelled", "request_id", x.id, "reason", reason)
+}
