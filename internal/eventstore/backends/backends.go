@@ -8,6 +8,8 @@ import (
 	"github.com/busdk/bus-integration-codex/internal/busconfig"
 	"github.com/busdk/bus-integration-codex/internal/eventstore"
 	"github.com/busdk/bus-integration-codex/internal/eventstore/memory"
+	"github.com/busdk/bus-integration-codex/internal/eventstore/pgstore"
+	"github.com/busdk/bus-integration-codex/internal/eventstore/redisstore"
 )
 
 // Names lists the backends Open knows.
@@ -19,6 +21,26 @@ func Open(ctx context.Context, name string, env busconfig.Env) (eventstore.Backe
 	switch name {
 	case "", "memory":
 		return memory.New(memory.Options{}), nil
+	case "redis":
+		cfg, err := redisstore.FromEnv(env)
+		if err != nil {
+			return nil, err
+		}
+		b, err := redisstore.Open(ctx, cfg)
+		if err != nil {
+			return nil, err
+		}
+		return b, nil
+	case "postgres":
+		cfg, err := pgstore.FromEnv(env)
+		if err != nil {
+			return nil, err
+		}
+		b, err := pgstore.Open(ctx, cfg)
+		if err != nil {
+			return nil, err
+		}
+		return b, nil
 	default:
 		return nil, fmt.Errorf("unknown events backend %q (want memory, redis or postgres)", name)
 	}

@@ -43,17 +43,20 @@ func Run(t *testing.T, h Harness) {
 		{"ReplayThenFollow", testReplayFollow},
 		{"NamesAreIsolated", testNamesIsolated},
 		{"MultiNameSubscriptionKeepsPublishOrder", testMultiName},
+		{"MultiNameOrderAcrossManyEvents", testMultiNameMany},
 		{"OrderingPerName", testOrdering},
 		{"ConcurrentPublishers", testConcurrentPublishers},
 		{"UnicastExclusivity", testUnicastExclusive},
 		{"UnicastGroupsAreIndependent", testUnicastGroups},
 		{"UnicastGroupCollectsWhileNoConsumer", testUnicastCollects},
 		{"UnicastReplayStartsNewGroupAtHistory", testUnicastReplay},
+		{"UnicastSnapshotEndsAndLeavesLaterEvents", testUnicastSnapshot},
 		{"UnicastWithoutAckIsNotRedelivered", testNoAckNoRedelivery},
 		{"AckRedeliversToAnotherConsumer", testAckRedelivery},
 		{"AckCounts", testAckCounts},
 		{"CancelledNextLosesNothing", testCancelledNext},
 		{"CloseEndsBlockedNext", testCloseEndsNext},
+		{"BackendCloseEndsSubscriptions", testBackendClose},
 		{"RestartLosesNothing", testRestart},
 		{"ReplicasActAsOne", testReplicas},
 	}
@@ -282,6 +285,42 @@ func testMultiName(t *testing.T, s *suite) {
 	}
 }
 
+// testMultiNameMany interleaves several names unevenly, with more events
+// than a backend is likely to fetch at once, and checks that following,
+// snapshot and unicast readers all see the publish order.
+func testMultiNameMany(t *testing.T, s *suite) {
+	b := s.open(t)
+	names := []string{"test.many.a", "test.many.b", "test.many.c"}
+	live := subscribe(t, b, broadcast(names...))
+	const n = 400
+	for i := range n {
+		name := names[0] // a: 4 of 7, b: 2 of 7, c: 1 of 7
+		switch i % 7 {
+		case 4, 5:
+			name = names[1]
+		case 6:
+			name = names[2]
+		}
+		publish(t, b, name, i)
+	}
+	snap := subscribe(t, b, eventstore.Subscription{Names: names, Delivery: events.Broadcast, Replay: true})
+	uniSub := unicast("g", "c", names...)
+	uniSub.Replay = true
+	uni := subscribe(t, b, uniSub)
+	for k, x := range []eventstore.Subscriber{live, snap, uni} {
+		for i := range n {
+			if got := index(t, next(t, x, wait)); got != i {
+				t.Fatalf("reader %d: event %d is #%d", k, i, got)
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if _, err := snap.Next(ctx); !errors.Is(err, eventstore.ErrEndOfSnapshot) {
+		t.Fatalf("after snapshot: got %v, want ErrEndOfSnapshot", err)
+	}
+}
+
 func testOrdering(t *testing.T, s *suite) {
 	b := s.open(t)
 	sub := subscribe(t, b, broadcast("test.order"))
@@ -462,6 +501,33 @@ func testUnicastReplay(t *testing.T, s *suite) {
 	nothing(t, fresh, 200*time.Millisecond)
 }
 
+// testUnicastSnapshot reads a group without Follow: it ends after the
+// events that existed at subscribe time and leaves later ones to the group.
+func testUnicastSnapshot(t *testing.T, s *suite) {
+	b := s.open(t)
+	for i := range 3 {
+		publish(t, b, "test.unisnap", i)
+	}
+	sub := eventstore.Subscription{Names: []string{"test.unisnap"}, Delivery: events.Unicast, Group: "g", Consumer: "c1", Replay: true}
+	x := subscribe(t, b, sub)
+	publish(t, b, "test.unisnap", 3) // after the snapshot
+	for i := range 3 {
+		if got := index(t, next(t, x, wait)); got != i {
+			t.Fatalf("snapshot event %d is #%d", i, got)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if env, err := x.Next(ctx); !errors.Is(err, eventstore.ErrEndOfSnapshot) {
+		t.Fatalf("after snapshot: got %v %s, want ErrEndOfSnapshot", err, env.Payload)
+	}
+	sub.Consumer, sub.Follow = "c2", true
+	y := subscribe(t, b, sub)
+	if got := index(t, next(t, y, wait)); got != 3 {
+		t.Fatalf("group's next event is #%d, want #3 (the snapshot reader must not take it)", got)
+	}
+}
+
 func testNoAckNoRedelivery(t *testing.T, s *suite) {
 	b := s.open(t)
 	sub := unicast("g", "c1", "test.noack")
@@ -587,6 +653,42 @@ func testCloseEndsNext(t *testing.T, s *suite) {
 		case <-time.After(wait):
 			t.Fatal("Next still blocked after Close")
 		}
+	}
+}
+
+func testBackendClose(t *testing.T, s *suite) {
+	b := s.h.Open(t, s.ns)
+	var subs []eventstore.Subscriber
+	for _, sub := range []eventstore.Subscription{broadcast("test.bclose"), unicast("g", "c", "test.bclose")} {
+		x, err := b.Subscribe(ctxT(t), sub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		subs = append(subs, x)
+	}
+	errc := make(chan error, len(subs))
+	for _, x := range subs {
+		go func() {
+			_, err := x.Next(context.Background())
+			errc <- err
+		}()
+	}
+	time.Sleep(50 * time.Millisecond)
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for range subs {
+		select {
+		case err := <-errc:
+			if !errors.Is(err, eventstore.ErrClosed) {
+				t.Fatalf("Next after the backend closed: got %v, want ErrClosed", err)
+			}
+		case <-time.After(wait):
+			t.Fatal("Next still blocked after the backend closed")
+		}
+	}
+	for _, x := range subs {
+		_ = x.Close()
 	}
 }
 

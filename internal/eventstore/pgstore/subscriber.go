@@ -1,0 +1,363 @@
+package pgstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/busdk/bus-integration-codex/internal/eventstore"
+	"github.com/busdk/bus-integration-codex/pkg/events"
+)
+
+// broadcastBatch is how many events one broadcast query fetches.
+const broadcastBatch = 256
+
+// followEnd is the upper id bound of a following subscription.
+const followEnd = math.MaxInt64
+
+// eventColumns are the columns every event query returns, in scanRow order.
+const eventColumns = "e.id, e.name, e.correlation_id, e.identity_id, e.payload, e.created_at"
+
+// broadcastSQL returns the next events after per-name cursors, in id order:
+// the batch smallest ids of each name, merged and cut to batch, so the result
+// is the batch smallest ids overall.
+const broadcastSQL = `
+SELECT ` + eventColumns + `
+FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS c(name, after, upto)
+CROSS JOIN LATERAL (
+	SELECT * FROM bus_events ev
+	WHERE ev.name = c.name AND ev.id > c.after AND ev.id <= c.upto
+	ORDER BY ev.id LIMIT $4
+) e
+ORDER BY e.id LIMIT $4`
+
+// claimSQL hands the group its next event: lock the group's cursor rows
+// of the names (in name order, so claims never deadlock), take the earliest
+// event after them, advance that cursor and, with Ack, record the pending
+// delivery — one statement, one transaction.
+const claimSQL = `
+WITH cur AS (
+	SELECT name, last_id FROM bus_event_group_cursors
+	WHERE group_name = $1 AND name = ANY($2::text[])
+	ORDER BY name
+	FOR UPDATE
+), nxt AS (
+	SELECT ` + eventColumns + `
+	FROM cur
+	JOIN unnest($2::text[], $3::bigint[]) AS b(name, upto) ON b.name = cur.name
+	CROSS JOIN LATERAL (
+		SELECT * FROM bus_events ev
+		WHERE ev.name = cur.name AND ev.id > cur.last_id AND ev.id <= b.upto
+		ORDER BY ev.id LIMIT 1
+	) e
+	ORDER BY e.id LIMIT 1
+), adv AS (
+	UPDATE bus_event_group_cursors c SET last_id = nxt.id
+	FROM nxt WHERE c.group_name = $1 AND c.name = nxt.name
+), pend AS (
+	INSERT INTO bus_event_pending (group_name, event_id, name, consumer, deadline)
+	SELECT $1, nxt.id, nxt.name, $4, clock_timestamp() + $5::bigint * interval '1 microsecond'
+	FROM nxt WHERE $6::boolean
+	ON CONFLICT (group_name, event_id) DO UPDATE
+	SET consumer = EXCLUDED.consumer, deadline = EXCLUDED.deadline,
+		deliveries = bus_event_pending.deliveries + 1
+)
+SELECT id, name, correlation_id, identity_id, payload, created_at FROM nxt`
+
+// redeliverSQL hands out the group's oldest expired pending delivery again,
+// resetting its deadline. SKIP LOCKED and the recheck of the deadline keep
+// two consumers from taking the same one.
+const redeliverSQL = `
+WITH p AS (
+	SELECT group_name, event_id FROM bus_event_pending
+	WHERE group_name = $1 AND name = ANY($2::text[]) AND deadline <= clock_timestamp()
+	ORDER BY event_id LIMIT 1
+	FOR UPDATE SKIP LOCKED
+), upd AS (
+	UPDATE bus_event_pending bp
+	SET consumer = $3, deadline = clock_timestamp() + $4::bigint * interval '1 microsecond',
+		deliveries = bp.deliveries + 1
+	FROM p WHERE bp.group_name = p.group_name AND bp.event_id = p.event_id
+	RETURNING bp.event_id
+)
+SELECT ` + eventColumns + ` FROM upd JOIN bus_events e ON e.id = upd.event_id`
+
+// readResult is what one read hands to Next.
+type readResult struct {
+	envs []events.Envelope
+	end  bool // the snapshot is exhausted
+	err  error
+}
+
+type subscriber struct {
+	b    *Backend
+	sub  eventstore.Subscription
+	wake chan struct{} // from the hub
+
+	ctx    context.Context // ends with Close or the backend's Close
+	cancel context.CancelFunc
+
+	turn chan struct{} // held by the running Next
+
+	// Owned by the goroutine holding turn.
+	inflight chan readResult
+	ready    []events.Envelope
+	end      bool
+
+	// Owned by the running read (one at a time; the next one starts after
+	// Next received the previous result).
+	cursors []int64 // broadcast: last id read per name
+	ends    []int64 // last id of the snapshot per name, followEnd when following
+}
+
+// Subscribe implements eventstore.Backend.
+func (b *Backend) Subscribe(ctx context.Context, sub eventstore.Subscription) (eventstore.Subscriber, error) {
+	if err := sub.Validate(); err != nil {
+		return nil, err
+	}
+	if b.ctx.Err() != nil {
+		return nil, eventstore.ErrClosed
+	}
+	names := slices.Clone(sub.Names)
+	slices.Sort(names)
+	sub.Names = slices.Compact(names)
+
+	if sub.Delivery == events.Unicast {
+		_, err := b.pool.Exec(ctx, `
+			INSERT INTO bus_event_group_cursors (name, group_name, last_id)
+			SELECT c.name, $2, CASE WHEN $3::boolean THEN 0 ELSE
+				coalesce((SELECT max(id) FROM bus_events ev WHERE ev.name = c.name), 0) END
+			FROM unnest($1::text[]) AS c(name)
+			ON CONFLICT (name, group_name) DO NOTHING`, sub.Names, sub.Group, sub.Replay)
+		if err != nil {
+			return nil, fmt.Errorf("pgstore: create group %s: %w", sub.Group, err)
+		}
+	}
+	s := &subscriber{b: b, sub: sub, turn: make(chan struct{}, 1)}
+	s.cursors = make([]int64, len(sub.Names))
+	s.ends = make([]int64, len(sub.Names))
+	for i := range s.ends {
+		s.ends[i] = followEnd
+	}
+	if sub.Delivery == events.Broadcast || !sub.Follow {
+		// The last id of every name, in one snapshot: the start of a
+		// broadcast without Replay, the end of a snapshot without Follow.
+		rows, err := b.pool.Query(ctx, `
+			SELECT coalesce((SELECT max(id) FROM bus_events ev WHERE ev.name = c.name), 0)
+			FROM unnest($1::text[]) WITH ORDINALITY AS c(name, n) ORDER BY c.n`, sub.Names)
+		if err != nil {
+			return nil, fmt.Errorf("pgstore: subscribe: %w", err)
+		}
+		last, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		if err != nil {
+			return nil, fmt.Errorf("pgstore: subscribe: %w", err)
+		}
+		for i := range sub.Names {
+			if sub.Delivery == events.Broadcast && !sub.Replay {
+				s.cursors[i] = last[i]
+			}
+			if !sub.Follow {
+				s.ends[i] = last[i]
+			}
+		}
+	}
+	s.wake = b.hub.add(sub.Names)
+	s.ctx, s.cancel = context.WithCancel(b.ctx)
+	context.AfterFunc(s.ctx, func() { b.hub.remove(sub.Names, s.wake) })
+	return s, nil
+}
+
+// Close implements eventstore.Subscriber. Pending acknowledged-mode
+// deliveries stay pending.
+func (s *subscriber) Close() error {
+	s.cancel()
+	return nil
+}
+
+// Next implements eventstore.Subscriber. Reads run on a goroutine of their
+// own, so when ctx ends first the read goes on and its result waits for
+// the next call: nothing claimed is dropped.
+func (s *subscriber) Next(ctx context.Context) (events.Envelope, error) {
+	select {
+	case s.turn <- struct{}{}:
+	case <-ctx.Done():
+		return events.Envelope{}, ctx.Err()
+	case <-s.ctx.Done():
+		return events.Envelope{}, eventstore.ErrClosed
+	}
+	defer func() { <-s.turn }()
+	for {
+		if s.ctx.Err() != nil {
+			return events.Envelope{}, eventstore.ErrClosed
+		}
+		if len(s.ready) > 0 {
+			env := s.ready[0]
+			s.ready = s.ready[1:]
+			return env, nil
+		}
+		if s.end {
+			return events.Envelope{}, eventstore.ErrEndOfSnapshot
+		}
+		if err := ctx.Err(); err != nil {
+			return events.Envelope{}, err
+		}
+		if s.inflight == nil {
+			if s.inflight = s.b.goRead(func() readResult { return s.read(s.ctx) }); s.inflight == nil {
+				return events.Envelope{}, eventstore.ErrClosed
+			}
+		}
+		select {
+		case r := <-s.inflight:
+			s.inflight = nil
+			s.ready = append(s.ready, r.envs...)
+			s.end = s.end || r.end
+			if r.err != nil && len(s.ready) == 0 {
+				if s.ctx.Err() != nil {
+					return events.Envelope{}, eventstore.ErrClosed
+				}
+				return events.Envelope{}, r.err
+			}
+		case <-ctx.Done():
+			return events.Envelope{}, ctx.Err()
+		case <-s.ctx.Done():
+			return events.Envelope{}, eventstore.ErrClosed
+		}
+	}
+}
+
+// read queries once and, when a following subscription found nothing,
+// waits for a notification, the poll interval or (Ack) the next pending
+// deadline, then queries once more.
+func (s *subscriber) read(ctx context.Context) readResult {
+	for waited := false; ; waited = true {
+		// A wake-up from before this query is covered by it.
+		select {
+		case <-s.wake:
+		default:
+		}
+		var (
+			r     readResult
+			delay = s.b.cfg.PollInterval
+		)
+		if s.sub.Delivery == events.Broadcast {
+			r = s.readBroadcast(ctx)
+		} else {
+			r, delay = s.readUnicast(ctx, delay)
+		}
+		if r.err != nil || r.end || len(r.envs) > 0 || waited {
+			return r
+		}
+		timer := time.NewTimer(delay)
+		select {
+		case <-s.wake:
+		case <-timer.C:
+		case <-ctx.Done():
+		}
+		timer.Stop()
+		if ctx.Err() != nil {
+			return readResult{}
+		}
+	}
+}
+
+func (s *subscriber) readBroadcast(ctx context.Context) readResult {
+	rows, err := s.b.pool.Query(ctx, broadcastSQL, s.sub.Names, s.cursors, s.ends, broadcastBatch)
+	if err != nil {
+		return readResult{err: fmt.Errorf("pgstore: read: %w", err)}
+	}
+	envs, err := pgx.CollectRows(rows, scanEvent)
+	if err != nil {
+		return readResult{err: fmt.Errorf("pgstore: read: %w", err)}
+	}
+	for _, env := range envs {
+		id, _ := parseID(env.ID)
+		if i, ok := slices.BinarySearch(s.sub.Names, env.Name); ok && id > s.cursors[i] {
+			s.cursors[i] = id
+		}
+	}
+	if len(envs) == 0 && !s.sub.Follow {
+		return readResult{end: true}
+	}
+	return readResult{envs: envs}
+}
+
+// readUnicast hands out an expired pending delivery (Ack), else claims the
+// group's next event. With nothing to hand out it returns how long to wait
+// at most: delay, or less when a pending delivery expires sooner.
+func (s *subscriber) readUnicast(ctx context.Context, delay time.Duration) (readResult, time.Duration) {
+	vis := s.sub.EffectiveVisibility().Microseconds()
+	if s.sub.Ack {
+		env, found, err := s.queryOne(ctx, redeliverSQL, s.sub.Group, s.sub.Names, s.sub.Consumer, vis)
+		if err != nil {
+			return readResult{err: fmt.Errorf("pgstore: redeliver: %w", err)}, 0
+		}
+		if found {
+			return readResult{envs: []events.Envelope{env}}, 0
+		}
+	}
+	env, found, err := s.queryOne(ctx, claimSQL, s.sub.Group, s.sub.Names, s.ends, s.sub.Consumer, vis, s.sub.Ack)
+	if err != nil {
+		return readResult{err: fmt.Errorf("pgstore: claim: %w", err)}, 0
+	}
+	if found {
+		return readResult{envs: []events.Envelope{env}}, 0
+	}
+	if !s.sub.Follow {
+		return readResult{end: true}, 0
+	}
+	if s.sub.Ack {
+		var secs *float64
+		err := s.b.pool.QueryRow(ctx, `
+			SELECT EXTRACT(EPOCH FROM min(deadline) - clock_timestamp())::float8
+			FROM bus_event_pending WHERE group_name = $1 AND name = ANY($2::text[])`,
+			s.sub.Group, s.sub.Names).Scan(&secs)
+		if err != nil {
+			return readResult{err: fmt.Errorf("pgstore: pending deadline: %w", err)}, 0
+		}
+		if secs != nil {
+			d := time.Duration(*secs*float64(time.Second)) + time.Millisecond
+			delay = min(delay, max(d, time.Millisecond))
+		}
+	}
+	return readResult{}, delay
+}
+
+// queryOne runs a query returning at most one event.
+func (s *subscriber) queryOne(ctx context.Context, sql string, args ...any) (events.Envelope, bool, error) {
+	rows, err := s.b.pool.Query(ctx, sql, args...)
+	if err != nil {
+		return events.Envelope{}, false, err
+	}
+	env, err := pgx.CollectOneRow(rows, scanEvent)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return events.Envelope{}, false, nil
+	}
+	if err != nil {
+		return events.Envelope{}, false, err
+	}
+	return env, true, nil
+}
+
+// scanEvent reads the eventColumns of a row.
+func scanEvent(row pgx.CollectableRow) (events.Envelope, error) {
+	var (
+		env     events.Envelope
+		id      int64
+		payload []byte
+	)
+	if err := row.Scan(&id, &env.Name, &env.CorrelationID, &env.IdentityID, &payload, &env.CreatedAt); err != nil {
+		return events.Envelope{}, err
+	}
+	env.ID = formatID(id)
+	env.CreatedAt = env.CreatedAt.UTC()
+	if payload != nil {
+		env.Payload = json.RawMessage(payload)
+	}
+	return env, nil
+}

@@ -1,0 +1,467 @@
+package redisstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/busdk/bus-integration-codex/internal/eventstore"
+	"github.com/busdk/bus-integration-codex/pkg/events"
+)
+
+// claimSource is the Lua script that hands a unicast subscription its
+// group's next entry. KEYS are the subscription's streams; ARGV are group,
+// consumer, "1" for NOACK, then the last entry ID each stream may hand out
+// ("+" when following).
+//
+// For every stream it looks up the group's last-delivered-id and the entry
+// after it, picks the earliest of those (by entry time, then CreatedAt) and
+// XREADGROUPs that one stream, so exactly one entry is claimed. Replies:
+// {1, streamIndex, entryID, fields} for a claimed entry; {0, lastID...}
+// with every stream's last entry ID when nothing is available (to block
+// on); {-1, streamIndex} when a stream has lost the group.
+const claimSource = `
+local group, consumer, noack = ARGV[1], ARGV[2], ARGV[3]
+local best, bestMs, bestT, bestSeq
+for i = 1, #KEYS do
+  local last
+  local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[i])
+  if ok then
+    for _, g in ipairs(groups) do
+      local name, ldi
+      for j = 1, #g, 2 do
+        if g[j] == 'name' then name = g[j + 1]
+        elseif g[j] == 'last-delivered-id' then ldi = g[j + 1] end
+      end
+      if name == group then last = ldi break end
+    end
+  end
+  if not last then return {-1, i} end
+  local r = redis.call('XRANGE', KEYS[i], '(' .. last, ARGV[3 + i], 'COUNT', 1)
+  if #r > 0 then
+    local id = r[1][1]
+    local dash = string.find(id, '-', 1, true)
+    local ms = tonumber(string.sub(id, 1, dash - 1))
+    local seq = tonumber(string.sub(id, dash + 1))
+    local t = ''
+    local f = r[1][2]
+    for j = 1, #f, 2 do
+      if f[j] == 't' then t = f[j + 1] break end
+    end
+    local earlier
+    if not best then earlier = true
+    elseif ms ~= bestMs then earlier = ms < bestMs
+    elseif #t ~= #bestT then earlier = #t < #bestT
+    elseif t ~= bestT then earlier = t < bestT
+    else earlier = seq < bestSeq end
+    if earlier then best, bestMs, bestT, bestSeq = i, ms, t, seq end
+  end
+end
+if best then
+  local r
+  if noack == '1' then
+    r = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', 1, 'NOACK', 'STREAMS', KEYS[best], '>')
+  else
+    r = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', 1, 'STREAMS', KEYS[best], '>')
+  end
+  local m = r[1][2][1]
+  return {1, best, m[1], m[2]}
+end
+local out = {0}
+for i = 1, #KEYS do
+  local r = redis.call('XREVRANGE', KEYS[i], '+', '-', 'COUNT', 1)
+  if #r > 0 then out[#out + 1] = r[1][1] else out[#out + 1] = '0-0' end
+end
+return out
+`
+
+// entry is one decoded stream entry of the subscription's name index name.
+type entry struct {
+	name    int
+	ms, seq uint64
+	created int64 // CreatedAt in Unix nanoseconds
+	env     events.Envelope
+}
+
+// before orders entries of different names: by entry time, then by
+// CreatedAt (same millisecond), then by sequence and name.
+func (e entry) before(o entry) bool {
+	switch {
+	case e.ms != o.ms:
+		return e.ms < o.ms
+	case e.created != o.created:
+		return e.created < o.created
+	case e.seq != o.seq:
+		return e.seq < o.seq
+	}
+	return e.name < o.name
+}
+
+// readResult is what one read hands to Next.
+type readResult struct {
+	envs []events.Envelope
+	end  bool // the snapshot is exhausted
+	err  error
+}
+
+type subscriber struct {
+	b    *Backend
+	sub  eventstore.Subscription
+	keys []string
+
+	ctx    context.Context // ends with Close or the backend's Close
+	cancel context.CancelFunc
+
+	turn chan struct{} // held by the running Next
+
+	// Owned by the goroutine holding turn.
+	inflight chan readResult // the running read, nil when none
+	ready    []events.Envelope
+	end      bool
+
+	// Owned by the running read (one at a time; the next one starts after
+	// Next received the previous result).
+	cursors     []string  // broadcast: last entry read per name
+	ends        []string  // last entry of the snapshot per name, "+" when following
+	queues      [][]entry // broadcast: entries read but not released yet
+	full        []bool    // broadcast: the last read of the name filled its batch
+	finished    []bool    // broadcast snapshot: nothing left to read of the name
+	scanCursors []string  // ack: XAUTOCLAIM cursor per name
+	nextScan    time.Time // ack: when to look for expired deliveries again
+}
+
+// Close implements eventstore.Subscriber. A read in flight ends within the
+// backend's Block; pending acknowledged-mode deliveries stay pending.
+func (s *subscriber) Close() error {
+	s.cancel()
+	return nil
+}
+
+// Next implements eventstore.Subscriber. Reads run on a goroutine of their
+// own, so when ctx ends first the read goes on and its result waits for
+// the next call: nothing read is dropped.
+func (s *subscriber) Next(ctx context.Context) (events.Envelope, error) {
+	select {
+	case s.turn <- struct{}{}:
+	case <-ctx.Done():
+		return events.Envelope{}, ctx.Err()
+	case <-s.ctx.Done():
+		return events.Envelope{}, eventstore.ErrClosed
+	}
+	defer func() { <-s.turn }()
+	for {
+		if s.ctx.Err() != nil {
+			return events.Envelope{}, eventstore.ErrClosed
+		}
+		if len(s.ready) > 0 {
+			env := s.ready[0]
+			s.ready = s.ready[1:]
+			return env, nil
+		}
+		if s.end {
+			return events.Envelope{}, eventstore.ErrEndOfSnapshot
+		}
+		if err := ctx.Err(); err != nil {
+			return events.Envelope{}, err
+		}
+		if s.inflight == nil {
+			if s.inflight = s.b.goRead(func() readResult { return s.read(s.ctx) }); s.inflight == nil {
+				return events.Envelope{}, eventstore.ErrClosed
+			}
+		}
+		select {
+		case r := <-s.inflight:
+			s.inflight = nil
+			s.ready = append(s.ready, r.envs...)
+			s.end = s.end || r.end
+			if r.err != nil && len(s.ready) == 0 {
+				if s.ctx.Err() != nil {
+					return events.Envelope{}, eventstore.ErrClosed
+				}
+				return events.Envelope{}, r.err
+			}
+		case <-ctx.Done():
+			return events.Envelope{}, ctx.Err()
+		case <-s.ctx.Done():
+			return events.Envelope{}, eventstore.ErrClosed
+		}
+	}
+}
+
+func (s *subscriber) read(ctx context.Context) readResult {
+	if s.sub.Delivery == events.Broadcast {
+		return s.readBroadcast(ctx)
+	}
+	return s.readUnicast(ctx)
+}
+
+// readBroadcast reads every unfinished name from its cursor and releases
+// the entries whose place in the merged order is certain. A name's later
+// entries can only precede another name's queued entries when its last
+// read filled the batch, so such a name must be read again once its queue
+// is empty.
+func (s *subscriber) readBroadcast(ctx context.Context) readResult {
+	for {
+		if out := s.release(); len(out) > 0 {
+			return readResult{envs: out}
+		}
+		queued := false
+		for _, q := range s.queues {
+			queued = queued || len(q) > 0
+		}
+		var keys, ids []string
+		var idx []int
+		for i, k := range s.keys {
+			if !s.finished[i] {
+				keys, ids, idx = append(keys, k), append(ids, s.cursors[i]), append(idx, i)
+			}
+		}
+		if len(idx) == 0 {
+			return readResult{end: true}
+		}
+		block := time.Duration(-1) // no BLOCK
+		if s.sub.Follow && !queued {
+			block = s.b.cfg.Block
+		}
+		streams, err := s.b.rdb.XRead(ctx, &redis.XReadArgs{
+			Streams: append(keys, ids...), Count: broadcastBatch, Block: block,
+		}).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return readResult{err: fmt.Errorf("redisstore: read: %w", err)}
+		}
+		got := make(map[string][]redis.XMessage, len(streams))
+		for _, st := range streams {
+			got[st.Stream] = st.Messages
+		}
+		for _, i := range idx {
+			msgs := got[s.keys[i]]
+			s.full[i] = len(msgs) >= broadcastBatch
+			for _, m := range msgs {
+				if !s.sub.Follow && idLess(s.ends[i], m.ID) {
+					s.finished[i] = true
+					break
+				}
+				s.cursors[i] = m.ID
+				e, err := s.decode(i, m.ID, m.Values)
+				if err != nil {
+					return readResult{err: err}
+				}
+				s.queues[i] = append(s.queues[i], e)
+			}
+			if !s.sub.Follow && (!s.full[i] || !idLess(s.cursors[i], s.ends[i])) {
+				s.finished[i] = true
+			}
+			if s.finished[i] {
+				s.full[i] = false
+			}
+		}
+		if len(streams) == 0 && block >= 0 {
+			return readResult{} // BLOCK timed out; Next calls again
+		}
+	}
+}
+
+// release takes queued entries in merged order while that order is certain.
+func (s *subscriber) release() []events.Envelope {
+	var out []events.Envelope
+	for {
+		best := -1
+		for i, q := range s.queues {
+			if len(q) == 0 {
+				if s.full[i] {
+					return out
+				}
+				continue
+			}
+			if best < 0 || q[0].before(s.queues[best][0]) {
+				best = i
+			}
+		}
+		if best < 0 {
+			return out
+		}
+		out = append(out, s.queues[best][0].env)
+		s.queues[best] = s.queues[best][1:]
+		if len(s.queues[best]) == 0 {
+			s.queues[best] = nil
+		}
+	}
+}
+
+// readUnicast hands out an expired pending delivery (Ack), else claims the
+// group's next entry, else waits up to Block for a new entry.
+func (s *subscriber) readUnicast(ctx context.Context) readResult {
+	waited := false
+	for {
+		if s.sub.Ack && !time.Now().Before(s.nextScan) {
+			e, err := s.autoclaim(ctx)
+			if err != nil {
+				return readResult{err: err}
+			}
+			if e != nil {
+				return readResult{envs: []events.Envelope{e.env}}
+			}
+		}
+		e, lastIDs, err := s.claim(ctx)
+		if err != nil {
+			return readResult{err: err}
+		}
+		if e != nil {
+			return readResult{envs: []events.Envelope{e.env}}
+		}
+		if !s.sub.Follow {
+			return readResult{end: true}
+		}
+		if waited {
+			return readResult{}
+		}
+		block := s.b.cfg.Block
+		if s.sub.Ack {
+			block = min(block, max(time.Until(s.nextScan), time.Millisecond))
+		}
+		// Wait without claiming: XREAD returns once any stream grows.
+		err = s.b.rdb.XRead(ctx, &redis.XReadArgs{
+			Streams: append(append([]string(nil), s.keys...), lastIDs...), Count: 1, Block: block,
+		}).Err()
+		if errors.Is(err, redis.Nil) {
+			return readResult{}
+		}
+		if err != nil {
+			return readResult{err: fmt.Errorf("redisstore: wait: %w", err)}
+		}
+		waited = true
+	}
+}
+
+// claim runs the claim script. It returns the claimed entry, or the last
+// entry ID of every stream when nothing was available.
+func (s *subscriber) claim(ctx context.Context) (*entry, []string, error) {
+	noack := "0"
+	if !s.sub.Ack {
+		noack = "1"
+	}
+	args := make([]any, 0, 3+len(s.keys))
+	args = append(args, s.sub.Group, s.sub.Consumer, noack)
+	for _, e := range s.ends {
+		args = append(args, e)
+	}
+	for attempt := 0; ; attempt++ {
+		res, err := s.b.claimScript.Run(ctx, s.b.rdb, s.keys, args...).Slice()
+		if err != nil {
+			return nil, nil, fmt.Errorf("redisstore: claim: %w", err)
+		}
+		status, _ := res[0].(int64)
+		switch {
+		case status == 1 && len(res) == 4:
+			i, _ := res[1].(int64)
+			id, _ := res[2].(string)
+			flat, _ := res[3].([]any)
+			fields := make(map[string]any, len(flat)/2)
+			for j := 0; j+1 < len(flat); j += 2 {
+				k, _ := flat[j].(string)
+				fields[k] = flat[j+1]
+			}
+			e, err := s.decode(int(i)-1, id, fields)
+			if err != nil {
+				return nil, nil, err
+			}
+			return &e, nil, nil
+		case status == 0 && len(res) == len(s.keys)+1:
+			ids := make([]string, len(s.keys))
+			for j := range ids {
+				ids[j], _ = res[j+1].(string)
+			}
+			return nil, ids, nil
+		case status == -1 && len(res) == 2 && attempt == 0:
+			// The stream lost the group (deleted or flushed): recreate it
+			// at the start of whatever the stream holds now.
+			i, _ := res[1].(int64)
+			if i < 1 || int(i) > len(s.keys) {
+				return nil, nil, fmt.Errorf("redisstore: claim: bad stream index %d", i)
+			}
+			err := s.b.rdb.XGroupCreateMkStream(ctx, s.keys[i-1], s.sub.Group, "0").Err()
+			if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
+				return nil, nil, fmt.Errorf("redisstore: recreate group %s: %w", s.sub.Group, err)
+			}
+		default:
+			return nil, nil, fmt.Errorf("redisstore: claim: unexpected reply %v", res)
+		}
+	}
+}
+
+// autoclaim takes over one delivery of the group that stayed
+// unacknowledged for longer than the subscription's Visibility.
+func (s *subscriber) autoclaim(ctx context.Context) (*entry, error) {
+	vis := s.sub.EffectiveVisibility()
+	complete := true
+	for i, k := range s.keys {
+		for range 8 {
+			msgs, next, err := s.b.rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{
+				Stream: k, Group: s.sub.Group, Consumer: s.sub.Consumer,
+				MinIdle: vis, Start: s.scanCursors[i], Count: 1,
+			}).Result()
+			if err != nil {
+				return nil, fmt.Errorf("redisstore: claim expired deliveries: %w", err)
+			}
+			s.scanCursors[i] = next
+			for _, m := range msgs {
+				if m.ID == "" || m.Values == nil {
+					continue // trimmed away while pending
+				}
+				e, err := s.decode(i, m.ID, m.Values)
+				if err != nil {
+					return nil, err
+				}
+				s.nextScan = time.Time{} // there may be more: look again next time
+				return &e, nil
+			}
+			if next == "0-0" {
+				break
+			}
+		}
+		complete = complete && s.scanCursors[i] == "0-0"
+	}
+	if complete {
+		s.nextScan = time.Now().Add(min(max(vis/4, 5*time.Millisecond), s.b.cfg.Block))
+	} else {
+		s.nextScan = time.Time{}
+	}
+	return nil, nil
+}
+
+// decode turns a stream entry of name index i into an entry.
+func (s *subscriber) decode(i int, id string, values map[string]any) (entry, error) {
+	ms, seq, ok := parseEntryID(id)
+	if !ok {
+		return entry{}, fmt.Errorf("redisstore: malformed entry id %q", id)
+	}
+	str := func(k string) string { v, _ := values[k].(string); return v }
+	created, err := strconv.ParseInt(str("t"), 10, 64)
+	if err != nil {
+		created = time.UnixMilli(int64(ms)).UnixNano()
+	}
+	env := events.Envelope{
+		ID:            idPrefix + id,
+		Name:          s.sub.Names[i],
+		CorrelationID: str("c"),
+		IdentityID:    str("i"),
+		CreatedAt:     time.Unix(0, created).UTC(),
+	}
+	if p := str("p"); p != "" {
+		env.Payload = json.RawMessage(p)
+	}
+	return entry{name: i, ms: ms, seq: seq, created: created, env: env}, nil
+}
+
+// idLess reports whether stream entry ID a is before b.
+func idLess(a, b string) bool {
+	am, as, _ := parseEntryID(a)
+	bm, bs, _ := parseEntryID(b)
+	return am < bm || (am == bm && as < bs)
+}
