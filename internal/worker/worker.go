@@ -117,7 +117,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			Group: w.cfg.Group, Consumer: w.cfg.Consumer,
 			Ack: true, Prefetch: w.cfg.Concurrency,
 			// A request is redelivered only when this worker dies holding it.
-			Visibility:     w.cfg.Timeout + 30*time.Second,
+			Visibility:     w.cfg.Timeout + redeliveryMargin,
 			ConnectTimeout: w.cfg.ConnectTimeout, OnConnect: onConnect(&reqOnce),
 		}, func(ctx context.Context, env events.Envelope) error {
 			select {
@@ -351,3 +351,8 @@ func (c *chunkPublisher) close() {
 	}
 	<-c.done
 }
+
+// redeliveryMargin is added to the request timeout to get the
+// acknowledgement deadline: a live worker answers (at worst with a timeout
+// error) well before it, so only a dead worker's requests are redelivered.
+const redeliveryMargin = 10 * time.Second

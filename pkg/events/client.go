@@ -454,3 +454,7 @@ func sleep(ctx context.Context, d time.Duration) bool {
 		return false
 	}
 }
+
+// CloseIdleConnections closes the client's idle keep-alive connections
+// (call it when done with the client, so servers can shut down promptly).
+func (c *Client) CloseIdleConnections() { c.http.CloseIdleConnections() }

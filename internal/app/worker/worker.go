@@ -193,7 +193,7 @@ func serve(ctx context.Context, o *Options, svc contract.Service, io cliutil.IO)
 	if err != nil {
 		return cliutil.Usagef("--events-url: %v", err)
 	}
-	provider, err := newProvider(ctx, o, log, io.Env)
+	provider, err := NewProvider(ctx, o, log, io.Env)
 	if err != nil {
 		return err
 	}
@@ -221,7 +221,9 @@ func serve(ctx context.Context, o *Options, svc contract.Service, io cliutil.IO)
 	return nil
 }
 
-func newProvider(ctx context.Context, o *Options, log *slog.Logger, env busconfig.Env) (llm.Provider, error) {
+// NewProvider builds the provider o selects: static, or codex on a warm App
+// Server pool (with one-line errors when codex is missing or not logged in).
+func NewProvider(ctx context.Context, o *Options, log *slog.Logger, env busconfig.Env) (llm.Provider, error) {
 	if o.Provider == "static" {
 		return static.New(), nil
 	}

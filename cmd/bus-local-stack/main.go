@@ -1,0 +1,10 @@
+// Command bus-local-stack runs the whole path on one machine: Events API
+// (memory), worker and OpenAI-compatible front door (make run).
+package main
+
+import (
+	"github.com/busdk/bus-integration-codex/internal/app/stack"
+	"github.com/busdk/bus-integration-codex/internal/cliutil"
+)
+
+func main() { cliutil.Main(stack.Run) }
