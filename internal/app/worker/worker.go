@@ -51,6 +51,7 @@ type Options struct {
 	Sandbox        string
 	Approvals      string
 	Processes      int
+	ToolSettle     time.Duration
 
 	SelfTest  bool
 	Events    bool
@@ -77,6 +78,10 @@ func parse(args []string, io cliutil.IO) (*Options, error) {
 	if err != nil {
 		return nil, err
 	}
+	settle, err := cliutil.Duration(env, "BUS_CODEX_TOOL_SETTLE", codex.DefaultToolSettle)
+	if err != nil {
+		return nil, err
+	}
 	fs := flag.NewFlagSet(Name, flag.ContinueOnError)
 	fs.StringVar(&o.EventsURL, "events-url", cliutil.String(env, "BUS_EVENTS_API_URL", "http://127.0.0.1:8081"), "Bus Events API base URL (env BUS_EVENTS_API_URL)")
 	fs.StringVar(&o.Provider, "provider", cliutil.String(env, "BUS_CODEX_PROVIDER", "codex"), "execution provider: codex or static (env BUS_CODEX_PROVIDER)")
@@ -91,6 +96,7 @@ func parse(args []string, io cliutil.IO) (*Options, error) {
 	fs.StringVar(&o.Sandbox, "sandbox", cliutil.String(env, "BUS_CODEX_SANDBOX", "read-only"), "Codex sandbox: read-only, workspace-write or danger-full-access (env BUS_CODEX_SANDBOX)")
 	fs.StringVar(&o.Approvals, "approvals", cliutil.String(env, "BUS_CODEX_APPROVALS", codex.ApprovalsDeny), "answer to Codex command/file approval requests: deny or approve (env BUS_CODEX_APPROVALS)")
 	fs.IntVar(&o.Processes, "codex-processes", processes, "App Server processes in the warm pool (env BUS_CODEX_PROCESSES; default: CPUs/2)")
+	fs.DurationVar(&o.ToolSettle, "tool-call-settle", settle, "wait this long after a client tool call for more calls of the same model step (env BUS_CODEX_TOOL_SETTLE)")
 	fs.StringVar(&o.LogLevel, "log-level", cliutil.String(env, "BUS_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env BUS_LOG_LEVEL)")
 	fs.BoolVar(&o.SelfTest, "self-test", false, "run every operation through an in-process Events API and the static provider, then exit")
 	fs.BoolVar(&o.Events, "events", false, "print the declared event contract and exit (see --format)")
@@ -240,7 +246,7 @@ func NewProvider(ctx context.Context, o *Options, log *slog.Logger, env busconfi
 	}
 	p, err := codex.New(ctx, codex.Config{
 		Command: o.CodexCommand, Workdir: workdir, Model: o.Model, Sandbox: o.Sandbox,
-		Approvals: o.Approvals, Processes: o.Processes, Logger: log,
+		Approvals: o.Approvals, Processes: o.Processes, ToolSettle: o.ToolSettle, Logger: log,
 	})
 	switch {
 	case errors.Is(err, codex.ErrNotInstalled):

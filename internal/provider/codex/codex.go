@@ -13,6 +13,8 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/busdk/bus-integration-codex/internal/llm"
 	"github.com/busdk/bus-integration-codex/pkg/appserver"
@@ -45,9 +47,17 @@ type Config struct {
 	Processes int
 	// Env is extra environment for codex (e.g. CODEX_HOME=...).
 	Env []string
+	// ToolSettle is how long, after the model's latest call of a client
+	// tool, the provider waits for more calls of the same model step
+	// before it ends the turn and returns them (DefaultToolSettle when 0;
+	// no wait when the request disallows parallel tool calls).
+	ToolSettle time.Duration
 	// Logger receives logs.
 	Logger *slog.Logger
 }
+
+// DefaultToolSettle is the default Config.ToolSettle.
+const DefaultToolSettle = 500 * time.Millisecond
 
 // Provider runs turns on Codex.
 type Provider struct {
@@ -71,6 +81,9 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	}
 	if cfg.Processes < 1 {
 		cfg.Processes = 1
+	}
+	if cfg.ToolSettle <= 0 {
+		cfg.ToolSettle = DefaultToolSettle
 	}
 	switch cfg.Sandbox {
 	case "":
@@ -120,7 +133,7 @@ func approve(ctx context.Context, req *appserver.ServerRequest) (any, error) {
 
 // Capabilities implements llm.Provider.
 func (p *Provider) Capabilities() llm.Capabilities {
-	return llm.Capabilities{Images: true, Schema: true}
+	return llm.Capabilities{Tools: true, Images: true, Schema: true}
 }
 
 // Close stops every App Server process.
@@ -129,32 +142,50 @@ func (p *Provider) Close() error { return p.pool.Close() }
 // Pool exposes the process pool (for diagnostics and benchmarks).
 func (p *Provider) Pool() *appserver.Pool { return p.pool }
 
+// errToolStep ends a turn whose model step called client tools: the calls
+// go back to the client, which runs them and continues the conversation.
+var errToolStep = errors.New("model called client tools")
+
 // Run implements llm.Provider.
 func (p *Provider) Run(ctx context.Context, req *llm.Request, sink llm.Sink) (*llm.Result, error) {
-	rr, err := p.runRequest(req)
+	names := newToolNames(req.Tools, req.Input)
+	rr, err := p.runRequest(req, names)
 	if err != nil {
 		return nil, err
 	}
-	var (
-		lastItem string
-		streamed strings.Builder
-	)
-	rr.OnEvent = func(ev appserver.Event) {
-		if ev.Kind != appserver.EventAgentMessageDelta || ev.Delta == "" || sink == nil {
-			return
-		}
-		if lastItem != "" && ev.ItemID != lastItem && streamed.Len() > 0 {
-			sink(llm.Delta{Kind: llm.DeltaText, Text: messageSeparator})
-		}
-		lastItem = ev.ItemID
-		streamed.WriteString(ev.Delta)
-		sink(llm.Delta{Kind: llm.DeltaText, Text: ev.Delta})
+	turnCtx, endTurn := context.WithCancelCause(ctx)
+	defer endTurn(nil)
+	t := &turnState{sink: sink, names: names, endTurn: endTurn}
+	t.settle = p.cfg.ToolSettle
+	if !req.ParallelToolCalls {
+		t.settle = 0
 	}
-	res, err := p.pool.Run(ctx, rr)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
+	defer t.stopTimer()
+	rr.OnEvent = t.onEvent
+	if len(rr.DynamicTools) > 0 {
+		// Client tools are not run here: their calls are held unanswered
+		// until the step is complete, then the turn is interrupted (Codex
+		// still reports the step's exact usage) and the calls returned.
+		rr.Handler = appserver.HandlerFunc(func(hctx context.Context, sr *appserver.ServerRequest) (any, error) {
+			if sr.Method != appserver.MethodDynamicToolCall {
+				return p.handler.HandleServerRequest(hctx, sr)
+			}
+			<-hctx.Done()
+			return appserver.TextToolResult(false, "this function is run by the API client"), nil
+		})
+	}
+	res, err := p.pool.Run(turnCtx, rr)
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	if calls := t.toolCalls(); errors.Is(context.Cause(turnCtx), errToolStep) && len(calls) > 0 {
+		out := &llm.Result{ToolCalls: calls, Finish: llm.FinishToolCalls}
+		if res != nil {
+			out.Text, out.Usage = answerText(res), usageOf(res)
 		}
+		return out, nil
+	}
+	if err != nil {
 		return nil, mapError(err)
 	}
 	if res.Status != appserver.StatusCompleted {
@@ -164,6 +195,68 @@ func (p *Provider) Run(ctx context.Context, req *llm.Request, sink llm.Sink) (*l
 		return nil, llmapi.NewError(http.StatusBadGateway, llmapi.TypeServer, "turn_"+res.Status, "", "the Codex turn ended "+res.Status)
 	}
 	return &llm.Result{Text: answerText(res), Finish: llm.FinishStop, Usage: usageOf(res)}, nil
+}
+
+// turnState follows one turn's events: it streams text deltas, collects
+// client tool calls in the model's order, and ends the turn once no
+// further call of the step arrives within the settle time.
+type turnState struct {
+	sink    llm.Sink
+	names   toolNames
+	endTurn context.CancelCauseFunc
+	settle  time.Duration
+
+	lastItem string
+	streamed bool
+
+	mu    sync.Mutex
+	calls []llm.ToolCall
+	timer *time.Timer
+}
+
+func (t *turnState) onEvent(ev appserver.Event) {
+	switch {
+	case ev.Kind == appserver.EventAgentMessageDelta && ev.Delta != "":
+		if t.sink == nil {
+			return
+		}
+		if t.lastItem != "" && ev.ItemID != t.lastItem && t.streamed {
+			t.sink(llm.Delta{Kind: llm.DeltaText, Text: messageSeparator})
+		}
+		t.lastItem, t.streamed = ev.ItemID, true
+		t.sink(llm.Delta{Kind: llm.DeltaText, Text: ev.Delta})
+	case ev.Kind == appserver.EventItemStarted && ev.Item != nil && ev.Item.Type == "dynamicToolCall":
+		call, ok := toolCallOf(ev.Item.Raw, t.names)
+		if !ok {
+			return
+		}
+		t.mu.Lock()
+		index := len(t.calls)
+		t.calls = append(t.calls, call)
+		if t.timer != nil {
+			t.timer.Stop()
+		}
+		t.timer = time.AfterFunc(t.settle, func() { t.endTurn(errToolStep) })
+		t.mu.Unlock()
+		if t.sink != nil {
+			t.sink(llm.Delta{Kind: llm.DeltaToolCall, Index: index, ToolCall: llm.ToolCall{ID: call.ID, Name: call.Name}})
+			t.sink(llm.Delta{Kind: llm.DeltaToolCall, Index: index, ArgumentsDelta: call.Arguments})
+		}
+	}
+}
+
+func (t *turnState) toolCalls() []llm.ToolCall {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]llm.ToolCall(nil), t.calls...)
+}
+
+func (t *turnState) stopTimer() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.timer != nil {
+		t.timer.Stop()
+	}
 }
 
 // messageSeparator joins several agent messages of one turn.
@@ -198,7 +291,7 @@ func usageOf(res *appserver.RunResult) llm.Usage {
 }
 
 // runRequest maps the neutral request onto one thread and turn.
-func (p *Provider) runRequest(req *llm.Request) (appserver.RunRequest, error) {
+func (p *Provider) runRequest(req *llm.Request, names toolNames) (appserver.RunRequest, error) {
 	rr := appserver.RunRequest{
 		Cwd:            p.cfg.Workdir,
 		Sandbox:        p.cfg.Sandbox,
@@ -220,8 +313,14 @@ func (p *Provider) runRequest(req *llm.Request) (appserver.RunRequest, error) {
 			rr.OutputSchema = f.Schema
 		}
 	}
+	if len(req.Tools) > 0 && req.ToolChoice.Mode != llm.ToolChoiceNone {
+		rr.DynamicTools = dynamicTools(req.Tools, names)
+		if extra := toolInstructions(req, names); extra != "" {
+			instructions = append(instructions, extra)
+		}
+	}
 	rr.DeveloperInstructions = strings.Join(instructions, "\n\n")
-	history, input, err := splitConversation(req.Input)
+	history, input, err := splitConversation(req.Input, names)
 	if err != nil {
 		return rr, err
 	}
@@ -238,7 +337,7 @@ const jsonObjectInstruction = "Respond with a single valid JSON object and nothi
 // and sends the final user message as the turn input. A conversation that
 // does not end with a user message (e.g. it ends with tool outputs) is
 // injected whole and the turn starts with empty input.
-func splitConversation(items []llm.Item) ([]any, []appserver.UserInput, error) {
+func splitConversation(items []llm.Item, names toolNames) ([]any, []appserver.UserInput, error) {
 	last := len(items) - 1
 	var input []appserver.UserInput
 	if last >= 0 && items[last].Type == llm.ItemMessage && items[last].Role == llm.RoleUser {
@@ -258,7 +357,7 @@ func splitConversation(items []llm.Item) ([]any, []appserver.UserInput, error) {
 		case llm.ItemMessage:
 			history = append(history, messageItem(it))
 		case llm.ItemFunctionCall:
-			history = append(history, appserver.FunctionCallItem(it.CallID, it.Name, it.Arguments))
+			history = append(history, appserver.FunctionCallItem(it.CallID, names.codex(it.Name), it.Arguments))
 		case llm.ItemFunctionCallOutput:
 			history = append(history, appserver.FunctionCallOutputItem(it.CallID, it.Output))
 		default:
