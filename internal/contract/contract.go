@@ -101,6 +101,26 @@ func Worker(version, group string) Service {
 			},
 		)
 	}
+	for _, op := range llmapi.StateOperations() {
+		slug := "codex." + op.Slug()
+		verb := map[llmapi.Operation]string{llmapi.OpResponsesRetrieve: "GET", llmapi.OpResponsesDelete: "DELETE"}[op]
+		s.Capabilities = append(s.Capabilities,
+			Capability{
+				ID: slug + ".receive", Action: Receive, Event: op.RequestEvent(), Delivery: events.Unicast, Group: group,
+				Scope: llmapi.Scope, Operation: op, Payload: "llmapi.ExecutionEventRequest",
+				Summary: fmt.Sprintf("Take %s /v1/responses/{id} requests for stored responses (an extension of the contract).", verb),
+				Description: fmt.Sprintf("The worker listens to %s with unicast delivery in group %q. The request body is "+
+					"{\"response_id\": \"resp_...\"}; identityId scopes the lookup: a response stored by another identity is not found. "+
+					"Stored responses live in the shared response store (memory, Redis or PostgreSQL).", op.RequestEvent(), group),
+			},
+			Capability{
+				ID: slug + ".respond", Action: Send, Event: op.ResponseEvent(),
+				Scope: llmapi.Scope, Operation: op, Payload: "llmapi.ExecutionEventResponse",
+				Summary:     "Publish the stored response object (or the deletion result, or a 404).",
+				Description: fmt.Sprintf("One %s per request: statusCode 200 with the stored response object (retrieve) or {\"id\", \"object\": \"response.deleted\", \"deleted\": true} (delete), else an OpenAI error (404 response_not_found).", op.ResponseEvent()),
+			},
+		)
+	}
 	return s
 }
 

@@ -9,11 +9,15 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net/http"
 	"time"
 
+	"github.com/busdk/bus-integration-codex/internal/catalog"
 	"github.com/busdk/bus-integration-codex/internal/llm"
 	"github.com/busdk/bus-integration-codex/internal/openai"
+	"github.com/busdk/bus-integration-codex/internal/respstore"
 	"github.com/busdk/bus-integration-codex/pkg/llmapi"
 )
 
@@ -23,6 +27,17 @@ type Executor struct {
 	Provider llm.Provider
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
+	// Catalog, when set, lists the model ids this worker serves: unknown
+	// ids get a 404, and aliases choose the engine model and effort.
+	Catalog *catalog.Catalog
+	// Store keeps Responses API responses for previous_response_id and
+	// GET/DELETE (nil: nothing is stored).
+	Store respstore.Store
+	// StoreTTL is how long stored responses are kept (respstore.DefaultTTL
+	// when 0).
+	StoreTTL time.Duration
+	// Logger receives store failures (slog.Default when nil).
+	Logger *slog.Logger
 }
 
 // Emit publishes one stream frame; frames arrive in order.
@@ -39,16 +54,23 @@ func (x *Executor) Execute(ctx context.Context, req *llmapi.ExecutionEventReques
 	if err := req.Validate(); err != nil {
 		return llmapi.ErrorResponse(req, llmapi.InvalidRequest("", "invalid_event", err.Error()))
 	}
+	if req.Operation.IsState() {
+		return x.state(ctx, req)
+	}
 	call, err := openai.Parse(req.Operation, req.Body, x.Provider.Capabilities())
 	if err != nil {
 		return llmapi.ErrorResponse(req, err)
 	}
 	call.Request.IdentityID = req.IdentityID
-	now := time.Now
-	if x.Now != nil {
-		now = x.Now
+	if err := x.applyCatalog(&call.Request); err != nil {
+		return llmapi.ErrorResponse(req, err)
 	}
-	meta := openai.NewMeta(req.Operation, call.Request.Model, now().Unix())
+	if call.Responses != nil {
+		if err := x.resume(ctx, call, req.IdentityID); err != nil {
+			return llmapi.ErrorResponse(req, err)
+		}
+	}
+	meta := openai.NewMeta(req.Operation, call.Request.Model, x.now().Unix())
 
 	var (
 		stream  openai.Stream
@@ -73,6 +95,10 @@ func (x *Executor) Execute(ctx context.Context, req *llmapi.ExecutionEventReques
 		}
 		return llmapi.ErrorResponse(req, apiErr)
 	}
+	body := call.Build(meta, res)
+	if err := x.save(ctx, call, req.IdentityID, meta.ID, res, body); err != nil {
+		x.log().Error("response not stored", "request", req.RequestID, "response", meta.ID, "err", err)
+	}
 	if stream != nil {
 		send(stream.Finish(res))
 	}
@@ -80,9 +106,35 @@ func (x *Executor) Execute(ctx context.Context, req *llmapi.ExecutionEventReques
 		RequestID:  req.RequestID,
 		Operation:  req.Operation,
 		StatusCode: http.StatusOK,
-		Body:       call.Build(meta, res),
+		Body:       body,
 		Usage:      openai.UsageOf(res.Usage),
 	}
+}
+
+func (x *Executor) log() *slog.Logger {
+	if x.Logger != nil {
+		return x.Logger
+	}
+	return slog.Default()
+}
+
+// applyCatalog checks the model id against the catalog and applies its
+// alias: the engine model, and the reasoning effort unless the request
+// sets one.
+func (x *Executor) applyCatalog(req *llm.Request) error {
+	if x.Catalog == nil {
+		return nil
+	}
+	e, ok := x.Catalog.Lookup(req.Model)
+	if !ok {
+		return llmapi.NewError(http.StatusNotFound, llmapi.TypeInvalidRequest, "model_not_found", "model",
+			fmt.Sprintf("The model '%s' does not exist or you do not have access to it.", req.Model))
+	}
+	req.EngineModel = e.CodexModel
+	if req.Effort == "" {
+		req.Effort = e.ReasoningEffort
+	}
+	return nil
 }
 
 // classify maps a provider error to the API error the client sees.

@@ -188,6 +188,47 @@ func (s *Server) handleExecute(op llmapi.Operation) http.HandlerFunc {
 	}
 }
 
+// handleStored serves GET and DELETE /v1/responses/{id} through the bus:
+// the response store belongs to the workers, and the caller's identity
+// scopes the lookup.
+func (s *Server) handleStored(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	if !allow(w, r, http.MethodGet, http.MethodDelete) {
+		return
+	}
+	claims, apiErr := s.authorize(r, llmapi.Scope)
+	if apiErr != nil {
+		writeError(w, apiErr)
+		return
+	}
+	op := llmapi.OpResponsesRetrieve
+	if r.Method == http.MethodDelete {
+		op = llmapi.OpResponsesDelete
+	}
+	if s.draining.Load() {
+		writeError(w, llmapi.NewError(http.StatusServiceUnavailable, "", "shutting_down", "", "The server is shutting down; retry."))
+		return
+	}
+	if !s.canExecute(op, false) {
+		writeError(w, llmapi.NewError(http.StatusServiceUnavailable, "", "events_unavailable", "",
+			"The Events API response listeners are not connected; retry shortly."))
+		return
+	}
+	body, _ := json.Marshal(llmapi.StateRequest{ResponseID: r.PathValue("id")})
+	x := &exchange{s: s, w: w, r: r, op: op, id: newRequestID(), start: start}
+	x.deadline = start.Add(s.cfg.Timeout)
+	x.wt = newWaiter(x.id, op, false)
+	if !s.waiters.add(x.wt) {
+		writeError(w, llmapi.NewError(http.StatusInternalServerError, "", "internal_error", "", "request id collision; retry"))
+		return
+	}
+	defer s.waiters.remove(x.id)
+	w.Header().Set("X-Request-Id", x.id)
+	x.run(claims.Subject, body)
+	s.log.Info("request", "request_id", x.id, "operation", string(op), "identity", claims.Subject,
+		"status", x.status, "duration", time.Since(start).Round(time.Millisecond))
+}
+
 // run publishes the request event and answers with its outcome.
 func (x *exchange) run(identity string, body []byte) {
 	ctx := x.r.Context()

@@ -154,8 +154,12 @@ func New(cfg Config) (*Server, error) {
 		waiters: registry{m: map[string]*waiter{}},
 	}
 	s.hardStop, s.hardCancel = context.WithCancel(context.Background())
-	for _, op := range llmapi.Operations() {
-		for _, kind := range []llmapi.EventKind{llmapi.KindResponse, llmapi.KindChunk} {
+	for _, op := range llmapi.AllOperations() {
+		kinds := []llmapi.EventKind{llmapi.KindResponse, llmapi.KindChunk}
+		if op.IsState() {
+			kinds = kinds[:1] // stored-response operations never stream
+		}
+		for _, kind := range kinds {
 			name := op.ResponseEvent()
 			if kind == llmapi.KindChunk {
 				name = op.ChunkEvent()
@@ -199,6 +203,7 @@ func (s *Server) Handler() http.Handler {
 	for _, op := range llmapi.Operations() {
 		mux.HandleFunc(op.RESTPath(), s.handleExecute(op))
 	}
+	mux.HandleFunc("/v1/responses/{id}", s.handleStored)
 	mux.HandleFunc("/v1/embeddings", s.handleEmbeddings)
 	mux.HandleFunc("/v1/models", s.handleModels)
 	mux.HandleFunc("/v1/models/{id...}", s.handleModel)

@@ -113,6 +113,9 @@ type OutputFormat struct {
 type Request struct {
 	// Model is the public (catalog) model id the client asked for.
 	Model string `json:"model"`
+	// EngineModel is the model to run when the catalog entry of Model
+	// names one ("" = the provider's configured model).
+	EngineModel string `json:"engineModel,omitempty"`
 	// Instructions are system/developer instructions, in order.
 	Instructions []string `json:"instructions,omitempty"`
 	// Input is the conversation: history and the new input, in order.

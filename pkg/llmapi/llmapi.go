@@ -34,14 +34,42 @@ const (
 	OpCompletions Operation = "completions"
 )
 
-// Operations lists every operation in a stable order.
+// Stored-response operations: an extension of the contract that serves
+// GET and DELETE /v1/responses/{id} through the bus, so the response store
+// stays with the workers. Their request body is {"response_id": "resp_…"};
+// their response body is the stored response object, or for a delete
+// {"id", "object": "response.deleted", "deleted": true}. They are never
+// streamed.
+const (
+	OpResponsesRetrieve Operation = "responses.retrieve"
+	OpResponsesDelete   Operation = "responses.delete"
+)
+
+// Operations lists the three execution operations in a stable order.
 func Operations() []Operation {
 	return []Operation{OpChatCompletions, OpResponses, OpCompletions}
 }
 
+// StateOperations lists the stored-response operations.
+func StateOperations() []Operation {
+	return []Operation{OpResponsesRetrieve, OpResponsesDelete}
+}
+
+// AllOperations lists execution and stored-response operations.
+func AllOperations() []Operation { return append(Operations(), StateOperations()...) }
+
+// IsState reports whether op is a stored-response operation.
+func (op Operation) IsState() bool { return op == OpResponsesRetrieve || op == OpResponsesDelete }
+
+// StateRequest is the body of a stored-response operation request.
+type StateRequest struct {
+	// ResponseID is the stored response's id.
+	ResponseID string `json:"response_id"`
+}
+
 // ParseOperation returns the operation named s, or an error.
 func ParseOperation(s string) (Operation, error) {
-	for _, op := range Operations() {
+	for _, op := range AllOperations() {
 		if string(op) == s {
 			return op, nil
 		}
@@ -73,8 +101,14 @@ func (op Operation) ChunkEvent() string { return op.event("chunk") }
 func (op Operation) CancelEvent() string { return op.event("cancel") }
 
 // RESTPath is the OpenAI-compatible HTTP path of op, for example
-// "/v1/chat/completions".
-func (op Operation) RESTPath() string { return "/v1/" + strings.ReplaceAll(string(op), ".", "/") }
+// "/v1/chat/completions" ("/v1/responses/{id}" for stored-response
+// operations).
+func (op Operation) RESTPath() string {
+	if op.IsState() {
+		return "/v1/responses/{id}"
+	}
+	return "/v1/" + strings.ReplaceAll(string(op), ".", "/")
+}
 
 // Slug is op with dots replaced by underscores ("chat_completions"), the
 // form used in capability ids such as "codex.chat_completions.receive".

@@ -24,8 +24,8 @@ import (
 	"github.com/busdk/bus-integration-codex/internal/contract"
 	"github.com/busdk/bus-integration-codex/internal/eventsapi"
 	"github.com/busdk/bus-integration-codex/internal/eventstore/memory"
-	"github.com/busdk/bus-integration-codex/internal/execution"
 	"github.com/busdk/bus-integration-codex/internal/frontdoor"
+	"github.com/busdk/bus-integration-codex/internal/respstore"
 	"github.com/busdk/bus-integration-codex/internal/worker"
 	"github.com/busdk/bus-integration-codex/pkg/events"
 	"github.com/busdk/bus-integration-codex/pkg/llmapi"
@@ -78,6 +78,8 @@ func parse(args []string, io cliutil.IO) (*options, error) {
 	o.worker.Processes = max(1, runtime.NumCPU()/2)
 	o.worker.Group = appworker.DefaultGroup
 	o.worker.Consumer = "local-stack"
+	o.worker.ResponseStore = "memory"
+	o.worker.ResponseTTL = respstore.DefaultTTL
 	return o, nil
 }
 
@@ -119,11 +121,12 @@ func run(ctx context.Context, o *options, io cliutil.IO) error {
 
 	// The provider first: a missing or logged-out codex is the most
 	// likely problem and is reported before anything listens.
-	provider, err := appworker.NewProvider(ctx, &o.worker, log, io.Env)
+	o.worker.ModelCatalog = o.catalogPath
+	executor, closeExecutor, err := appworker.NewExecutor(ctx, &o.worker, log, io.Env)
 	if err != nil {
 		return err
 	}
-	defer provider.Close()
+	defer closeExecutor()
 
 	eventsL, err := net.Listen("tcp", o.eventsAddr)
 	if err != nil {
@@ -158,7 +161,7 @@ func run(ctx context.Context, o *options, io cliutil.IO) error {
 	svc := contract.Worker(appworker.Version, o.worker.Group)
 	workerReady := make(chan struct{})
 	w, err := worker.New(worker.Config{
-		Client: workerClient, Executor: &execution.Executor{Provider: provider},
+		Client: workerClient, Executor: executor,
 		RequestNames: svc.Names(contract.Receive, events.Unicast), CancelNames: svc.Names(contract.Receive, events.Broadcast),
 		Group: o.worker.Group, Consumer: o.worker.Consumer, Concurrency: o.worker.Concurrency, Timeout: o.worker.Timeout,
 		ConnectTimeout: 10 * time.Second, Logger: log, OnReady: func() { close(workerReady) },

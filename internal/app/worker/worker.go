@@ -15,12 +15,15 @@ import (
 	"time"
 
 	"github.com/busdk/bus-integration-codex/internal/busconfig"
+	"github.com/busdk/bus-integration-codex/internal/catalog"
 	"github.com/busdk/bus-integration-codex/internal/cliutil"
 	"github.com/busdk/bus-integration-codex/internal/contract"
+	"github.com/busdk/bus-integration-codex/internal/eventstore/redisstore"
 	"github.com/busdk/bus-integration-codex/internal/execution"
 	"github.com/busdk/bus-integration-codex/internal/llm"
 	"github.com/busdk/bus-integration-codex/internal/provider/codex"
 	"github.com/busdk/bus-integration-codex/internal/provider/static"
+	"github.com/busdk/bus-integration-codex/internal/respstore"
 	"github.com/busdk/bus-integration-codex/internal/selftest"
 	"github.com/busdk/bus-integration-codex/internal/worker"
 	"github.com/busdk/bus-integration-codex/pkg/events"
@@ -52,6 +55,9 @@ type Options struct {
 	Approvals      string
 	Processes      int
 	ToolSettle     time.Duration
+	ModelCatalog   string
+	ResponseStore  string
+	ResponseTTL    time.Duration
 
 	SelfTest  bool
 	Events    bool
@@ -82,6 +88,10 @@ func parse(args []string, io cliutil.IO) (*Options, error) {
 	if err != nil {
 		return nil, err
 	}
+	ttl, err := cliutil.Duration(env, "BUS_CODEX_RESPONSE_TTL", respstore.DefaultTTL)
+	if err != nil {
+		return nil, err
+	}
 	fs := flag.NewFlagSet(Name, flag.ContinueOnError)
 	fs.StringVar(&o.EventsURL, "events-url", cliutil.String(env, "BUS_EVENTS_API_URL", "http://127.0.0.1:8081"), "Bus Events API base URL (env BUS_EVENTS_API_URL)")
 	fs.StringVar(&o.Provider, "provider", cliutil.String(env, "BUS_CODEX_PROVIDER", "codex"), "execution provider: codex or static (env BUS_CODEX_PROVIDER)")
@@ -97,6 +107,9 @@ func parse(args []string, io cliutil.IO) (*Options, error) {
 	fs.StringVar(&o.Approvals, "approvals", cliutil.String(env, "BUS_CODEX_APPROVALS", codex.ApprovalsDeny), "answer to Codex command/file approval requests: deny or approve (env BUS_CODEX_APPROVALS)")
 	fs.IntVar(&o.Processes, "codex-processes", processes, "App Server processes in the warm pool (env BUS_CODEX_PROCESSES; default: CPUs/2)")
 	fs.DurationVar(&o.ToolSettle, "tool-call-settle", settle, "wait this long after a client tool call for more calls of the same model step (env BUS_CODEX_TOOL_SETTLE)")
+	fs.StringVar(&o.ModelCatalog, "model-catalog", cliutil.String(env, "BUS_LLM_MODEL_CATALOG", ""), "model catalog file shared with the front door: unknown ids get 404, aliases pick the Codex model and effort (env BUS_LLM_MODEL_CATALOG; default: built-in codex-chatgpt)")
+	fs.StringVar(&o.ResponseStore, "response-store", cliutil.String(env, "BUS_CODEX_RESPONSE_STORE", "memory"), "where Responses API responses are stored: memory, redis (BUS_EVENTS_REDIS_*) or postgres (BUS_EVENTS_POSTGRES_DSN) (env BUS_CODEX_RESPONSE_STORE)")
+	fs.DurationVar(&o.ResponseTTL, "response-ttl", ttl, "how long stored responses are kept (env BUS_CODEX_RESPONSE_TTL)")
 	fs.StringVar(&o.LogLevel, "log-level", cliutil.String(env, "BUS_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env BUS_LOG_LEVEL)")
 	fs.BoolVar(&o.SelfTest, "self-test", false, "run every operation through an in-process Events API and the static provider, then exit")
 	fs.BoolVar(&o.Events, "events", false, "print the declared event contract and exit (see --format)")
@@ -115,6 +128,10 @@ func parse(args []string, io cliutil.IO) (*Options, error) {
 		return nil, cliutil.Usagef("--timeout must be positive")
 	case o.Concurrency < 1:
 		return nil, cliutil.Usagef("--concurrency must be at least 1")
+	case o.ResponseStore != "memory" && o.ResponseStore != "redis" && o.ResponseStore != "postgres":
+		return nil, cliutil.Usagef("--response-store must be memory, redis or postgres, not %q", o.ResponseStore)
+	case o.ResponseTTL <= 0:
+		return nil, cliutil.Usagef("--response-ttl must be positive")
 	case o.Processes < 1:
 		return nil, cliutil.Usagef("--codex-processes must be at least 1")
 	case o.Approvals != codex.ApprovalsDeny && o.Approvals != codex.ApprovalsApprove:
@@ -199,13 +216,13 @@ func serve(ctx context.Context, o *Options, svc contract.Service, io cliutil.IO)
 	if err != nil {
 		return cliutil.Usagef("--events-url: %v", err)
 	}
-	provider, err := NewProvider(ctx, o, log, io.Env)
+	executor, closeAll, err := NewExecutor(ctx, o, log, io.Env)
 	if err != nil {
 		return err
 	}
-	defer provider.Close()
+	defer closeAll()
 	w, err := worker.New(worker.Config{
-		Client: client, Executor: &execution.Executor{Provider: provider},
+		Client: client, Executor: executor,
 		RequestNames: svc.Names(contract.Receive, events.Unicast), CancelNames: svc.Names(contract.Receive, events.Broadcast),
 		Group: o.Group, Consumer: o.Consumer, Concurrency: o.Concurrency, Timeout: o.Timeout,
 		ConnectTimeout: o.ConnectTimeout, Logger: log,
@@ -225,6 +242,54 @@ func serve(ctx context.Context, o *Options, svc contract.Service, io cliutil.IO)
 	}
 	log.Info("worker stopped")
 	return nil
+}
+
+// NewExecutor builds the executor o describes: its provider, catalog and
+// response store. closeAll releases them.
+func NewExecutor(ctx context.Context, o *Options, log *slog.Logger, env busconfig.Env) (*execution.Executor, func(), error) {
+	cat := catalog.Default()
+	if o.ModelCatalog != "" {
+		c, err := catalog.Load(o.ModelCatalog)
+		if err != nil {
+			return nil, nil, err
+		}
+		cat = c
+	}
+	store, err := OpenResponseStore(ctx, o.ResponseStore, env)
+	if err != nil {
+		return nil, nil, err
+	}
+	provider, err := NewProvider(ctx, o, log, env)
+	if err != nil {
+		store.Close()
+		return nil, nil, err
+	}
+	x := &execution.Executor{Provider: provider, Catalog: cat, Store: store, StoreTTL: o.ResponseTTL, Logger: log}
+	return x, func() { provider.Close(); store.Close() }, nil
+}
+
+// OpenResponseStore opens the response store called kind, configured like
+// the durable Events backends.
+func OpenResponseStore(ctx context.Context, kind string, env busconfig.Env) (respstore.Store, error) {
+	switch kind {
+	case "redis":
+		cfg, err := redisstore.FromEnv(env)
+		if err != nil {
+			return nil, err
+		}
+		if cfg.Prefix == "" {
+			cfg.Prefix = redisstore.DefaultPrefix
+		}
+		return respstore.OpenRedis(ctx, respstore.RedisConfig{Addr: cfg.Addr, Password: cfg.Password, Prefix: cfg.Prefix})
+	case "postgres":
+		dsn := env.Getenv("BUS_EVENTS_POSTGRES_DSN")
+		if dsn == "" {
+			return nil, cliutil.Usagef("--response-store postgres needs BUS_EVENTS_POSTGRES_DSN")
+		}
+		return respstore.OpenPostgres(ctx, dsn)
+	default:
+		return respstore.NewMemory(), nil
+	}
 }
 
 // NewProvider builds the provider o selects: static, or codex on a warm App

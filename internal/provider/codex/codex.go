@@ -301,6 +301,9 @@ func (p *Provider) runRequest(req *llm.Request, names toolNames) (appserver.RunR
 		Handler:        p.handler,
 		ServiceName:    "bus-integration-codex",
 	}
+	if req.EngineModel != "" {
+		rr.Model = req.EngineModel
+	}
 	if rr.Model == "auto" {
 		rr.Model = ""
 	}
