@@ -67,50 +67,23 @@ func (sw *sseWriter) flush() error {
 }
 
 // frameInfo is what the front door reads from a stream frame.
-type frameInfo struct {
-	Type    string          `json:"type"`
-	Error   json.RawMessage `json:"error"`
-	Choices *[]struct {
-		FinishReason json.RawMessage `json:"finish_reason"`
-	} `json:"choices"`
-	Usage json.RawMessage `json:"usage"`
-}
-
-// inspect returns the SSE event type of a frame (Responses API only) and
-// whether it ends the stream, and whether it is an error frame.
+// inspect returns the SSE event type of a frame (Responses API only),
+// whether it ends the stream (llmapi.IsTerminalFrame), and whether it is an
+// error frame.
 func inspect(op llmapi.Operation, includeUsage bool, data json.RawMessage) (eventType string, terminal, isErr bool) {
-	var fi frameInfo
+	var fi struct {
+		Type  string          `json:"type"`
+		Error json.RawMessage `json:"error"`
+	}
 	_ = json.Unmarshal(data, &fi) // a frame that does not match is simply not terminal
 	if op == llmapi.OpResponses && !strings.ContainsAny(fi.Type, "\r\n") {
 		eventType = fi.Type
 	}
-	if !isNull(fi.Error) {
-		if op == llmapi.OpResponses && eventType == "" {
-			eventType = "error"
-		}
-		return eventType, true, true
+	isErr = !isNull(fi.Error) || (op == llmapi.OpResponses && fi.Type == "error")
+	if isErr && op == llmapi.OpResponses && eventType == "" {
+		eventType = "error"
 	}
-	if op == llmapi.OpResponses {
-		switch fi.Type {
-		case "response.completed", "response.failed", "response.incomplete":
-			return eventType, true, false
-		case "error":
-			return eventType, true, true
-		}
-		return eventType, false, false
-	}
-	if fi.Choices == nil {
-		return "", false, false
-	}
-	if includeUsage {
-		return "", len(*fi.Choices) == 0 && !isNull(fi.Usage), false
-	}
-	for _, c := range *fi.Choices {
-		if !isNull(c.FinishReason) {
-			return "", true, false
-		}
-	}
-	return "", false, false
+	return eventType, llmapi.IsTerminalFrame(op, data, includeUsage), isErr
 }
 
 // errorFrame builds the OpenAI error frame for e: {"error": {...}}; for the

@@ -30,15 +30,15 @@ func IsTerminalFrame(op Operation, frame json.RawMessage, includeUsage bool) boo
 	if json.Unmarshal(frame, &f) != nil {
 		return false
 	}
+	if present(f.Error) {
+		return true
+	}
 	if op == OpResponses {
 		switch f.Type {
 		case "response.completed", "response.failed", "response.incomplete", "error":
 			return true
 		}
 		return false
-	}
-	if present(f.Error) {
-		return true
 	}
 	if includeUsage {
 		return len(f.Choices) == 0 && present(f.Usage)
