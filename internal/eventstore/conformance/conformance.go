@@ -54,6 +54,7 @@ func Run(t *testing.T, h Harness) {
 		{"UnicastWithoutAckIsNotRedelivered", testNoAckNoRedelivery},
 		{"AckRedeliversToAnotherConsumer", testAckRedelivery},
 		{"AckCounts", testAckCounts},
+		{"RedeliveryFollowsTheHoldersVisibility", testHolderVisibility},
 		{"CancelledNextLosesNothing", testCancelledNext},
 		{"CloseEndsBlockedNext", testCloseEndsNext},
 		{"BackendCloseEndsSubscriptions", testBackendClose},
@@ -767,5 +768,25 @@ func testReplicas(t *testing.T, s *suite) {
 		if seen[i] != 1 {
 			t.Fatalf("unicast across replicas: #%d delivered %d times", i, seen[i])
 		}
+	}
+}
+
+// testHolderVisibility: a delivery is handed out again when its holder's
+// visibility timeout passes, not when another consumer's shorter one does.
+func testHolderVisibility(t *testing.T, s *suite) {
+	b := s.open(t)
+	holder := unicast("g", "holder", "test.holdervis")
+	holder.Ack = true
+	holder.Visibility = time.Hour
+	h := subscribe(t, b, holder)
+	publish(t, b, "test.holdervis", 1)
+	held := next(t, h, wait)
+	impatient := unicast("g", "impatient", "test.holdervis")
+	impatient.Ack = true
+	impatient.Visibility = 100 * time.Millisecond
+	x := subscribe(t, b, impatient)
+	nothing(t, x, 800*time.Millisecond)
+	if n, err := b.Ack(ctxT(t), "test.holdervis", "g", []string{held.ID}); err != nil || n != 1 {
+		t.Fatalf("holder's ack: %d %v", n, err)
 	}
 }

@@ -135,9 +135,10 @@ func (c Config) String() string {
 
 // Backend is the Redis Streams backend. Create it with Open.
 type Backend struct {
-	cfg         Config
-	rdb         *redis.Client
-	claimScript *redis.Script
+	cfg           Config
+	rdb           *redis.Client
+	claimScript   *redis.Script
+	reclaimScript *redis.Script
 
 	ctx    context.Context // ends when the backend closes
 	cancel context.CancelFunc
@@ -167,7 +168,7 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 		return nil, fmt.Errorf("redisstore: connect to %s: %w", cfg.Addr, err)
 	}
 	bctx, cancel := context.WithCancel(context.Background())
-	return &Backend{cfg: cfg, rdb: rdb, claimScript: redis.NewScript(claimSource), ctx: bctx, cancel: cancel}, nil
+	return &Backend{cfg: cfg, rdb: rdb, claimScript: redis.NewScript(claimSource), reclaimScript: redis.NewScript(reclaimSource), ctx: bctx, cancel: cancel}, nil
 }
 
 // String describes the backend for logs.
@@ -220,11 +221,14 @@ func (b *Backend) Ack(ctx context.Context, name, group string, ids []string) (in
 	if len(entryIDs) == 0 {
 		return 0, nil
 	}
-	n, err := b.rdb.XAck(ctx, b.streamKey(name), group, entryIDs...).Result()
-	if err != nil {
+	key := b.streamKey(name)
+	pipe := b.rdb.TxPipeline()
+	acked := pipe.XAck(ctx, key, group, entryIDs...)
+	pipe.HDel(ctx, key+":deadlines:"+group, entryIDs...)
+	if _, err := pipe.Exec(ctx); err != nil {
 		return 0, fmt.Errorf("redisstore: ack %s/%s: %w", name, group, err)
 	}
-	return int(n), nil
+	return int(acked.Val()), nil
 }
 
 // Close ends every subscription, waits for their reads and disconnects.
@@ -328,7 +332,6 @@ func (b *Backend) Subscribe(ctx context.Context, sub eventstore.Subscription) (e
 	s.queues = make([][]entry, len(keys))
 	s.full = make([]bool, len(keys))
 	s.finished = make([]bool, len(keys))
-	s.scanCursors = make([]string, len(keys))
 	for i := range keys {
 		s.cursors[i] = "0-0"
 		if sub.Delivery == events.Broadcast && !sub.Replay {
@@ -339,7 +342,6 @@ func (b *Backend) Subscribe(ctx context.Context, sub eventstore.Subscription) (e
 			s.ends[i] = last[i]
 			s.finished[i] = last[i] == "0-0" || !idLess(s.cursors[i], last[i])
 		}
-		s.scanCursors[i] = "0-0"
 	}
 	s.ctx, s.cancel = context.WithCancel(b.ctx)
 	return s, nil

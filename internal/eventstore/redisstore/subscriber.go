@@ -17,8 +17,11 @@ import (
 
 // claimSource is the Lua script that hands a unicast subscription its
 // group's next entry. KEYS are the subscription's streams; ARGV are group,
-// consumer, "1" for NOACK, then the last entry ID each stream may hand out
-// ("+" when following).
+// consumer, "1" for NOACK, the visibility in milliseconds, then the last
+// entry ID each stream may hand out ("+" when following). In acknowledged
+// mode the delivery's deadline (now + the holder's visibility) is recorded
+// in the stream's deadline hash, so only that deadline — not another
+// consumer's visibility — decides when it may be handed out again.
 //
 // For every stream it looks up the group's last-delivered-id and the entry
 // after it, picks the earliest of those (by entry time, then CreatedAt) and
@@ -43,7 +46,7 @@ for i = 1, #KEYS do
     end
   end
   if not last then return {-1, i} end
-  local r = redis.call('XRANGE', KEYS[i], '(' .. last, ARGV[3 + i], 'COUNT', 1)
+  local r = redis.call('XRANGE', KEYS[i], '(' .. last, ARGV[4 + i], 'COUNT', 1)
   if #r > 0 then
     local id = r[1][1]
     local dash = string.find(id, '-', 1, true)
@@ -71,6 +74,11 @@ if best then
     r = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', 1, 'STREAMS', KEYS[best], '>')
   end
   local m = r[1][2][1]
+  if noack ~= '1' then
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    redis.call('HSET', KEYS[best] .. ':deadlines:' .. group, m[1], now + tonumber(ARGV[4]))
+  end
   return {1, best, m[1], m[2]}
 end
 local out = {0}
@@ -80,6 +88,42 @@ for i = 1, #KEYS do
 end
 return out
 `
+
+// reclaimSource is the Lua script that takes over one expired delivery of
+// a group on one stream. KEYS[1] is the stream; ARGV are group, consumer,
+// the new holder's visibility in milliseconds and how many of the oldest
+// pending deliveries to look at. A delivery is expired when the deadline its
+// holder recorded has passed (deliveries without a recorded deadline fall
+// back to having been idle for the visibility). Replies {1, entryID,
+// fields} or {0}.
+const reclaimSource = `
+local group, consumer, vis = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local dkey = KEYS[1] .. ':deadlines:' .. group
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local pending = redis.call('XPENDING', KEYS[1], group, '-', '+', tonumber(ARGV[4]))
+for _, p in ipairs(pending) do
+  local id, idle = p[1], tonumber(p[3])
+  local dl = redis.call('HGET', dkey, id)
+  local expired
+  if dl then expired = tonumber(dl) <= now else expired = idle >= vis end
+  if expired then
+    local c = redis.call('XCLAIM', KEYS[1], group, consumer, 0, id)
+    if #c > 0 and c[1] and c[1][2] then
+      redis.call('HSET', dkey, id, now + vis)
+      return {1, c[1][1], c[1][2]}
+    end
+    -- trimmed away while pending: nothing to hand out any more
+    redis.call('XACK', KEYS[1], group, id)
+    redis.call('HDEL', dkey, id)
+  end
+end
+return {0}
+`
+
+// reclaimScan is how many of the oldest pending deliveries of a stream one
+// reclaim looks at.
+const reclaimScan = 128
 
 // entry is one decoded stream entry of the subscription's name index name.
 type entry struct {
@@ -127,13 +171,12 @@ type subscriber struct {
 
 	// Owned by the running read (one at a time; the next one starts after
 	// Next received the previous result).
-	cursors     []string  // broadcast: last entry read per name
-	ends        []string  // last entry of the snapshot per name, "+" when following
-	queues      [][]entry // broadcast: entries read but not released yet
-	full        []bool    // broadcast: the last read of the name filled its batch
-	finished    []bool    // broadcast snapshot: nothing left to read of the name
-	scanCursors []string  // ack: XAUTOCLAIM cursor per name
-	nextScan    time.Time // ack: when to look for expired deliveries again
+	cursors  []string  // broadcast: last entry read per name
+	ends     []string  // last entry of the snapshot per name, "+" when following
+	queues   [][]entry // broadcast: entries read but not released yet
+	full     []bool    // broadcast: the last read of the name filled its batch
+	finished []bool    // broadcast snapshot: nothing left to read of the name
+	nextScan time.Time // ack: when to look for expired deliveries again
 }
 
 // Close implements eventstore.Subscriber. A read in flight ends within the
@@ -346,8 +389,8 @@ func (s *subscriber) claim(ctx context.Context) (*entry, []string, error) {
 	if !s.sub.Ack {
 		noack = "1"
 	}
-	args := make([]any, 0, 3+len(s.keys))
-	args = append(args, s.sub.Group, s.sub.Consumer, noack)
+	args := make([]any, 0, 4+len(s.keys))
+	args = append(args, s.sub.Group, s.sub.Consumer, noack, s.sub.EffectiveVisibility().Milliseconds())
 	for _, e := range s.ends {
 		args = append(args, e)
 	}
@@ -361,13 +404,7 @@ func (s *subscriber) claim(ctx context.Context) (*entry, []string, error) {
 		case status == 1 && len(res) == 4:
 			i, _ := res[1].(int64)
 			id, _ := res[2].(string)
-			flat, _ := res[3].([]any)
-			fields := make(map[string]any, len(flat)/2)
-			for j := 0; j+1 < len(flat); j += 2 {
-				k, _ := flat[j].(string)
-				fields[k] = flat[j+1]
-			}
-			e, err := s.decode(int(i)-1, id, fields)
+			e, err := s.decode(int(i)-1, id, flatFields(res[3]))
 			if err != nil {
 				return nil, nil, err
 			}
@@ -395,44 +432,39 @@ func (s *subscriber) claim(ctx context.Context) (*entry, []string, error) {
 	}
 }
 
-// autoclaim takes over one delivery of the group that stayed
-// unacknowledged for longer than the subscription's Visibility.
+// autoclaim takes over one delivery of the group whose holder's deadline
+// has passed.
 func (s *subscriber) autoclaim(ctx context.Context) (*entry, error) {
 	vis := s.sub.EffectiveVisibility()
-	complete := true
 	for i, k := range s.keys {
-		for range 8 {
-			msgs, next, err := s.b.rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{
-				Stream: k, Group: s.sub.Group, Consumer: s.sub.Consumer,
-				MinIdle: vis, Start: s.scanCursors[i], Count: 1,
-			}).Result()
-			if err != nil {
-				return nil, fmt.Errorf("redisstore: claim expired deliveries: %w", err)
-			}
-			s.scanCursors[i] = next
-			for _, m := range msgs {
-				if m.ID == "" || m.Values == nil {
-					continue // trimmed away while pending
-				}
-				e, err := s.decode(i, m.ID, m.Values)
-				if err != nil {
-					return nil, err
-				}
-				s.nextScan = time.Time{} // there may be more: look again next time
-				return &e, nil
-			}
-			if next == "0-0" {
-				break
-			}
+		res, err := s.b.reclaimScript.Run(ctx, s.b.rdb, []string{k}, s.sub.Group, s.sub.Consumer, vis.Milliseconds(), reclaimScan).Slice()
+		if err != nil {
+			return nil, fmt.Errorf("redisstore: claim expired deliveries: %w", err)
 		}
-		complete = complete && s.scanCursors[i] == "0-0"
+		if status, _ := res[0].(int64); status != 1 || len(res) != 3 {
+			continue
+		}
+		id, _ := res[1].(string)
+		e, err := s.decode(i, id, flatFields(res[2]))
+		if err != nil {
+			return nil, err
+		}
+		s.nextScan = time.Time{} // there may be more: look again next time
+		return &e, nil
 	}
-	if complete {
-		s.nextScan = time.Now().Add(min(max(vis/4, 5*time.Millisecond), s.b.cfg.Block))
-	} else {
-		s.nextScan = time.Time{}
-	}
+	s.nextScan = time.Now().Add(min(max(vis/4, 5*time.Millisecond), s.b.cfg.Block))
 	return nil, nil
+}
+
+// flatFields turns a Lua reply's [k1, v1, k2, v2, ...] into a map.
+func flatFields(v any) map[string]any {
+	flat, _ := v.([]any)
+	fields := make(map[string]any, len(flat)/2)
+	for j := 0; j+1 < len(flat); j += 2 {
+		k, _ := flat[j].(string)
+		fields[k] = flat[j+1]
+	}
+	return fields
 }
 
 // decode turns a stream entry of name index i into an entry.
