@@ -9,10 +9,12 @@ PREFIX        ?= /usr/local
 CODEX_VERSION := 0.169.0
 TOOLS         := $(CURDIR)/.tools
 CODEX         := $(TOOLS)/codex/node_modules/.bin/codex
+ASYNCAPI_VERSION := 3.6.6
+ASYNCAPI      := $(TOOLS)/asyncapi/node_modules/@asyncapi/parser
 STATICCHECK   := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 ARGS          ?=
 
-.PHONY: all build install run test test-deps codex servers lint bench selftest clean
+.PHONY: all build install run test test-deps codex asyncapi servers lint bench selftest clean
 
 all: build
 
@@ -34,6 +36,11 @@ codex: $(CODEX)
 $(CODEX):
 	npm install --prefix $(TOOLS)/codex --no-audit --no-fund --loglevel=error @openai/codex@$(CODEX_VERSION)
 
+# The official AsyncAPI parser, to validate the worker's AsyncAPI document.
+asyncapi: $(ASYNCAPI)
+$(ASYNCAPI):
+	npm install --prefix $(TOOLS)/asyncapi --no-audit --no-fund --loglevel=error @asyncapi/parser@$(ASYNCAPI_VERSION)
+
 # Redis and PostgreSQL server binaries for the tests (Debian packages; the
 # tests start their own servers on loopback ports in temporary directories).
 servers:
@@ -45,10 +52,10 @@ servers:
 		fi; \
 	fi
 
-test-deps: codex servers
+test-deps: codex asyncapi servers
 
 test: test-deps
-	BUS_TEST_CODEX_COMMAND=$(CODEX) $(GO) test -race -count=1 -timeout 45m ./...
+	BUS_TEST_CODEX_COMMAND=$(CODEX) BUS_TEST_ASYNCAPI_PARSER=$(ASYNCAPI) $(GO) test -race -count=1 -timeout 45m ./...
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
