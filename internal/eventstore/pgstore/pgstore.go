@@ -119,9 +119,8 @@ type Backend struct {
 	ctx    context.Context // ends when the backend closes
 	cancel context.CancelFunc
 
-	mu     sync.Mutex // guards closed and wg.Add
-	closed bool
-	wg     sync.WaitGroup // listener and reads in flight
+	reads eventstore.ReadGroup // the subscriptions' reads in flight
+	wg    sync.WaitGroup       // the listener
 }
 
 // Open connects, creates the tables when missing and starts listening for
@@ -288,36 +287,16 @@ func (b *Backend) Ack(ctx context.Context, name, group string, ids []string) (in
 	return int(tag.RowsAffected()), nil
 }
 
-// Close ends every subscription, stops listening and closes the pool.
+// Close ends every subscription, waits for their reads, stops listening
+// and closes the pool.
 func (b *Backend) Close() error {
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
+	b.cancel()
+	if !b.reads.Close() {
 		return nil
 	}
-	b.closed = true
-	b.mu.Unlock()
-	b.cancel()
 	b.wg.Wait()
 	b.pool.Close()
 	return nil
-}
-
-// goRead runs fn on a goroutine owned by the backend (Close waits for it)
-// and returns the channel its result arrives on, or nil once closed.
-func (b *Backend) goRead(fn func() readResult) chan readResult {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
-		return nil
-	}
-	ch := make(chan readResult, 1)
-	b.wg.Add(1)
-	go func() {
-		defer b.wg.Done()
-		ch <- fn()
-	}()
-	return ch
 }
 
 // listen opens the dedicated notification connection.

@@ -88,27 +88,11 @@ WITH p AS (
 )
 SELECT ` + eventColumns + ` FROM upd JOIN bus_events e ON e.id = upd.event_id`
 
-// readResult is what one read hands to Next.
-type readResult struct {
-	envs []events.Envelope
-	end  bool // the snapshot is exhausted
-	err  error
-}
-
 type subscriber struct {
 	b    *Backend
 	sub  eventstore.Subscription
 	wake chan struct{} // from the hub
-
-	ctx    context.Context // ends with Close or the backend's Close
-	cancel context.CancelFunc
-
-	turn chan struct{} // held by the running Next
-
-	// Owned by the goroutine holding turn.
-	inflight chan readResult
-	ready    []events.Envelope
-	end      bool
+	r    *eventstore.Reader
 
 	// Owned by the running read (one at a time; the next one starts after
 	// Next received the previous result).
@@ -139,7 +123,7 @@ func (b *Backend) Subscribe(ctx context.Context, sub eventstore.Subscription) (e
 			return nil, fmt.Errorf("pgstore: create group %s: %w", sub.Group, err)
 		}
 	}
-	s := &subscriber{b: b, sub: sub, turn: make(chan struct{}, 1)}
+	s := &subscriber{b: b, sub: sub}
 	s.cursors = make([]int64, len(sub.Names))
 	s.ends = make([]int64, len(sub.Names))
 	for i := range s.ends {
@@ -168,15 +152,15 @@ func (b *Backend) Subscribe(ctx context.Context, sub eventstore.Subscription) (e
 		}
 	}
 	s.wake = b.hub.add(sub.Names)
-	s.ctx, s.cancel = context.WithCancel(b.ctx)
-	context.AfterFunc(s.ctx, func() { b.hub.remove(sub.Names, s.wake) })
+	s.r = b.reads.NewReader(b.ctx, s.read)
+	context.AfterFunc(s.r.Context(), func() { b.hub.remove(sub.Names, s.wake) })
 	return s, nil
 }
 
 // Close implements eventstore.Subscriber. Pending acknowledged-mode
 // deliveries stay pending.
 func (s *subscriber) Close() error {
-	s.cancel()
+	s.r.Close()
 	return nil
 }
 
@@ -184,57 +168,13 @@ func (s *subscriber) Close() error {
 // own, so when ctx ends first the read goes on and its result waits for
 // the next call: nothing claimed is dropped.
 func (s *subscriber) Next(ctx context.Context) (events.Envelope, error) {
-	select {
-	case s.turn <- struct{}{}:
-	case <-ctx.Done():
-		return events.Envelope{}, ctx.Err()
-	case <-s.ctx.Done():
-		return events.Envelope{}, eventstore.ErrClosed
-	}
-	defer func() { <-s.turn }()
-	for {
-		if s.ctx.Err() != nil {
-			return events.Envelope{}, eventstore.ErrClosed
-		}
-		if len(s.ready) > 0 {
-			env := s.ready[0]
-			s.ready = s.ready[1:]
-			return env, nil
-		}
-		if s.end {
-			return events.Envelope{}, eventstore.ErrEndOfSnapshot
-		}
-		if err := ctx.Err(); err != nil {
-			return events.Envelope{}, err
-		}
-		if s.inflight == nil {
-			if s.inflight = s.b.goRead(func() readResult { return s.read(s.ctx) }); s.inflight == nil {
-				return events.Envelope{}, eventstore.ErrClosed
-			}
-		}
-		select {
-		case r := <-s.inflight:
-			s.inflight = nil
-			s.ready = append(s.ready, r.envs...)
-			s.end = s.end || r.end
-			if r.err != nil && len(s.ready) == 0 {
-				if s.ctx.Err() != nil {
-					return events.Envelope{}, eventstore.ErrClosed
-				}
-				return events.Envelope{}, r.err
-			}
-		case <-ctx.Done():
-			return events.Envelope{}, ctx.Err()
-		case <-s.ctx.Done():
-			return events.Envelope{}, eventstore.ErrClosed
-		}
-	}
+	return s.r.Next(ctx)
 }
 
 // read queries once and, when a following subscription found nothing,
 // waits for a notification, the poll interval or (Ack) the next pending
 // deadline, then queries once more.
-func (s *subscriber) read(ctx context.Context) readResult {
+func (s *subscriber) read(ctx context.Context) eventstore.ReadResult {
 	for waited := false; ; waited = true {
 		// A wake-up from before this query is covered by it.
 		select {
@@ -242,7 +182,7 @@ func (s *subscriber) read(ctx context.Context) readResult {
 		default:
 		}
 		var (
-			r     readResult
+			r     eventstore.ReadResult
 			delay = s.b.cfg.PollInterval
 		)
 		if s.sub.Delivery == events.Broadcast {
@@ -250,7 +190,7 @@ func (s *subscriber) read(ctx context.Context) readResult {
 		} else {
 			r, delay = s.readUnicast(ctx, delay)
 		}
-		if r.err != nil || r.end || len(r.envs) > 0 || waited {
+		if r.Err != nil || r.End || len(r.Envs) > 0 || waited {
 			return r
 		}
 		timer := time.NewTimer(delay)
@@ -261,19 +201,19 @@ func (s *subscriber) read(ctx context.Context) readResult {
 		}
 		timer.Stop()
 		if ctx.Err() != nil {
-			return readResult{}
+			return eventstore.ReadResult{}
 		}
 	}
 }
 
-func (s *subscriber) readBroadcast(ctx context.Context) readResult {
+func (s *subscriber) readBroadcast(ctx context.Context) eventstore.ReadResult {
 	rows, err := s.b.pool.Query(ctx, broadcastSQL, s.sub.Names, s.cursors, s.ends, broadcastBatch)
 	if err != nil {
-		return readResult{err: fmt.Errorf("pgstore: read: %w", err)}
+		return eventstore.ReadResult{Err: fmt.Errorf("pgstore: read: %w", err)}
 	}
 	envs, err := pgx.CollectRows(rows, scanEvent)
 	if err != nil {
-		return readResult{err: fmt.Errorf("pgstore: read: %w", err)}
+		return eventstore.ReadResult{Err: fmt.Errorf("pgstore: read: %w", err)}
 	}
 	for _, env := range envs {
 		id, _ := parseID(env.ID)
@@ -282,34 +222,34 @@ func (s *subscriber) readBroadcast(ctx context.Context) readResult {
 		}
 	}
 	if len(envs) == 0 && !s.sub.Follow {
-		return readResult{end: true}
+		return eventstore.ReadResult{End: true}
 	}
-	return readResult{envs: envs}
+	return eventstore.ReadResult{Envs: envs}
 }
 
 // readUnicast hands out an expired pending delivery (Ack), else claims the
 // group's next event. With nothing to hand out it returns how long to wait
 // at most: delay, or less when a pending delivery expires sooner.
-func (s *subscriber) readUnicast(ctx context.Context, delay time.Duration) (readResult, time.Duration) {
+func (s *subscriber) readUnicast(ctx context.Context, delay time.Duration) (eventstore.ReadResult, time.Duration) {
 	vis := s.sub.EffectiveVisibility().Microseconds()
 	if s.sub.Ack {
 		env, found, err := s.queryOne(ctx, redeliverSQL, s.sub.Group, s.sub.Names, s.sub.Consumer, vis)
 		if err != nil {
-			return readResult{err: fmt.Errorf("pgstore: redeliver: %w", err)}, 0
+			return eventstore.ReadResult{Err: fmt.Errorf("pgstore: redeliver: %w", err)}, 0
 		}
 		if found {
-			return readResult{envs: []events.Envelope{env}}, 0
+			return eventstore.ReadResult{Envs: []events.Envelope{env}}, 0
 		}
 	}
 	env, found, err := s.queryOne(ctx, claimSQL, s.sub.Group, s.sub.Names, s.ends, s.sub.Consumer, vis, s.sub.Ack)
 	if err != nil {
-		return readResult{err: fmt.Errorf("pgstore: claim: %w", err)}, 0
+		return eventstore.ReadResult{Err: fmt.Errorf("pgstore: claim: %w", err)}, 0
 	}
 	if found {
-		return readResult{envs: []events.Envelope{env}}, 0
+		return eventstore.ReadResult{Envs: []events.Envelope{env}}, 0
 	}
 	if !s.sub.Follow {
-		return readResult{end: true}, 0
+		return eventstore.ReadResult{End: true}, 0
 	}
 	if s.sub.Ack {
 		var secs *float64
@@ -318,14 +258,14 @@ func (s *subscriber) readUnicast(ctx context.Context, delay time.Duration) (read
 			FROM bus_event_pending WHERE group_name = $1 AND name = ANY($2::text[])`,
 			s.sub.Group, s.sub.Names).Scan(&secs)
 		if err != nil {
-			return readResult{err: fmt.Errorf("pgstore: pending deadline: %w", err)}, 0
+			return eventstore.ReadResult{Err: fmt.Errorf("pgstore: pending deadline: %w", err)}, 0
 		}
 		if secs != nil {
 			d := time.Duration(*secs*float64(time.Second)) + time.Millisecond
 			delay = min(delay, max(d, time.Millisecond))
 		}
 	}
-	return readResult{}, delay
+	return eventstore.ReadResult{}, delay
 }
 
 // queryOne runs a query returning at most one event.

@@ -34,7 +34,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -143,9 +142,7 @@ type Backend struct {
 	ctx    context.Context // ends when the backend closes
 	cancel context.CancelFunc
 
-	mu     sync.Mutex // guards closed and wg.Add
-	closed bool
-	wg     sync.WaitGroup // reads in flight
+	reads eventstore.ReadGroup // the subscriptions' reads in flight
 }
 
 // Open connects to Redis and checks that it answers.
@@ -233,36 +230,14 @@ func (b *Backend) Ack(ctx context.Context, name, group string, ids []string) (in
 
 // Close ends every subscription, waits for their reads and disconnects.
 func (b *Backend) Close() error {
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
+	b.cancel()
+	if !b.reads.Close() {
 		return nil
 	}
-	b.closed = true
-	b.mu.Unlock()
-	b.cancel()
-	b.wg.Wait()
 	if err := b.rdb.Close(); err != nil {
 		return fmt.Errorf("redisstore: close: %w", err)
 	}
 	return nil
-}
-
-// goRead runs fn on a goroutine owned by the backend (Close waits for it)
-// and returns the channel its result arrives on, or nil once closed.
-func (b *Backend) goRead(fn func() readResult) chan readResult {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
-		return nil
-	}
-	ch := make(chan readResult, 1)
-	b.wg.Add(1)
-	go func() {
-		defer b.wg.Done()
-		ch <- fn()
-	}()
-	return ch
 }
 
 const idPrefix = "evt_"
@@ -304,7 +279,7 @@ func (b *Backend) Subscribe(ctx context.Context, sub eventstore.Subscription) (e
 		keys[i] = b.streamKey(n)
 	}
 	sub.Names = names
-	s := &subscriber{b: b, sub: sub, keys: keys, turn: make(chan struct{}, 1)}
+	s := &subscriber{b: b, sub: sub, keys: keys}
 
 	if sub.Delivery == events.Unicast {
 		start := "$"
@@ -343,7 +318,7 @@ func (b *Backend) Subscribe(ctx context.Context, sub eventstore.Subscription) (e
 			s.finished[i] = last[i] == "0-0" || !idLess(s.cursors[i], last[i])
 		}
 	}
-	s.ctx, s.cancel = context.WithCancel(b.ctx)
+	s.r = b.reads.NewReader(b.ctx, s.read)
 	return s, nil
 }
 

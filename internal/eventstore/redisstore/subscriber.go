@@ -147,27 +147,11 @@ func (e entry) before(o entry) bool {
 	return e.name < o.name
 }
 
-// readResult is what one read hands to Next.
-type readResult struct {
-	envs []events.Envelope
-	end  bool // the snapshot is exhausted
-	err  error
-}
-
 type subscriber struct {
 	b    *Backend
 	sub  eventstore.Subscription
 	keys []string
-
-	ctx    context.Context // ends with Close or the backend's Close
-	cancel context.CancelFunc
-
-	turn chan struct{} // held by the running Next
-
-	// Owned by the goroutine holding turn.
-	inflight chan readResult // the running read, nil when none
-	ready    []events.Envelope
-	end      bool
+	r    *eventstore.Reader
 
 	// Owned by the running read (one at a time; the next one starts after
 	// Next received the previous result).
@@ -182,7 +166,7 @@ type subscriber struct {
 // Close implements eventstore.Subscriber. A read in flight ends within the
 // backend's Block; pending acknowledged-mode deliveries stay pending.
 func (s *subscriber) Close() error {
-	s.cancel()
+	s.r.Close()
 	return nil
 }
 
@@ -190,54 +174,10 @@ func (s *subscriber) Close() error {
 // own, so when ctx ends first the read goes on and its result waits for
 // the next call: nothing read is dropped.
 func (s *subscriber) Next(ctx context.Context) (events.Envelope, error) {
-	select {
-	case s.turn <- struct{}{}:
-	case <-ctx.Done():
-		return events.Envelope{}, ctx.Err()
-	case <-s.ctx.Done():
-		return events.Envelope{}, eventstore.ErrClosed
-	}
-	defer func() { <-s.turn }()
-	for {
-		if s.ctx.Err() != nil {
-			return events.Envelope{}, eventstore.ErrClosed
-		}
-		if len(s.ready) > 0 {
-			env := s.ready[0]
-			s.ready = s.ready[1:]
-			return env, nil
-		}
-		if s.end {
-			return events.Envelope{}, eventstore.ErrEndOfSnapshot
-		}
-		if err := ctx.Err(); err != nil {
-			return events.Envelope{}, err
-		}
-		if s.inflight == nil {
-			if s.inflight = s.b.goRead(func() readResult { return s.read(s.ctx) }); s.inflight == nil {
-				return events.Envelope{}, eventstore.ErrClosed
-			}
-		}
-		select {
-		case r := <-s.inflight:
-			s.inflight = nil
-			s.ready = append(s.ready, r.envs...)
-			s.end = s.end || r.end
-			if r.err != nil && len(s.ready) == 0 {
-				if s.ctx.Err() != nil {
-					return events.Envelope{}, eventstore.ErrClosed
-				}
-				return events.Envelope{}, r.err
-			}
-		case <-ctx.Done():
-			return events.Envelope{}, ctx.Err()
-		case <-s.ctx.Done():
-			return events.Envelope{}, eventstore.ErrClosed
-		}
-	}
+	return s.r.Next(ctx)
 }
 
-func (s *subscriber) read(ctx context.Context) readResult {
+func (s *subscriber) read(ctx context.Context) eventstore.ReadResult {
 	if s.sub.Delivery == events.Broadcast {
 		return s.readBroadcast(ctx)
 	}
@@ -249,10 +189,10 @@ func (s *subscriber) read(ctx context.Context) readResult {
 // entries can only precede another name's queued entries when its last
 // read filled the batch, so such a name must be read again once its queue
 // is empty.
-func (s *subscriber) readBroadcast(ctx context.Context) readResult {
+func (s *subscriber) readBroadcast(ctx context.Context) eventstore.ReadResult {
 	for {
 		if out := s.release(); len(out) > 0 {
-			return readResult{envs: out}
+			return eventstore.ReadResult{Envs: out}
 		}
 		queued := false
 		for _, q := range s.queues {
@@ -266,7 +206,7 @@ func (s *subscriber) readBroadcast(ctx context.Context) readResult {
 			}
 		}
 		if len(idx) == 0 {
-			return readResult{end: true}
+			return eventstore.ReadResult{End: true}
 		}
 		block := time.Duration(-1) // no BLOCK
 		if s.sub.Follow && !queued {
@@ -276,7 +216,7 @@ func (s *subscriber) readBroadcast(ctx context.Context) readResult {
 			Streams: append(keys, ids...), Count: broadcastBatch, Block: block,
 		}).Result()
 		if err != nil && !errors.Is(err, redis.Nil) {
-			return readResult{err: fmt.Errorf("redisstore: read: %w", err)}
+			return eventstore.ReadResult{Err: fmt.Errorf("redisstore: read: %w", err)}
 		}
 		got := make(map[string][]redis.XMessage, len(streams))
 		for _, st := range streams {
@@ -293,7 +233,7 @@ func (s *subscriber) readBroadcast(ctx context.Context) readResult {
 				s.cursors[i] = m.ID
 				e, err := s.decode(i, m.ID, m.Values)
 				if err != nil {
-					return readResult{err: err}
+					return eventstore.ReadResult{Err: err}
 				}
 				s.queues[i] = append(s.queues[i], e)
 			}
@@ -305,7 +245,7 @@ func (s *subscriber) readBroadcast(ctx context.Context) readResult {
 			}
 		}
 		if len(streams) == 0 && block >= 0 {
-			return readResult{} // BLOCK timed out; Next calls again
+			return eventstore.ReadResult{} // BLOCK timed out; Next calls again
 		}
 	}
 }
@@ -339,30 +279,30 @@ func (s *subscriber) release() []events.Envelope {
 
 // readUnicast hands out an expired pending delivery (Ack), else claims the
 // group's next entry, else waits up to Block for a new entry.
-func (s *subscriber) readUnicast(ctx context.Context) readResult {
+func (s *subscriber) readUnicast(ctx context.Context) eventstore.ReadResult {
 	waited := false
 	for {
 		if s.sub.Ack && !time.Now().Before(s.nextScan) {
 			e, err := s.autoclaim(ctx)
 			if err != nil {
-				return readResult{err: err}
+				return eventstore.ReadResult{Err: err}
 			}
 			if e != nil {
-				return readResult{envs: []events.Envelope{e.env}}
+				return eventstore.ReadResult{Envs: []events.Envelope{e.env}}
 			}
 		}
 		e, lastIDs, err := s.claim(ctx)
 		if err != nil {
-			return readResult{err: err}
+			return eventstore.ReadResult{Err: err}
 		}
 		if e != nil {
-			return readResult{envs: []events.Envelope{e.env}}
+			return eventstore.ReadResult{Envs: []events.Envelope{e.env}}
 		}
 		if !s.sub.Follow {
-			return readResult{end: true}
+			return eventstore.ReadResult{End: true}
 		}
 		if waited {
-			return readResult{}
+			return eventstore.ReadResult{}
 		}
 		block := s.b.cfg.Block
 		if s.sub.Ack {
@@ -373,10 +313,10 @@ func (s *subscriber) readUnicast(ctx context.Context) readResult {
 			Streams: append(append([]string(nil), s.keys...), lastIDs...), Count: 1, Block: block,
 		}).Err()
 		if errors.Is(err, redis.Nil) {
-			return readResult{}
+			return eventstore.ReadResult{}
 		}
 		if err != nil {
-			return readResult{err: fmt.Errorf("redisstore: wait: %w", err)}
+			return eventstore.ReadResult{Err: fmt.Errorf("redisstore: wait: %w", err)}
 		}
 		waited = true
 	}

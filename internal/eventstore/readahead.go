@@ -1,0 +1,158 @@
+package eventstore
+
+import (
+	"context"
+	"sync"
+
+	"github.com/busdk/bus-integration-codex/pkg/events"
+)
+
+// ReadResult is what one read of a backend produces.
+type ReadResult struct {
+	// Envs are the events read, in delivery order.
+	Envs []events.Envelope
+	// End reports that a non-following subscription's snapshot is
+	// exhausted.
+	End bool
+	// Err is the read's failure. It is returned by Next only when Envs is
+	// empty and nothing read earlier is waiting.
+	Err error
+}
+
+// ReadFunc reads a subscription once: it returns what it found, or an empty
+// result when a following subscription found nothing for a while. It must
+// return promptly once ctx ends. One read runs at a time per Reader, so it
+// may keep unsynchronised state (cursors) of its subscription.
+type ReadFunc func(ctx context.Context) ReadResult
+
+// ReadGroup owns the read goroutines of a backend: Close waits for every
+// read in flight, so nothing a backend's read uses is released under it.
+// The zero value is ready to use.
+type ReadGroup struct {
+	mu     sync.Mutex // guards closed and wg.Add
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// Close refuses new reads and waits for those in flight. The backend ends
+// the readers' parent context first, so that the reads return promptly. It
+// reports whether this call closed the group (false when it was already
+// closed), which makes the backend's Close idempotent.
+func (g *ReadGroup) Close() bool {
+	g.mu.Lock()
+	first := !g.closed
+	g.closed = true
+	g.mu.Unlock()
+	if first {
+		g.wg.Wait()
+	}
+	return first
+}
+
+// start runs read on a goroutine of the group and returns the channel its
+// result arrives on (buffered: the goroutine never waits for a receiver),
+// or nil once the group is closed.
+func (g *ReadGroup) start(ctx context.Context, read ReadFunc) chan ReadResult {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return nil
+	}
+	ch := make(chan ReadResult, 1)
+	g.wg.Go(func() { ch <- read(ctx) })
+	return ch
+}
+
+// Reader is the read-ahead buffer of one subscription; it implements the
+// Next and Close of a Subscriber on top of a ReadFunc. Guarantees:
+//
+//   - Next never loses an event that a read claimed: reads run on a
+//     goroutine of the ReadGroup, so when Next's ctx ends first, Next
+//     returns ctx's error and the read goes on; its result waits for the
+//     next call.
+//   - Close (or the end of the parent context) unblocks a waiting Next
+//     promptly with ErrClosed and ends the context of the read in flight.
+//   - The ReadGroup's Close waits for the read in flight.
+//
+// Concurrent calls of Next are served one at a time.
+type Reader struct {
+	group *ReadGroup
+	read  ReadFunc
+
+	ctx    context.Context // ends with Close or the parent context
+	cancel context.CancelFunc
+
+	turn chan struct{} // held by the running Next
+
+	// Owned by the goroutine holding turn.
+	inflight chan ReadResult // the running read, nil when none
+	ready    []events.Envelope
+	end      bool
+}
+
+// NewReader returns a Reader whose reads run read on goroutines of g. It
+// ends when parent (the backend's lifetime) ends or when it is closed.
+func (g *ReadGroup) NewReader(parent context.Context, read ReadFunc) *Reader {
+	ctx, cancel := context.WithCancel(parent)
+	return &Reader{group: g, read: read, ctx: ctx, cancel: cancel, turn: make(chan struct{}, 1)}
+}
+
+// Context returns the context of the Reader's reads: it ends with Close or
+// with the parent context.
+func (r *Reader) Context() context.Context { return r.ctx }
+
+// Close ends the Reader. A read in flight is told to stop; its result is
+// dropped.
+func (r *Reader) Close() { r.cancel() }
+
+// Next returns the next event read. It returns ctx's error when ctx ends
+// first (handing nothing over), ErrEndOfSnapshot once a read reported the
+// end and every event read before it was returned, ErrClosed after Close,
+// and a read's error when that read found nothing.
+func (r *Reader) Next(ctx context.Context) (events.Envelope, error) {
+	select {
+	case r.turn <- struct{}{}:
+	case <-ctx.Done():
+		return events.Envelope{}, ctx.Err()
+	case <-r.ctx.Done():
+		return events.Envelope{}, ErrClosed
+	}
+	defer func() { <-r.turn }()
+	for {
+		if r.ctx.Err() != nil {
+			return events.Envelope{}, ErrClosed
+		}
+		if len(r.ready) > 0 {
+			env := r.ready[0]
+			r.ready = r.ready[1:]
+			return env, nil
+		}
+		if r.end {
+			return events.Envelope{}, ErrEndOfSnapshot
+		}
+		if err := ctx.Err(); err != nil {
+			return events.Envelope{}, err
+		}
+		if r.inflight == nil {
+			if r.inflight = r.group.start(r.ctx, r.read); r.inflight == nil {
+				return events.Envelope{}, ErrClosed
+			}
+		}
+		select {
+		case res := <-r.inflight:
+			r.inflight = nil
+			r.ready = append(r.ready, res.Envs...)
+			r.end = r.end || res.End
+			if res.Err != nil && len(r.ready) == 0 {
+				if r.ctx.Err() != nil {
+					return events.Envelope{}, ErrClosed
+				}
+				return events.Envelope{}, res.Err
+			}
+		case <-ctx.Done():
+			return events.Envelope{}, ctx.Err()
+		case <-r.ctx.Done():
+			return events.Envelope{}, ErrClosed
+		}
+	}
+}
