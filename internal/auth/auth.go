@@ -185,6 +185,9 @@ func (v *Verifier) Verify(token string) (*Claims, error) {
 // describe turns a jwt error into a short reason that never echoes the token.
 func describe(err error) string {
 	switch {
+	case strings.Contains(err.Error(), "signing method"):
+		// jwt reports a disallowed algorithm as an invalid signature.
+		return "token signing method is not accepted"
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return "token is expired"
 	case errors.Is(err, jwt.ErrTokenInvalidAudience):
@@ -197,7 +200,7 @@ func describe(err error) string {
 		return "token lacks a required claim"
 	case errors.Is(err, jwt.ErrTokenUsedBeforeIssued), errors.Is(err, jwt.ErrTokenNotValidYet):
 		return "token is not valid yet"
-	case errors.Is(err, jwt.ErrTokenUnverifiable), errors.Is(err, jwt.ErrTokenSignatureInvalid):
+	case errors.Is(err, jwt.ErrTokenUnverifiable):
 		return "token signing method is not accepted"
 	default:
 		return "token could not be verified"

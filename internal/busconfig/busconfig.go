@@ -94,31 +94,41 @@ func LocalIdentity(env Env) (string, error) {
 }
 
 // WriteSecretFile writes data to path with mode 0600, creating parent
-// directories with mode 0700.
+// directories with mode 0700. The file is replaced atomically.
 func WriteSecretFile(path string, data []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("busconfig: create %s: %w", filepath.Dir(path), err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	tmp, err := writeTemp(filepath.Dir(path), data)
 	if err != nil {
 		return fmt.Errorf("busconfig: write %s: %w", path, err)
 	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("busconfig: write %s: %w", path, err)
-	}
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return fmt.Errorf("busconfig: chmod %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("busconfig: write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	defer os.Remove(tmp)
+	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("busconfig: write %s: %w", path, err)
 	}
 	return nil
+}
+
+// writeTemp writes data to a new mode-0600 temporary file in dir and
+// returns its path.
+func writeTemp(dir string, data []byte) (string, error) {
+	f, err := os.CreateTemp(dir, ".tmp-*")
+	if err != nil {
+		return "", err
+	}
+	_, err = f.Write(data)
+	if cerr := f.Chmod(0o600); err == nil {
+		err = cerr
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return "", err
+	}
+	return f.Name(), nil
 }
 
 // readOrCreate reads auth/<name>; when it is missing it creates it with a
@@ -151,19 +161,19 @@ func readOrCreate(env Env, name string, n int) (string, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", fmt.Errorf("busconfig: create %s: %w", dir, err)
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, fs.ErrExist) {
-		return readOrCreate(env, name, n)
-	}
+	// Write the value to a temporary file, then link it into place: the
+	// link appears complete or not at all, and fails when another process
+	// got there first, whose value then wins.
+	tmp, err := writeTemp(dir, []byte(value+"\n"))
 	if err != nil {
+		return "", fmt.Errorf("busconfig: write %s: %w", path, err)
+	}
+	defer os.Remove(tmp)
+	if err := os.Link(tmp, path); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return readOrCreate(env, name, n)
+		}
 		return "", fmt.Errorf("busconfig: create %s: %w", path, err)
-	}
-	_, werr := f.WriteString(value + "\n")
-	if cerr := f.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr != nil {
-		return "", fmt.Errorf("busconfig: write %s: %w", path, werr)
 	}
 	return value, nil
 }

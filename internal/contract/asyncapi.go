@@ -1,6 +1,10 @@
 package contract
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/busdk/bus-integration-codex/pkg/llmapi"
+)
 
 type obj = map[string]any
 
@@ -89,7 +93,11 @@ func lowerFirst(s string) string {
 
 // Schemas returns the JSON Schemas of the bus.llm.* payloads.
 func Schemas() map[string]any {
-	operation := obj{"type": "string", "enum": []any{"chat.completions", "responses", "completions"}}
+	var ops []any
+	for _, op := range llmapi.AllOperations() {
+		ops = append(ops, string(op))
+	}
+	operation := obj{"type": "string", "enum": ops}
 	requestID := obj{"type": "string", "minLength": 1, "description": "Unique request id; equals the envelope correlationId."}
 	return obj{
 		"ExecutionEventRequest": obj{

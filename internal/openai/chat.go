@@ -3,6 +3,7 @@ package openai
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/busdk/bus-integration-codex/internal/llm"
 	"github.com/busdk/bus-integration-codex/pkg/llmapi"
@@ -459,11 +460,10 @@ type chatDelta struct {
 }
 
 type chatStream struct {
-	c         *Call
-	m         Meta
-	started   bool
-	textSent  bool
-	toolsSent map[int]bool
+	c       *Call
+	m       Meta
+	started bool
+	sent    streamed
 }
 
 func (s *chatStream) frame(choices []chatChunkChoice, usage *chatUsage) json.RawMessage {
@@ -494,13 +494,10 @@ func (s *chatStream) Delta(d llm.Delta) []json.RawMessage {
 			return frames
 		}
 		text := d.Text
-		s.textSent = true
+		s.sent.text += d.Text
 		return append(frames, s.delta(chatDelta{Content: &text}, nil))
 	case llm.DeltaToolCall:
-		if s.toolsSent == nil {
-			s.toolsSent = map[int]bool{}
-		}
-		s.toolsSent[d.Index] = true
+		s.sent.tool(d)
 		idx := d.Index
 		var tc chatOutToolCall
 		tc.Index = &idx
@@ -516,7 +513,7 @@ func (s *chatStream) Delta(d llm.Delta) []json.RawMessage {
 
 func (s *chatStream) Finish(res *llm.Result) []json.RawMessage {
 	frames := s.start()
-	frames = append(frames, catchUp(s, res, s.textSent, s.toolsSent)...)
+	frames = append(frames, catchUp(s, res, s.sent)...)
 	finish := string(finishOf(res))
 	frames = append(frames, s.delta(chatDelta{}, &finish))
 	if s.c.IncludeUsage {
@@ -530,20 +527,35 @@ func (s *chatStream) Fail(err *llmapi.APIError) []json.RawMessage {
 	return []json.RawMessage{ErrorFrame(err)}
 }
 
-// catchUp emits, as deltas, the parts of res a provider did not stream, so
+// streamed records what a stream has sent: the answer text and, per tool
+// call index, the arguments (a key is present once the call has started).
+type streamed struct {
+	text string
+	args map[int]string
+}
+
+func (s *streamed) tool(d llm.Delta) {
+	if s.args == nil {
+		s.args = map[int]string{}
+	}
+	s.args[d.Index] += d.ArgumentsDelta
+}
+
+// catchUp emits, as deltas, whatever of res the provider did not stream —
+// the rest of the text, calls not started, the rest of their arguments — so
 // a streaming client always receives the whole answer.
-func catchUp(s Stream, res *llm.Result, textSent bool, toolsSent map[int]bool) []json.RawMessage {
+func catchUp(s Stream, res *llm.Result, sent streamed) []json.RawMessage {
 	var frames []json.RawMessage
-	if !textSent && res.Text != "" {
-		frames = append(frames, s.Delta(llm.Delta{Kind: llm.DeltaText, Text: res.Text})...)
+	if rest, ok := strings.CutPrefix(res.Text, sent.text); ok && rest != "" {
+		frames = append(frames, s.Delta(llm.Delta{Kind: llm.DeltaText, Text: rest})...)
 	}
 	for i, tc := range res.ToolCalls {
-		if toolsSent[i] {
-			continue
+		args, started := sent.args[i]
+		if !started {
+			frames = append(frames, s.Delta(llm.Delta{Kind: llm.DeltaToolCall, Index: i, ToolCall: llm.ToolCall{ID: tc.ID, Name: tc.Name}})...)
 		}
-		frames = append(frames, s.Delta(llm.Delta{Kind: llm.DeltaToolCall, Index: i, ToolCall: llm.ToolCall{ID: tc.ID, Name: tc.Name}})...)
-		if tc.Arguments != "" {
-			frames = append(frames, s.Delta(llm.Delta{Kind: llm.DeltaToolCall, Index: i, ArgumentsDelta: tc.Arguments})...)
+		if rest, ok := strings.CutPrefix(tc.Arguments, args); ok && rest != "" {
+			frames = append(frames, s.Delta(llm.Delta{Kind: llm.DeltaToolCall, Index: i, ArgumentsDelta: rest})...)
 		}
 	}
 	return frames

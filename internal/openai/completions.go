@@ -116,9 +116,9 @@ func (c *Call) textCompletion(m Meta, res *llm.Result) textCompletion {
 }
 
 type completionStream struct {
-	c        *Call
-	m        Meta
-	textSent bool
+	c    *Call
+	m    Meta
+	sent streamed
 }
 
 func (s *completionStream) frame(choices []completionChoice, usage *chatUsage) json.RawMessage {
@@ -129,13 +129,13 @@ func (s *completionStream) Delta(d llm.Delta) []json.RawMessage {
 	if d.Kind != llm.DeltaText || d.Text == "" {
 		return nil
 	}
-	s.textSent = true
+	s.sent.text += d.Text
 	return []json.RawMessage{s.frame([]completionChoice{{Text: d.Text, Logprobs: jsonNull}}, nil)}
 }
 
 func (s *completionStream) Finish(res *llm.Result) []json.RawMessage {
 	finish := string(finishOf(res))
-	frames := catchUp(s, res, s.textSent, nil)
+	frames := catchUp(s, res, s.sent)
 	frames = append(frames, s.frame([]completionChoice{{Text: "", Logprobs: jsonNull, FinishReason: &finish}}, nil))
 	if s.c.IncludeUsage {
 		u := toChatUsage(res.Usage)

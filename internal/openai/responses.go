@@ -557,14 +557,20 @@ func (s *responsesStream) Delta(d llm.Delta) []json.RawMessage {
 
 func (s *responsesStream) Finish(res *llm.Result) []json.RawMessage {
 	frames := s.start()
-	sent := map[int]bool{}
-	for i := range s.toolItems {
-		sent[i] = true
+	var sent streamed
+	if s.textItem != nil {
+		sent.text = s.textItem.text
+	}
+	for i, it := range s.toolItems {
+		if sent.args == nil {
+			sent.args = map[int]string{}
+		}
+		sent.args[i] = it.call.Arguments
 	}
 	if s.textItem == nil && res.Text == "" && len(res.ToolCalls) == 0 {
 		frames = append(frames, s.openText()...) // an empty answer is still a message
 	}
-	frames = append(frames, catchUp(s, res, s.textItem != nil, sent)...)
+	frames = append(frames, catchUp(s, res, sent)...)
 	for _, it := range s.order {
 		frames = append(frames, s.closeItem(it)...)
 	}

@@ -7,6 +7,8 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"slices"
+	"strings"
 
 	"github.com/busdk/bus-integration-codex/internal/auth"
 	"github.com/busdk/bus-integration-codex/internal/cliutil"
@@ -35,6 +37,9 @@ func Run(ctx context.Context, args []string, io cliutil.IO) int {
 	}
 	if fs.NArg() > 0 {
 		return cliutil.Report(io.Stderr, Name, cliutil.Usagef("unexpected argument %q", fs.Arg(0)))
+	}
+	if !slices.Contains(backends.Names(), *backend) {
+		return cliutil.Report(io.Stderr, Name, cliutil.Usagef("--events-backend must be one of %s, not %q", strings.Join(backends.Names(), ", "), *backend))
 	}
 	log, err := cliutil.Logger(io.Stderr, *logLevel)
 	if err != nil {

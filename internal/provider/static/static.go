@@ -13,6 +13,7 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
+	"unicode"
 
 	"github.com/busdk/bus-integration-codex/internal/llm"
 )
@@ -54,14 +55,25 @@ func InputTokens(req *llm.Request) int64 {
 	return n
 }
 
-// Words splits s into streaming pieces: each word with its leading space.
+// Words splits s into streaming pieces, each a word with the whitespace
+// before it, so the pieces concatenate back to s exactly.
 func Words(s string) []string {
 	var out []string
-	for i, w := range strings.Fields(s) {
-		if i > 0 {
-			w = " " + w
+	start, prevSpace := 0, true
+	for i, r := range s {
+		space := unicode.IsSpace(r)
+		// A word starts here: cut before the whitespace that precedes it.
+		if !space && prevSpace && i > 0 {
+			cut := strings.LastIndexFunc(s[:i], func(r rune) bool { return !unicode.IsSpace(r) }) + 1
+			if cut > start {
+				out = append(out, s[start:cut])
+				start = cut
+			}
 		}
-		out = append(out, w)
+		prevSpace = space
+	}
+	if start < len(s) {
+		out = append(out, s[start:])
 	}
 	return out
 }
