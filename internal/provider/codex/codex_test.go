@@ -367,3 +367,37 @@ func TestNotInstalled(t *testing.T) {
 		t.Fatalf("got %v, want ErrNotInstalled", err)
 	}
 }
+
+func TestImagesAndEffortReachTheModel(t *testing.T) {
+	s := newStack(t, 60*time.Second, 1)
+	s.fake.SetReply(fakemodel.Reply{Text: "a red pixel"})
+	const pixel = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+	res := s.do(t, llmapi.OpChatCompletions, false, `{"model":"codex-chatgpt","reasoning_effort":"high","messages":[{"role":"user","content":[
+		{"type":"text","text":"What is in this image?"},{"type":"image_url","image_url":{"url":"`+pixel+`"}}]}]}`)
+	if res.Response.StatusCode != 200 {
+		t.Fatalf("status %d: %s", res.Response.StatusCode, res.Response.Body)
+	}
+	reqs := s.fake.Requests()
+	raw, _ := json.Marshal(reqs[len(reqs)-1].Input())
+	if !strings.Contains(string(raw), `"input_image"`) || !strings.Contains(string(raw), pixel[:40]) {
+		t.Fatalf("the image did not reach the model as input_image: %s", raw)
+	}
+	var body struct {
+		Reasoning struct {
+			Effort string `json:"effort"`
+		} `json:"reasoning"`
+	}
+	_ = json.Unmarshal(reqs[len(reqs)-1].Body, &body)
+	if body.Reasoning.Effort != "high" {
+		t.Fatalf("reasoning effort sent to the model: %q", body.Reasoning.Effort)
+	}
+}
+
+func TestNotLoggedIn(t *testing.T) {
+	cmd := fakemodel.CodexCommand(t)
+	// An empty CODEX_HOME: no credentials and the default OpenAI provider.
+	_, err := codex.New(context.Background(), codex.Config{Command: cmd, Workdir: t.TempDir(), Env: []string{"CODEX_HOME=" + t.TempDir()}})
+	if !errors.Is(err, codex.ErrNotLoggedIn) {
+		t.Fatalf("got %v, want ErrNotLoggedIn", err)
+	}
+}
