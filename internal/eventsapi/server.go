@@ -425,15 +425,17 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 			}
 			continue
 		}
-		if err := enc.Encode(env); err != nil {
-			return
-		}
-		flush()
 		if window != nil {
+			// Count the delivery before the client can see it: its
+			// acknowledgement may come back before this loop goes on.
 			key := ackKey{name: env.Name, group: p.sub.Group, id: env.ID}
 			window.add(key, time.Now().Add(p.sub.EffectiveVisibility()))
 			s.inflight.Store(key, window)
 		}
+		if err := enc.Encode(env); err != nil {
+			return
+		}
+		flush()
 	}
 }
 

@@ -423,3 +423,45 @@ func TestPublishTooLarge(t *testing.T) {
 		t.Fatalf("got %d %v", r.status, r.body)
 	}
 }
+
+// TestImmediateAcksReleasePrefetch: a consumer that acknowledges each
+// delivery at once must never stall on its prefetch window, even when the
+// acknowledgement reaches the server before it has finished writing the
+// delivery (a leaked credit would block until the one-hour visibility).
+func TestImmediateAcksReleasePrefetch(t *testing.T) {
+	b := startBus(t)
+	svc := client(t, b, "svc", "llm:proxy")
+	name := "bus.llm.chat.completions.request"
+	const n = 300
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	got := 0
+	connected := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- svc.Listen(ctx, events.ListenOptions{
+			Names: []string{name}, Delivery: events.Unicast, Group: "g", Consumer: "fast",
+			Ack: true, Prefetch: 1, Visibility: time.Hour, OnConnect: func() { close(connected) },
+		}, func(ctx context.Context, env events.Envelope) error {
+			if _, err := svc.Ack(ctx, name, "g", env.ID); err != nil {
+				return err
+			}
+			if got++; got == n {
+				cancel()
+			}
+			return nil
+		})
+	}()
+	<-connected
+	for i := range n {
+		if _, err := svc.PublishJSON(context.Background(), name, fmt.Sprint(i), i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got != n {
+		t.Fatalf("received %d of %d events: the prefetch window stalled", got, n)
+	}
+}
