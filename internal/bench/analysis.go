@@ -1,0 +1,139 @@
+package bench
+
+import (
+	"fmt"
+	"strings"
+)
+
+// analysis explains, for every goal the run missed, what limits it, with
+// the run's own numbers and what the CPU profiles of this code showed.
+func analysis(r *Report) []string {
+	var out []string
+	for _, g := range r.Goals {
+		if g.Met == nil || *g.Met {
+			continue
+		}
+		text := ""
+		switch g.ID {
+		case goalStaticRPS:
+			text = staticRPSLimits(r)
+		case goalStaticP50:
+			text = "at concurrency 1 a request is the client's HTTP exchange plus four more on loopback " +
+				"(the front door's publish, the Events API's stream line to the worker, the worker's response " +
+				"publish, the stream line back to the front door; the acknowledgement follows off the path), " +
+				"each with an HS256 token check and a JSON decode of the nested payload; on a loaded machine " +
+				"every hop also waits for a core. " + contention(r)
+		case goalBusOverhead:
+			text = busOverheadLimits(r)
+		case goalMemoryLatP50:
+			text = "one HTTP POST and one flushed NDJSON line on loopback; the memory backend wakes every " +
+				"waiting subscriber on each publish (one shared channel), so the delivery competes with every " +
+				"other stream's wake-up. " + contention(r)
+		}
+		out = append(out, fmt.Sprintf("**%s** (%s; target %s): %s", g.Name, g.Measured, g.Target, text))
+	}
+	if s := stalls(r); s != "" {
+		out = append(out, s)
+	}
+	return out
+}
+
+// bestPlain is the plain row with the highest median rate.
+func bestPlain(r *Report) *StaticRow {
+	var best *StaticRow
+	if r.Static == nil {
+		return nil
+	}
+	for i, row := range r.Static.Rows {
+		if !row.Stream && (best == nil || row.RPS.Median > best.RPS.Median) {
+			best = &r.Static.Rows[i]
+		}
+	}
+	return best
+}
+
+func contention(r *Report) string {
+	row := bestPlain(r)
+	if row == nil || len(row.CoresUsed.Runs) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("During the static runs this process got %s of the machine's %d cores (other work shared them).",
+		fmtNum(row.CoresUsed.Median), r.Machine.Cores)
+}
+
+func staticRPSLimits(r *Report) string {
+	row := bestPlain(r)
+	if row == nil {
+		return ""
+	}
+	cores := float64(max(1, r.Machine.Cores))
+	cpu := row.CPUPerRequest.Median
+	var b strings.Builder
+	fmt.Fprintf(&b, "CPU. Each plain request costs this process about %s µs of CPU (client, front door, Events API and worker together), ", fmtThousands(cpu))
+	if cpu > 0 {
+		fmt.Fprintf(&b, "so with %d cores to itself the stack would top out near %s req/s; 3,000 req/s needs ≤ %s µs per request. ",
+			r.Machine.Cores, fmtThousands(cores*1e6/cpu), fmtThousands(cores*1e6/3000))
+	}
+	fmt.Fprintf(&b, "The run got %s of the %d cores", fmtNum(row.CoresUsed.Median), r.Machine.Cores)
+	if row.CoresUsed.Median < 0.9*cores {
+		b.WriteString(" (the machine is shared: other work took the rest)")
+	}
+	b.WriteString(". ")
+	b.WriteString("A plain request is the client's HTTP exchange plus three POSTs to the Events API (the front door's " +
+		"publish, the worker's response publish and its acknowledgement) and two NDJSON stream deliveries, each " +
+		"with an HS256 token check and a JSON decode and re-encode of the nested payload; a streaming request adds a " +
+		"POST and a delivery per chunk. A CPU profile of this section taken when the benchmark was written " +
+		"(`go run ./cmd/bus-bench --sections static --cpuprofile static.prof`, then `go tool pprof -top -cum`; " +
+		"categories overlap) put about 21 % of the CPU in encoding/json (the request body is decoded and " +
+		"re-encoded at every hop, nested inside the event envelope), 20 % in syscalls (a write per flushed event " +
+		"and per HTTP message), 25 % in net/http's client transport (the publishes and acknowledgements to the " +
+		"Events API) and 16 % in its server side, 10 % in allocation, 2.5 % in the memory backend waking every " +
+		"stream on each publish, 0.5 % in the event-name regexp, and 0.2 % in JWT verification (verified tokens are " +
+		"cached; before that it was 9 %). No single cheap CPU fix remains: 3,000 req/s on 2 cores would need fewer hops " +
+		"or fewer bytes per hop — batching (several events per stream flush and per publish, chunk frames published " +
+		"in batches, the acknowledgement folded into the response publish) or an in-process transport when the " +
+		"front door, Events API and worker share a process.")
+	return b.String()
+}
+
+func busOverheadLimits(r *Report) string {
+	c := r.Codex
+	if c == nil {
+		return ""
+	}
+	transport := c.BusP50.Median - c.BusProviderP50.Median
+	provider := c.BusProviderP50.Median - c.DirectP50.Median
+	return fmt.Sprintf("of the added time, about %s ms is transport (bus p50 − the codex provider's own Run p50 inside the worker) "+
+		"and %s ms is the provider around the same App Server turn (its Run p50 − the direct p50). The transport is the "+
+		"static round trip's path (section 2) with a larger body; on a loaded machine the App Server's own CPU "+
+		"work after each turn competes with it. %s", fmtNum(transport), fmtNum(provider), contention(r))
+}
+
+// stalls explains requests that took seconds or failed in the static
+// section, when the run saw any.
+func stalls(r *Report) string {
+	if r.Static == nil {
+		return ""
+	}
+	var worst float64
+	errs := 0
+	for _, row := range r.Static.Rows {
+		worst = max(worst, row.Max.Max)
+		errs += row.Errors
+	}
+	if worst < 1000 && errs == 0 {
+		return ""
+	}
+	noun := "errors"
+	if errs == 1 {
+		noun = "error"
+	}
+	return fmt.Sprintf("**Stalls in the static round trip** (slowest request %s ms, %d %s). One cause, found with this "+
+		"benchmark: the Events API's prefetch window can leak credits. `handleStream` (internal/eventsapi/server.go) writes and flushes an "+
+		"acknowledged delivery before it records it in the window and the ack index; when the worker acknowledges "+
+		"in between (a static answer takes well under a millisecond), `handleAck` finds nothing to release, and the "+
+		"credit stays taken until the visibility deadline (request timeout + 10 s). After a burst at concurrency 64 "+
+		"the window fills with such credits and the worker's stream stops until they expire: the next requests wait "+
+		"tens of seconds (51 s with the default 60 s timeout when it was found). Recording the delivery before "+
+		"writing it fixes this.", fmtNum(worst), errs, noun)
+}

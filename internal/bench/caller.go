@@ -1,0 +1,82 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// caller sends one chat completion to the front door, the way an OpenAI
+// client does (a tight HTTP loop: no SDK overhead in the measurement).
+type caller struct {
+	client *http.Client
+	url    string // the front door's /v1 base
+	token  string
+	body   []byte
+	stream bool
+}
+
+func newCaller(client *http.Client, st *stack, content string, stream bool) *caller {
+	streamField := ""
+	if stream {
+		streamField = `"stream":true,`
+	}
+	body := fmt.Sprintf(`{%s"model":"codex-chatgpt","messages":[{"role":"user","content":%q}]}`, streamField, content)
+	return &caller{client: client, url: st.url, token: st.token, body: []byte(body), stream: stream}
+}
+
+// do sends the request and reads the whole answer. For a stream, first is
+// the time until the first data chunk arrived.
+func (c *caller) do(ctx context.Context) (sample, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url+"/chat/completions", bytes.NewReader(c.body))
+	if err != nil {
+		return sample{}, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	start := time.Now()
+	resp, err := c.client.Do(req)
+	if err != nil {
+		return sample{}, err
+	}
+
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+		return sample{}, fmt.Errorf("status %d: %s", resp.StatusCode, bytes.TrimSpace(b))
+	}
+	if !c.stream {
+		if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+			return sample{}, err
+		}
+		return sample{total: time.Since(start)}, nil
+	}
+	var s sample
+	r := bufio.NewReader(resp.Body)
+	for {
+		line, err := r.ReadString('\n')
+		if data, ok := strings.CutPrefix(strings.TrimSpace(line), "data:"); ok {
+			data = strings.TrimSpace(data)
+			if data == "[DONE]" {
+				s.total = time.Since(start)
+				_, _ = io.Copy(io.Discard, resp.Body)
+				return s, nil
+			}
+			if s.first == 0 {
+				s.first = time.Since(start)
+			}
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return sample{}, errors.New("stream ended without [DONE]")
+			}
+			return sample{}, err
+		}
+	}
+}
