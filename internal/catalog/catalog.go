@@ -230,3 +230,12 @@ func (c *Catalog) Models() ModelList {
 	}
 	return l
 }
+
+// LoadOrDefault loads the catalog file at path, or returns the built-in
+// default catalog when path is empty.
+func LoadOrDefault(path string) (*Catalog, error) {
+	if path == "" {
+		return Default(), nil
+	}
+	return Load(path)
+}

@@ -152,11 +152,9 @@ func run(ctx context.Context, o *options, io cliutil.IO) error {
 	if err != nil {
 		return err
 	}
-	cat := catalog.Default()
-	if o.modelCatalog != "" {
-		if cat, err = catalog.Load(o.modelCatalog); err != nil {
-			return err
-		}
+	cat, err := catalog.LoadOrDefault(o.modelCatalog)
+	if err != nil {
+		return err
 	}
 	key, source, err := auth.ResolveSecret(io.Env, SecretVars()...)
 	if err != nil {

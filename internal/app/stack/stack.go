@@ -100,11 +100,9 @@ func run(ctx context.Context, o *options, io cliutil.IO) error {
 	if err != nil {
 		return err
 	}
-	cat := catalog.Default()
-	if o.catalogPath != "" {
-		if cat, err = catalog.Load(o.catalogPath); err != nil {
-			return err
-		}
+	cat, err := catalog.LoadOrDefault(o.catalogPath)
+	if err != nil {
+		return err
 	}
 	key, _, err := auth.ResolveSecret(io.Env, SecretVars()...)
 	if err != nil {

@@ -247,13 +247,9 @@ func serve(ctx context.Context, o *Options, svc contract.Service, io cliutil.IO)
 // NewExecutor builds the executor o describes: its provider, catalog and
 // response store. closeAll releases them.
 func NewExecutor(ctx context.Context, o *Options, log *slog.Logger, env busconfig.Env) (*execution.Executor, func(), error) {
-	cat := catalog.Default()
-	if o.ModelCatalog != "" {
-		c, err := catalog.Load(o.ModelCatalog)
-		if err != nil {
-			return nil, nil, err
-		}
-		cat = c
+	cat, err := catalog.LoadOrDefault(o.ModelCatalog)
+	if err != nil {
+		return nil, nil, err
 	}
 	store, err := OpenResponseStore(ctx, o.ResponseStore, env)
 	if err != nil {
