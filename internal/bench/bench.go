@@ -44,6 +44,7 @@ import (
 
 	"github.com/busdk/bus-integration-codex/internal/cliutil"
 	"github.com/busdk/bus-integration-codex/internal/testutil/fakemodel"
+	"github.com/busdk/bus-integration-codex/internal/testutil/testproc"
 )
 
 // Name is the command name.
@@ -224,7 +225,7 @@ func defaultCodexCommand(io cliutil.IO) string {
 	if c := io.Env.Getenv(fakemodel.EnvCodexCommand); c != "" {
 		return c
 	}
-	if root, ok := moduleRoot(); ok {
+	if root, err := testproc.ModuleRoot(); err == nil {
 		p := filepath.Join(root, ".tools", "codex", "node_modules", ".bin", "codex")
 		if st, err := os.Stat(p); err == nil && !st.IsDir() {
 			return p

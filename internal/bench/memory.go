@@ -3,7 +3,6 @@ package bench
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -17,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/busdk/bus-integration-codex/internal/testutil/testproc"
 	"github.com/busdk/bus-integration-codex/pkg/appserver"
 	"github.com/busdk/bus-integration-codex/pkg/llmapi"
 )
@@ -99,40 +99,11 @@ func (b *bencher) workerBinary(ctx context.Context) (path, desc string, err erro
 	if b.opts.workerBinary != "" {
 		return b.opts.workerBinary, "`" + b.opts.workerBinary + "`", nil
 	}
-	root, ok := moduleRoot()
-	if !ok {
-		return "", "", errors.New("cannot build the worker: module root (go.mod) not found above the working directory; pass --worker-binary")
+	// Built into b.tmp/ from the module root above the working directory.
+	if err := testproc.BuildCommands(ctx, b.tmp, false, "bus-integration-codex"); err != nil {
+		return "", "", fmt.Errorf("cannot build the worker (pass --worker-binary to use another): %w", err)
 	}
-	goCmd, err := exec.LookPath("go")
-	if err != nil {
-		return "", "", fmt.Errorf("cannot build the worker: %w; pass --worker-binary", err)
-	}
-	out := filepath.Join(b.tmp, "bus-integration-codex")
-	cmd := exec.CommandContext(ctx, goCmd, "build", "-o", out, "./cmd/bus-integration-codex")
-	cmd.Dir = root
-	if msg, err := cmd.CombinedOutput(); err != nil {
-		return "", "", fmt.Errorf("go build ./cmd/bus-integration-codex: %w: %s", err, strings.TrimSpace(string(msg)))
-	}
-	return out, "the bus-integration-codex command built with `go build`", nil
-}
-
-// moduleRoot walks up from the working directory to the directory holding
-// go.mod.
-func moduleRoot() (string, bool) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", false
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, true
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", false
-		}
-		dir = parent
-	}
+	return filepath.Join(b.tmp, "bus-integration-codex"), "the bus-integration-codex command built with `go build`", nil
 }
 
 // workerProc is a running worker process.

@@ -14,12 +14,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/busdk/bus-integration-codex/internal/testutil/fakemodel"
+	"github.com/busdk/bus-integration-codex/internal/testutil/testproc"
 )
 
 // TestSeedREADMEScript runs the seed README's commands as written, in bash,
@@ -28,7 +28,10 @@ import (
 // talking to the fake model, configured through BUS_CODEX_COMMAND and
 // CODEX_HOME), the front door on 127.0.0.1:8088, and the curl call.
 func TestSeedREADMEScript(t *testing.T) {
-	root := repoRoot(t)
+	root, err := testproc.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, addr := range []string{"127.0.0.1:8081", "127.0.0.1:8088"} {
 		l, err := net.Listen("tcp", addr)
 		if err != nil {
@@ -53,7 +56,7 @@ func TestSeedREADMEScript(t *testing.T) {
 		t.Logf("codex binary not found (%s unset): the worker runs with --provider static", fakemodel.EnvCodexCommand)
 		provider, want = "static", "Echo: Reply OK"
 	}
-	build(t, root, bin)
+	build(t, bin)
 	step("built the commands")
 
 	t.Run("self-test", func(t *testing.T) {
@@ -147,50 +150,20 @@ curl -fsS \
 
 	// Every command is still running (none printed a startup error and quit).
 	for _, p := range []*proc{events, worker, front} {
-		if p.exited() {
-			t.Errorf("%s exited: %v\n%s", p.name, p.err, p.output())
+		if p.Exited() {
+			t.Errorf("%s exited: %v\n%s", p.name, p.Err(), p.output())
 		}
 	}
 }
 
-// repoRoot is the directory of go.mod above the working directory.
-func repoRoot(t *testing.T) string {
+// build runs "go build -o bin/ ./cmd/..." in the module root, with -race
+// when this test binary has it.
+func build(t *testing.T, bin string) {
 	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the working directory")
-		}
-		dir = parent
-	}
-}
-
-// build runs "go build -o bin/ ./cmd/..." in root, with -race when this
-// test binary has it.
-func build(t *testing.T, root, bin string) {
-	t.Helper()
-	goCmd, err := exec.LookPath("go")
-	if err != nil {
-		t.Fatal("the go command is not on PATH")
-	}
-	args := []string{"build"}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	args = append(args, "-o", bin+string(filepath.Separator), "./cmd/...")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, goCmd, args...)
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+	if err := testproc.BuildCommands(ctx, bin, raceEnabled); err != nil {
+		t.Fatal(err)
 	}
 	for _, name := range []string{"bus", "bus-operator-token", "bus-api-provider-events", "bus-api-provider-llm", "bus-integration-codex"} {
 		if _, err := os.Stat(filepath.Join(bin, name)); err != nil {
@@ -267,32 +240,29 @@ func checkRaces(t *testing.T, name, output string) {
 
 // proc is a command started in the background in its own process group.
 type proc struct {
+	*testproc.Proc
 	name string
-	cmd  *exec.Cmd
-	out  syncBuffer
-	done chan struct{}
-	err  error // set before done is closed
+	out  testproc.SyncBuffer
 }
 
 // startScript starts script with bash -c in a new process group; the
 // group is stopped (SIGTERM, then SIGKILL) when the test ends.
 func startScript(t *testing.T, name string, env []string, script string) *proc {
 	t.Helper()
-	p := &proc{name: name, done: make(chan struct{})}
-	p.cmd = exec.Command("bash", "-c", script)
-	p.cmd.Env = env
-	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	p.cmd.WaitDelay = 5 * time.Second
-	if err := p.cmd.Start(); err != nil {
+	p := &proc{name: name}
+	cmd := exec.Command("bash", "-c", script)
+	cmd.Env = env
+	cmd.Stdout, cmd.Stderr = &p.out, &p.out
+	cmd.WaitDelay = 5 * time.Second
+	started, err := testproc.Start(cmd)
+	if err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.done)
-	}()
+	p.Proc = started
 	t.Cleanup(func() {
-		p.stop()
+		// SIGTERM, then SIGKILL after 20s: nothing of the group may
+		// outlive the test.
+		p.Stop(syscall.SIGTERM, 20*time.Second)
 		checkRaces(t, name, p.output())
 		if t.Failed() {
 			t.Logf("output of %s:\n%s", name, p.output())
@@ -303,38 +273,14 @@ func startScript(t *testing.T, name string, env []string, script string) *proc {
 
 func (p *proc) output() string { return p.out.String() }
 
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// stop asks the process group to terminate, kills it when it does not
-// within 20s, and waits for the command.
-func (p *proc) stop() {
-	pgid := p.cmd.Process.Pid
-	_ = syscall.Kill(-pgid, syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(20 * time.Second):
-		_ = syscall.Kill(-pgid, syscall.SIGKILL)
-		<-p.done
-	}
-	// Nothing of the group may outlive the test.
-	_ = syscall.Kill(-pgid, syscall.SIGKILL)
-}
-
 // poll calls cond until it holds, failing the test after waitLimit or when
 // p (if not nil) exits first.
 func poll(t *testing.T, p *proc, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(waitLimit)
 	for !cond() {
-		if p != nil && p.exited() {
-			t.Fatalf("%s exited while waiting for %s: %v\n%s", p.name, what, p.err, p.output())
+		if p != nil && p.Exited() {
+			t.Fatalf("%s exited while waiting for %s: %v\n%s", p.name, what, p.Err(), p.output())
 		}
 		if time.Now().After(deadline) {
 			if p != nil {
@@ -365,22 +311,4 @@ func get(url string) (int, []byte) {
 		return resp.StatusCode, nil
 	}
 	return resp.StatusCode, b.Bytes()
-}
-
-// syncBuffer is a goroutine-safe output buffer.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/busdk/bus-integration-codex/internal/testutil/testproc"
 )
 
 // commands are the programs the test builds from this module.
@@ -49,66 +50,33 @@ func binaries(t *testing.T) string {
 }
 
 func build() (string, error) {
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		return "", fmt.Errorf("the go tool is needed to build the commands: %w", err)
-	}
-	out, err := exec.Command(goBin, "env", "GOMOD").Output()
-	gomod := strings.TrimSpace(string(out))
-	if err != nil || gomod == "" || gomod == os.DevNull {
-		return "", fmt.Errorf("go env GOMOD: %q, %v", gomod, err)
-	}
 	dir, err := os.MkdirTemp("", "bus-scaleout-bin-")
 	if err != nil {
 		return "", err
 	}
-	args := []string{"build", "-o", dir + string(os.PathSeparator)}
-	for _, c := range commands {
-		args = append(args, "./cmd/"+c)
-	}
-	cmd := exec.Command(goBin, args...)
-	cmd.Dir = filepath.Dir(gomod)
-	if out, err := cmd.CombinedOutput(); err != nil {
+	if err := testproc.BuildCommands(context.Background(), dir, false, commands...); err != nil {
 		_ = os.RemoveAll(dir)
-		return "", fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+		return "", err
 	}
 	return dir, nil
 }
 
-// proc is one started process, alone in its process group, with stdout and
-// stderr in a log file.
+// proc is one started process, alone in its process group (Signal reaches
+// the whole group), with stdout and stderr in a log file.
 type proc struct {
-	name   string
-	log    string
-	cmd    *exec.Cmd
-	exited chan struct{}
-	err    error // valid once exited is closed
+	*testproc.Proc
+	name string
+	log  string
 }
-
-// pid is the process id, also its process group id.
-func (p *proc) pid() int { return p.cmd.Process.Pid }
-
-// signal sends sig to the process group.
-func (p *proc) signal(sig syscall.Signal) error { return syscall.Kill(-p.pid(), sig) }
 
 // kill kills the process group and waits for the process.
 func (p *proc) kill() error {
-	_ = p.signal(syscall.SIGKILL)
+	_ = p.Signal(syscall.SIGKILL)
 	select {
-	case <-p.exited:
+	case <-p.Done():
 		return nil
 	case <-time.After(15 * time.Second):
-		return fmt.Errorf("%s (pid %d) did not exit after SIGKILL", p.name, p.pid())
-	}
-}
-
-// running reports whether the process has not exited.
-func (p *proc) running() bool {
-	select {
-	case <-p.exited:
-		return false
-	default:
-		return true
+		return fmt.Errorf("%s (pid %d) did not exit after SIGKILL", p.name, p.Pid())
 	}
 }
 
@@ -168,7 +136,7 @@ func (c *cluster) stop() {
 		return
 	}
 	for _, p := range procs {
-		c.t.Logf("==== %s (pid %d, exit: %v) ====\n%s", p.name, p.pid(), p.err, tailLines(p.output(), 150))
+		c.t.Logf("==== %s (pid %d, exit: %v) ====\n%s", p.name, p.Pid(), p.Err(), testproc.Tail(p.output(), 150))
 	}
 }
 
@@ -188,15 +156,12 @@ func (c *cluster) start(name, program string, env []string, args ...string) *pro
 	cmd.Env = append(append([]string(nil), c.env...), env...)
 	cmd.Dir = c.dir
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	started, err := testproc.Start(cmd)
+	if err != nil {
 		c.t.Fatalf("start %s: %v", name, err)
 	}
-	p := &proc{name: name, log: logPath, cmd: cmd, exited: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.exited)
-	}()
+	p := &proc{Proc: started, name: name, log: logPath}
 	c.mu.Lock()
 	c.procs = append(c.procs, p)
 	c.mu.Unlock()
@@ -239,14 +204,17 @@ func (c *cluster) startHTTP(name, program string, env []string, args ...string) 
 	c.t.Helper()
 	var last string
 	for range 3 {
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(c.t)))
+		addr, err := testproc.FreeAddr()
+		if err != nil {
+			c.t.Fatal(err)
+		}
 		p := c.start(name, program, env, append(args, "--addr", addr)...)
 		base := "http://" + addr
-		err := waitReady(p, base+"/readyz", 60*time.Second)
+		err = waitReady(p, base+"/readyz", 60*time.Second)
 		if err == nil {
 			return p, base
 		}
-		last = fmt.Sprintf("%v\n%s", err, tailLines(p.output(), 40))
+		last = fmt.Sprintf("%v\n%s", err, testproc.Tail(p.output(), 40))
 		_ = p.kill()
 		if !strings.Contains(p.output(), "address already in use") {
 			break
@@ -262,8 +230,8 @@ func waitReady(p *proc, url string, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	var last error
 	for time.Now().Before(deadline) {
-		if !p.running() {
-			return fmt.Errorf("%s exited: %v", p.name, p.err)
+		if p.Exited() {
+			return fmt.Errorf("%s exited: %v", p.name, p.Err())
 		}
 		resp, err := client.Get(url)
 		if err == nil {
@@ -287,12 +255,12 @@ func waitLog(t *testing.T, p *proc, text string, limit time.Duration) {
 		if strings.Contains(p.output(), text) {
 			return
 		}
-		if !p.running() {
-			t.Fatalf("%s exited before logging %q: %v\n%s", p.name, text, p.err, tailLines(p.output(), 40))
+		if p.Exited() {
+			t.Fatalf("%s exited before logging %q: %v\n%s", p.name, text, p.Err(), testproc.Tail(p.output(), 40))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatalf("%s did not log %q within %s\n%s", p.name, text, limit, tailLines(p.output(), 40))
+	t.Fatalf("%s did not log %q within %s\n%s", p.name, text, limit, testproc.Tail(p.output(), 40))
 }
 
 // logRecords returns the slog text records of output whose msg is msg, as
@@ -340,22 +308,4 @@ func parseLogfmt(line string) map[string]string {
 		rec[key] = val
 	}
 	return rec
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-func tailLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = append([]string{fmt.Sprintf("... (%d earlier lines)", len(lines)-n)}, lines[len(lines)-n:]...)
-	}
-	return strings.Join(lines, "\n")
 }

@@ -140,15 +140,15 @@ func runScaleOut(t *testing.T, backend string, backendEnv []string) {
 	victim := workers["w1"]
 	killed := false
 	if waitAnswered(&answered, requests/3, loadDone) {
-		if err := victim.signal(syscall.SIGSTOP); err != nil {
+		if err := victim.Signal(syscall.SIGSTOP); err != nil {
 			t.Fatalf("SIGSTOP w1: %v", err)
 		}
 		frozenAt := answered.Load()
 		if waitAnswered(&answered, frozenAt+40, loadDone) {
-			if err := victim.signal(syscall.SIGKILL); err != nil {
+			if err := victim.Signal(syscall.SIGKILL); err != nil {
 				t.Fatalf("SIGKILL w1: %v", err)
 			}
-			<-victim.exited
+			<-victim.Done()
 			killed = true
 			t.Logf("%s: w1 frozen after %d answers, killed after %d", backend, frozenAt, answered.Load())
 		}
@@ -271,8 +271,8 @@ func runScaleOut(t *testing.T, backend string, backendEnv []string) {
 		t.Errorf("w1 (on replica A) answered %d requests, but the listener on B saw none of its response events", perWorker["w1"])
 	}
 	for name, w := range workers {
-		if name != "w1" && !w.running() {
-			t.Errorf("%s exited: %v", name, w.err)
+		if name != "w1" && w.Exited() {
+			t.Errorf("%s exited: %v", name, w.Err())
 		}
 	}
 }

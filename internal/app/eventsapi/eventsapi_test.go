@@ -1,12 +1,10 @@
 package eventsapi_test
 
 import (
-	"bytes"
 	"context"
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,24 +12,8 @@ import (
 	"github.com/busdk/bus-integration-codex/internal/auth"
 	"github.com/busdk/bus-integration-codex/internal/busconfig"
 	"github.com/busdk/bus-integration-codex/internal/cliutil"
+	"github.com/busdk/bus-integration-codex/internal/testutil/testproc"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func run(t *testing.T, ctx context.Context, env map[string]string, args ...string) (int, string, string) {
 	t.Helper()
@@ -41,7 +23,7 @@ func run(t *testing.T, ctx context.Context, env map[string]string, args ...strin
 	if _, ok := env["BUS_CONFIG_DIR"]; !ok {
 		env["BUS_CONFIG_DIR"] = t.TempDir()
 	}
-	var stdout, stderr syncBuffer
+	var stdout, stderr testproc.SyncBuffer
 	code := eventsapi.Run(ctx, args, cliutil.IO{Env: busconfig.MapEnv(env), Stdout: &stdout, Stderr: &stderr})
 	return code, stdout.String(), stderr.String()
 }
@@ -92,26 +74,19 @@ func TestHelp(t *testing.T) {
 	}
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+// The server verifies tokens with the configured secret and stops cleanly.
+func TestServe(t *testing.T) {
+	addr, err := testproc.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// The server verifies tokens with the configured secret and stops cleanly.
-func TestServe(t *testing.T) {
-	addr := freeAddr(t)
 	secret := "events-secret"
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
-	var stderr syncBuffer
+	var stderr testproc.SyncBuffer
 	go func() {
 		env := busconfig.MapEnv(map[string]string{"BUS_API_JWT_SECRET": secret, "BUS_CONFIG_DIR": t.TempDir()})
-		done <- eventsapi.Run(ctx, []string{"--addr", addr}, cliutil.IO{Env: env, Stdout: &syncBuffer{}, Stderr: &stderr})
+		done <- eventsapi.Run(ctx, []string{"--addr", addr}, cliutil.IO{Env: env, Stdout: &testproc.SyncBuffer{}, Stderr: &stderr})
 	}()
 	base := "http://" + addr
 	deadline := time.Now().Add(10 * time.Second)

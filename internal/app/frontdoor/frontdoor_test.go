@@ -1,7 +1,6 @@
 package frontdoor_test
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -11,7 +10,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +19,7 @@ import (
 	"github.com/busdk/bus-integration-codex/internal/cliutil"
 	"github.com/busdk/bus-integration-codex/internal/eventsapi"
 	"github.com/busdk/bus-integration-codex/internal/eventstore/memory"
+	"github.com/busdk/bus-integration-codex/internal/testutil/testproc"
 	"github.com/busdk/bus-integration-codex/pkg/llmapi"
 )
 
@@ -28,24 +27,6 @@ const (
 	secret    = "app-frontdoor-test-secret"
 	waitLimit = 15 * time.Second
 )
-
-// syncBuffer is a goroutine-safe output buffer.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func token(t *testing.T, key string, scopes ...string) string {
 	t.Helper()
@@ -89,7 +70,7 @@ func baseEnv(t *testing.T, eventsURL string) map[string]string {
 }
 
 func run(ctx context.Context, env map[string]string, args ...string) (int, string) {
-	var stderr syncBuffer
+	var stderr testproc.SyncBuffer
 	code := frontdoor.Run(ctx, args, cliutil.IO{Env: busconfig.MapEnv(env), Stdout: io.Discard, Stderr: &stderr})
 	return code, stderr.String()
 }
@@ -200,12 +181,11 @@ func TestTokenLacksScope(t *testing.T) {
 }
 
 func TestEventsUnreachable(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := testproc.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	url := "http://" + l.Addr().String()
-	l.Close()
+	url := "http://" + addr // nothing listens there
 	env := baseEnv(t, url)
 	env["BUS_API_TOKEN"] = token(t, secret, llmapi.Scope)
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
@@ -228,7 +208,7 @@ func TestServesAndStops(t *testing.T) {
 	env["BUS_EVENTS_LISTENER_REQUIRED"] = "1"
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stderr syncBuffer
+	var stderr testproc.SyncBuffer
 	done := make(chan int, 1)
 	go func() {
 		done <- frontdoor.Run(ctx, []string{"--addr", "127.0.0.1:0", "--backend-url", "http://unused"}, cliutil.IO{Env: busconfig.MapEnv(env), Stdout: io.Discard, Stderr: &stderr})

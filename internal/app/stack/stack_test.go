@@ -1,49 +1,29 @@
 package stack_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/busdk/bus-integration-codex/internal/app/stack"
 	"github.com/busdk/bus-integration-codex/internal/busconfig"
 	"github.com/busdk/bus-integration-codex/internal/cliutil"
+	"github.com/busdk/bus-integration-codex/internal/testutil/testproc"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := testproc.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 func TestStaticStack(t *testing.T) {
@@ -51,7 +31,7 @@ func TestStaticStack(t *testing.T) {
 	addr, eventsAddr := freeAddr(t), freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stdout, stderr syncBuffer
+	var stdout, stderr testproc.SyncBuffer
 	done := make(chan int, 1)
 	go func() {
 		env := busconfig.MapEnv(map[string]string{"BUS_CONFIG_DIR": cfg})
@@ -163,7 +143,7 @@ func TestStartupErrors(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			args := append([]string{"--workdir", t.TempDir()}, tc.args...)
-			var stdout, stderr syncBuffer
+			var stdout, stderr testproc.SyncBuffer
 			env := busconfig.MapEnv(map[string]string{"BUS_CONFIG_DIR": t.TempDir()})
 			code := stack.Run(context.Background(), args, cliutil.IO{Env: env, Stdout: &stdout, Stderr: &stderr})
 			if code != tc.code {

@@ -1,12 +1,9 @@
 package worker_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,26 +12,9 @@ import (
 	"github.com/busdk/bus-integration-codex/internal/busconfig"
 	"github.com/busdk/bus-integration-codex/internal/cliutil"
 	"github.com/busdk/bus-integration-codex/internal/localbus"
+	"github.com/busdk/bus-integration-codex/internal/testutil/testproc"
 	"github.com/busdk/bus-integration-codex/pkg/llmapi"
 )
-
-// syncBuffer is a bytes.Buffer safe for the worker's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 type result struct {
 	code           int
@@ -51,7 +31,7 @@ func runWorker(t *testing.T, env map[string]string, args ...string) result {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var stdout, stderr syncBuffer
+	var stdout, stderr testproc.SyncBuffer
 	code := worker.Run(ctx, args, cliutil.IO{Env: busconfig.MapEnv(env), Stdout: &stdout, Stderr: &stderr})
 	return result{code, stdout.String(), stderr.String()}
 }
@@ -212,12 +192,11 @@ func TestTokenRejected(t *testing.T) {
 }
 
 func TestUnreachable(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := testproc.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	url := "http://" + l.Addr().String()
-	l.Close() // nothing listens there now
+	url := "http://" + addr // nothing listens there
 	env := map[string]string{
 		"BUS_API_TOKEN":                 "x.y.z",
 		"BUS_EVENTS_LISTENER_RETRY_MIN": "10ms",
@@ -246,7 +225,7 @@ func TestServesUntilCancelled(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	var stdout, stderr syncBuffer
+	var stdout, stderr testproc.SyncBuffer
 	env := busconfig.MapEnv(map[string]string{"BUS_API_TOKEN": tok, "BUS_CONFIG_DIR": t.TempDir()})
 	done := make(chan int, 1)
 	go func() {

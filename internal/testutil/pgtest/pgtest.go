@@ -23,7 +23,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -31,6 +30,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/busdk/bus-integration-codex/internal/testutil/testproc"
 )
 
 // ErrUnavailable is returned (wrapped) by StartServer when the PostgreSQL
@@ -54,10 +55,9 @@ const SuperUser = "postgres"
 
 // Server is one running PostgreSQL server.
 type Server struct {
-	dir    string
-	port   int
-	cmd    *exec.Cmd
-	exited chan struct{}
+	dir  string
+	port int
+	proc *testproc.Proc // the postmaster
 
 	closeOnce sync.Once
 	closeErr  error
@@ -122,18 +122,19 @@ func (s *Server) init(bin string, cred *syscall.Credential) error {
 	data := filepath.Join(s.dir, "data")
 	initdb := s.command(bin, "initdb", cred,
 		"-D", data, "-U", SuperUser, "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync")
-	err := startLogged(initdb, logPath)
+	p, err := startLogged(initdb, logPath)
 	if err == nil {
-		err = initdb.Wait()
+		<-p.Done()
+		err = p.Err()
 	}
 	if err != nil {
-		return fmt.Errorf("pgtest: initdb: %w\n%s", err, tail(logPath))
+		return fmt.Errorf("pgtest: initdb: %w\n%s", err, testproc.TailFile(logPath, logLines))
 	}
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
-		port, err := freePort()
+		port, err := testproc.FreePort()
 		if err != nil {
-			return err
+			return fmt.Errorf("pgtest: %w", err)
 		}
 		if lastErr = s.launch(bin, cred, data, logPath, port); lastErr == nil {
 			return nil
@@ -154,23 +155,21 @@ func (s *Server) launch(bin string, cred *syscall.Credential, data, logPath stri
 		"-c", "max_connections=300",
 		"-c", "logging_collector=off",
 	)
-	if err := startLogged(cmd, logPath); err != nil {
+	p, err := startLogged(cmd, logPath)
+	if err != nil {
 		return fmt.Errorf("pgtest: start postgres: %w", err)
 	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
-	s.cmd, s.exited, s.port = cmd, exited, port
-	if err := s.waitReady(exited); err != nil {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-exited
-		s.cmd = nil
-		return fmt.Errorf("%w\n%s", err, tail(logPath))
+	s.proc, s.port = p, port
+	if err := s.waitReady(p.Done()); err != nil {
+		p.Kill()
+		s.proc = nil
+		return fmt.Errorf("%w\n%s", err, testproc.TailFile(logPath, logLines))
 	}
 	return nil
 }
+
+// logLines is how much of the server's log an error message quotes.
+const logLines = 30
 
 // command prepares one of the server binaries, run as cred (when not nil)
 // in its own process group, killed if this process dies.
@@ -182,16 +181,17 @@ func (s *Server) command(bin, name string, cred *syscall.Credential, args ...str
 	return cmd
 }
 
-// startLogged starts cmd with its output appended to logPath.
-func startLogged(cmd *exec.Cmd, logPath string) error {
+// startLogged starts cmd in its own process group with its output
+// appended to logPath.
+func startLogged(cmd *exec.Cmd, logPath string) (*testproc.Proc, error) {
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		return fmt.Errorf("pgtest: log file: %w", err)
+		return nil, fmt.Errorf("pgtest: log file: %w", err)
 	}
 	// The child gets its own copy of the descriptor.
 	defer func() { _ = f.Close() }()
 	cmd.Stdout, cmd.Stderr = f, f
-	return cmd.Start()
+	return testproc.Start(cmd)
 }
 
 // DSN returns the URL of the "postgres" database as the superuser.
@@ -208,7 +208,7 @@ func dsn(hostport, db string) string {
 }
 
 // Pid is the postmaster's process id (also its process group id).
-func (s *Server) Pid() int { return s.cmd.Process.Pid }
+func (s *Server) Pid() int { return s.proc.Pid() }
 
 // Dir is the server's temporary directory (data, socket and log).
 func (s *Server) Dir() string { return s.dir }
@@ -238,17 +238,10 @@ func (s *Server) waitReady(exited <-chan struct{}) error {
 // after a few seconds) and removes its directory.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
-		if s.cmd != nil {
-			pgid := s.cmd.Process.Pid
-			_ = syscall.Kill(-pgid, syscall.SIGINT)
-			select {
-			case <-s.exited:
-			case <-time.After(10 * time.Second):
-				_ = syscall.Kill(-pgid, syscall.SIGKILL)
-				<-s.exited
-			}
-			// Backends left behind by a crash belong to the same group.
-			_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		if s.proc != nil {
+			// Fast shutdown; Stop also kills the backends a crash left
+			// behind (they belong to the same group).
+			s.proc.Stop(syscall.SIGINT, 10*time.Second)
 		}
 		if err := os.RemoveAll(s.dir); err != nil {
 			s.closeErr = fmt.Errorf("pgtest: remove %s: %w", s.dir, err)
@@ -338,26 +331,4 @@ func credential() (*syscall.Credential, error) {
 		return nil, fmt.Errorf("%w: user %q is not a usable unprivileged user", ErrUnavailable, name)
 	}
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}, nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("pgtest: free port: %w", err)
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// tail returns the last lines of a log file for error messages.
-func tail(path string) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return ""
-	}
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if len(lines) > 30 {
-		lines = lines[len(lines)-30:]
-	}
-	return strings.Join(lines, "\n")
 }

@@ -16,13 +16,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/busdk/bus-integration-codex/internal/testutil/testproc"
 )
 
 // ErrUnavailable is returned (wrapped) by StartServer when redis-server is
@@ -52,8 +53,7 @@ type Server struct {
 
 	mu     sync.Mutex
 	port   int
-	cmd    *exec.Cmd
-	exited chan struct{}
+	proc   *testproc.Proc
 	closed bool
 }
 
@@ -136,7 +136,7 @@ func (s *Server) Addr() string {
 func (s *Server) Pid() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.cmd.Process.Pid
+	return s.proc.Pid()
 }
 
 // Dir is the server's working directory.
@@ -150,8 +150,8 @@ func (s *Server) start(port int) error {
 		p := port
 		if p == 0 {
 			var err error
-			if p, err = freePort(); err != nil {
-				return err
+			if p, err = testproc.FreePort(); err != nil {
+				return fmt.Errorf("redistest: %w", err)
 			}
 		}
 		lastErr = s.launch(p)
@@ -185,21 +185,17 @@ func (s *Server) launch(port int) error {
 	cmd := exec.Command(s.bin, args...)
 	cmd.Dir = s.dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	proc, err := testproc.Start(cmd)
+	if err != nil {
 		return fmt.Errorf("redistest: start redis-server: %w", err)
 	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
 	s.mu.Lock()
-	s.cmd, s.exited, s.port = cmd, exited, port
+	s.proc, s.port = proc, port
 	s.mu.Unlock()
 
-	if err := s.waitReady(exited, port); err != nil {
-		s.kill()
-		return fmt.Errorf("%w\n%s", err, tail(filepath.Join(s.dir, "redis.log")))
+	if err := s.waitReady(proc.Done(), port); err != nil {
+		proc.Kill()
+		return fmt.Errorf("%w\n%s", err, testproc.TailFile(filepath.Join(s.dir, "redis.log"), 20))
 	}
 	return nil
 }
@@ -242,33 +238,14 @@ func (s *Server) Restart() error {
 }
 
 // stop asks redis-server to exit and kills its process group if it does
-// not within a few seconds.
+// not within a few seconds (or nothing of the group may remain).
 func (s *Server) stop() {
 	s.mu.Lock()
-	cmd, exited := s.cmd, s.exited
+	proc := s.proc
 	s.mu.Unlock()
-	if cmd == nil {
-		return
+	if proc != nil {
+		proc.Stop(syscall.SIGTERM, 5*time.Second)
 	}
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-	select {
-	case <-exited:
-	case <-time.After(5 * time.Second):
-		s.kill()
-	}
-	// The process is gone; make sure nothing else of its group remains.
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-}
-
-func (s *Server) kill() {
-	s.mu.Lock()
-	cmd, exited := s.cmd, s.exited
-	s.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	<-exited
 }
 
 // Close stops the server and removes its directory.
@@ -285,26 +262,4 @@ func (s *Server) Close() error {
 		return fmt.Errorf("redistest: remove %s: %w", s.dir, err)
 	}
 	return nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("redistest: free port: %w", err)
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// tail returns the last lines of a log file for error messages.
-func tail(path string) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return ""
-	}
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if len(lines) > 20 {
-		lines = lines[len(lines)-20:]
-	}
-	return strings.Join(lines, "\n")
 }
