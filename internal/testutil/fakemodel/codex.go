@@ -4,8 +4,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
+
+	"github.com/busdk/bus-integration-codex/internal/testutil/testproc"
 )
 
 // Environment variables read by CodexCommand.
@@ -35,21 +36,8 @@ func (s *Server) WriteCodexHome(t testing.TB, extraTOML ...string) string {
 func WriteCodexHome(t testing.TB, baseURL string, extraTOML ...string) string {
 	t.Helper()
 	dir := t.TempDir()
-	var b strings.Builder
-	fmt.Fprintf(&b, "model = %q\n", ModelName)
-	b.WriteString("model_provider = \"fake\"\n")
-	for _, l := range extraTOML {
-		b.WriteString(l)
-		b.WriteString("\n")
-	}
-	b.WriteString("\n[model_providers.fake]\n")
-	b.WriteString("name = \"fake\"\n")
-	fmt.Fprintf(&b, "base_url = %q\n", baseURL)
-	b.WriteString("wire_api = \"responses\"\n")
-	b.WriteString("request_max_retries = 0\n")
-	b.WriteString("stream_max_retries = 0\n")
-	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(b.String()), 0o600); err != nil {
-		t.Fatalf("fakemodel: write config.toml: %v", err)
+	if err := WriteCodexHomeDir(dir, baseURL, extraTOML...); err != nil {
+		t.Fatal(err)
 	}
 	return dir
 }
@@ -63,7 +51,7 @@ func CodexCommand(t testing.TB) string {
 		return c
 	}
 	var tried string
-	if root, ok := repoRoot(); ok {
+	if root, err := testproc.ModuleRoot(); err == nil {
 		p := filepath.Join(root, ".tools", "codex", "node_modules", ".bin", "codex")
 		tried = p
 		if st, err := os.Stat(p); err == nil && !st.IsDir() {
@@ -76,22 +64,4 @@ func CodexCommand(t testing.TB) string {
 	}
 	t.Skip(msg)
 	return ""
-}
-
-// repoRoot walks up from the working directory to the directory holding go.mod.
-func repoRoot() (string, bool) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", false
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, true
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", false
-		}
-		dir = parent
-	}
 }
