@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/busdk/bus-integration-codex/internal/testutil/fakemodel"
+	"github.com/busdk/bus-integration-codex/internal/testutil/testproc"
 	"github.com/busdk/bus-integration-codex/pkg/appserver"
 )
 
@@ -641,7 +642,7 @@ func assertGroupGone(t *testing.T, pgid int) {
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		left := groupMembers(pgid)
+		left := testproc.GroupMembers(pgid)
 		if len(left) == 0 {
 			return
 		}
@@ -650,33 +651,4 @@ func assertGroupGone(t *testing.T, pgid int) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-func groupMembers(pgid int) []int {
-	ents, _ := os.ReadDir("/proc")
-	var out []int
-	for _, d := range ents {
-		pid, err := strconv.Atoi(d.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + d.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		// Fields after the parenthesised comm: state ppid pgrp ...
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
-		if len(f) < 3 || f[0] == "Z" {
-			continue
-		}
-		if g, _ := strconv.Atoi(f[2]); g == pgid {
-			out = append(out, pid)
-		}
-	}
-	return out
 }

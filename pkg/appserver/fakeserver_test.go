@@ -17,6 +17,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/busdk/bus-integration-codex/internal/testutil/testproc"
 )
 
 const (
@@ -289,16 +291,16 @@ func TestFakeCloseKillsGrandchildren(t *testing.T) {
 	}
 	p := startFake(t, envFakeSpawn+"=1")
 	pgid := p.PID()
-	if n := len(fakeGroupMembers(pgid)); n < 2 {
+	if n := len(testproc.GroupMembers(pgid)); n < 2 {
 		t.Fatalf("expected the fake and its grandchild in group %d, found %d", pgid, n)
 	}
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for len(fakeGroupMembers(pgid)) > 0 {
+	for len(testproc.GroupMembers(pgid)) > 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("group %d survived Close: %v", pgid, fakeGroupMembers(pgid))
+			t.Fatalf("group %d survived Close: %v", pgid, testproc.GroupMembers(pgid))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -313,34 +315,6 @@ func TestFakeShutdownDrainsRuns(t *testing.T) {
 	if _, err := p.Run(fakeCtx(t), RunRequest{}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("run after shutdown: %v", err)
 	}
-}
-
-func fakeGroupMembers(pgid int) []int {
-	ents, _ := os.ReadDir("/proc")
-	var out []int
-	for _, d := range ents {
-		pid, err := strconv.Atoi(d.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + d.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
-		if len(f) < 3 || f[0] == "Z" {
-			continue
-		}
-		if g, _ := strconv.Atoi(f[2]); g == pgid {
-			out = append(out, pid)
-		}
-	}
-	return out
 }
 
 func TestParseErrorInfo(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/busdk/bus-integration-codex/internal/testutil/fakemodel"
+	"github.com/busdk/bus-integration-codex/internal/testutil/testproc"
 	"github.com/busdk/bus-integration-codex/pkg/appserver"
 )
 
@@ -123,7 +124,7 @@ func measureMemory(t *testing.T, e *env) {
 func poolCPU(pool *appserver.Pool) time.Duration {
 	var sum time.Duration
 	for _, p := range pool.Processes() {
-		for _, pid := range groupMembers(p.PID()) {
+		for _, pid := range testproc.GroupMembers(p.PID()) {
 			sum += procCPU(pid)
 		}
 	}
@@ -143,7 +144,7 @@ func procCPU(pid int) time.Duration {
 
 func groupRSS(pgid int) int64 {
 	var sum int64
-	for _, pid := range groupMembers(pgid) {
+	for _, pid := range testproc.GroupMembers(pgid) {
 		f := procStatFields(pid)
 		if len(f) < 22 {
 			continue
