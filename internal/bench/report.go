@@ -254,7 +254,7 @@ This run: ` + "`{{.Invocation}}`" + ` ({{.Settings.Runs}} runs, {{.Settings.Dura
 ` + "`make bench`" + ` installs the pinned codex and the Redis/PostgreSQL server packages
 first (` + "`make test-deps`" + `). ` + "`go run ./cmd/bus-bench -h`" + ` lists the flags; ` + "`--quick`" + `
 runs a tiny configuration, ` + "`--sections`" + ` picks sections, ` + "`--cpuprofile FILE`" + `
-profiles the run (see "What limits the missed goals").
+profiles the run for ` + "`go tool pprof`" + ` (what limits a missed goal is explained after the goals).
 
 ## Goals
 
