@@ -2,8 +2,8 @@
 package main
 
 import (
-	"github.com/busdk/bus-integration-codex/internal/app/eventsapi"
+	"github.com/busdk/bus-integration-codex/internal/cmd/eventscmd"
 	"github.com/busdk/bus-integration-codex/internal/cliutil"
 )
 
-func main() { cliutil.Main(eventsapi.Run) }
+func main() { cliutil.Main(eventscmd.Run) }

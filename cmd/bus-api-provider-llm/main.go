@@ -4,8 +4,8 @@
 package main
 
 import (
-	"github.com/busdk/bus-integration-codex/internal/app/frontdoor"
+	"github.com/busdk/bus-integration-codex/internal/cmd/frontdoorcmd"
 	"github.com/busdk/bus-integration-codex/internal/cliutil"
 )
 
-func main() { cliutil.Main(frontdoor.Run) }
+func main() { cliutil.Main(frontdoorcmd.Run) }

@@ -3,8 +3,8 @@
 package main
 
 import (
-	"github.com/busdk/bus-integration-codex/internal/app/worker"
+	"github.com/busdk/bus-integration-codex/internal/cmd/workercmd"
 	"github.com/busdk/bus-integration-codex/internal/cliutil"
 )
 
-func main() { cliutil.Main(worker.Run) }
+func main() { cliutil.Main(workercmd.Run) }

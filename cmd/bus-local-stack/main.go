@@ -3,8 +3,8 @@
 package main
 
 import (
-	"github.com/busdk/bus-integration-codex/internal/app/stack"
+	"github.com/busdk/bus-integration-codex/internal/cmd/stackcmd"
 	"github.com/busdk/bus-integration-codex/internal/cliutil"
 )
 
-func main() { cliutil.Main(stack.Run) }
+func main() { cliutil.Main(stackcmd.Run) }

@@ -1,7 +1,7 @@
 // Command bus-operator-token issues local HS256 Bus API tokens.
 //
 // Run "bus-operator-token --help" for usage; the logic lives in
-// internal/tokencli.
+// internal/tokencmd.
 package main
 
 import (
@@ -11,12 +11,12 @@ import (
 	"syscall"
 
 	"github.com/busdk/bus-integration-codex/internal/busconfig"
-	"github.com/busdk/bus-integration-codex/internal/tokencli"
+	"github.com/busdk/bus-integration-codex/internal/cmd/tokencmd"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := tokencli.Run(ctx, os.Args[1:], busconfig.OSEnv(), os.Stdout, os.Stderr)
+	code := tokencmd.Run(ctx, os.Args[1:], busconfig.OSEnv(), os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }

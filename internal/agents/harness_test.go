@@ -14,7 +14,7 @@ import (
 	"github.com/busdk/bus-integration-codex/internal/auth"
 	"github.com/busdk/bus-integration-codex/internal/catalog"
 	"github.com/busdk/bus-integration-codex/internal/contract"
-	"github.com/busdk/bus-integration-codex/internal/execution"
+	"github.com/busdk/bus-integration-codex/internal/executor"
 	"github.com/busdk/bus-integration-codex/internal/frontdoor"
 	"github.com/busdk/bus-integration-codex/internal/localbus"
 	"github.com/busdk/bus-integration-codex/internal/provider/codex"
@@ -99,7 +99,7 @@ func (b *bridge) startWorker(consumer string) (stop func()) {
 	ready := make(chan struct{})
 	w, err := worker.New(worker.Config{
 		Client:       wc,
-		Executor:     &execution.Executor{Provider: p, Catalog: b.cat, Store: store, Logger: slog.New(slog.DiscardHandler)},
+		Executor:     &executor.Executor{Provider: p, Catalog: b.cat, Store: store, Logger: slog.New(slog.DiscardHandler)},
 		RequestNames: svc.Names(contract.Receive, events.Unicast), CancelNames: svc.Names(contract.Receive, events.Broadcast),
 		Group: "g", Consumer: consumer, Concurrency: 4, Timeout: 60 * time.Second, ConnectTimeout: 5 * time.Second,
 		Logger: slog.New(slog.DiscardHandler), OnReady: func() { close(ready) },

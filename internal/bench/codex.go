@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/busdk/bus-integration-codex/internal/llm"
+	"github.com/busdk/bus-integration-codex/internal/turn"
 	"github.com/busdk/bus-integration-codex/internal/provider/codex"
 	"github.com/busdk/bus-integration-codex/internal/testutil/fakemodel"
 	"github.com/busdk/bus-integration-codex/pkg/appserver"
@@ -208,12 +208,12 @@ func (b *bencher) codexSection(ctx context.Context, e *codexEnv) (*CodexReport, 
 
 // timedProvider records how long each Run of the provider it wraps takes.
 type timedProvider struct {
-	llm.Provider
+	turn.Provider
 	mu    sync.Mutex
 	times []time.Duration
 }
 
-func (p *timedProvider) Run(ctx context.Context, req *llm.Request, sink llm.Sink) (*llm.Result, error) {
+func (p *timedProvider) Run(ctx context.Context, req *turn.Request, sink turn.Sink) (*turn.Result, error) {
 	start := time.Now()
 	res, err := p.Provider.Run(ctx, req, sink)
 	d := time.Since(start)

@@ -12,9 +12,9 @@ import (
 	"github.com/busdk/bus-integration-codex/internal/auth"
 	"github.com/busdk/bus-integration-codex/internal/contract"
 	"github.com/busdk/bus-integration-codex/internal/eventstore"
-	"github.com/busdk/bus-integration-codex/internal/execution"
+	"github.com/busdk/bus-integration-codex/internal/executor"
 	"github.com/busdk/bus-integration-codex/internal/frontdoor"
-	"github.com/busdk/bus-integration-codex/internal/llm"
+	"github.com/busdk/bus-integration-codex/internal/turn"
 	"github.com/busdk/bus-integration-codex/internal/localbus"
 	"github.com/busdk/bus-integration-codex/internal/worker"
 	"github.com/busdk/bus-integration-codex/pkg/events"
@@ -31,7 +31,7 @@ type stackConfig struct {
 	backend eventstore.Backend
 	// provider runs the turns in an in-process worker; nil starts no
 	// worker (one runs in another process). The stack does not close it.
-	provider llm.Provider
+	provider turn.Provider
 	// concurrency is the worker's Concurrency (and so its prefetch).
 	concurrency int
 	// timeout bounds each request.
@@ -87,7 +87,7 @@ func startStack(ctx context.Context, cfg stackConfig) (st *stack, err error) {
 		svc := contract.Worker("bench", workerGroup)
 		ready := make(chan struct{})
 		w, err := worker.New(worker.Config{
-			Client: wc, Executor: &execution.Executor{Provider: cfg.provider},
+			Client: wc, Executor: &executor.Executor{Provider: cfg.provider},
 			RequestNames: svc.Names(contract.Receive, events.Unicast), CancelNames: svc.Names(contract.Receive, events.Broadcast),
 			Group: workerGroup, Consumer: "bench", Concurrency: cfg.concurrency, Timeout: cfg.timeout,
 			ConnectTimeout: 10 * time.Second, Logger: cfg.log, OnReady: func() { close(ready) },

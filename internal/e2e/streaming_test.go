@@ -9,7 +9,7 @@ import (
 
 	"github.com/openai/openai-go/v3/option"
 
-	"github.com/busdk/bus-integration-codex/internal/execution"
+	"github.com/busdk/bus-integration-codex/internal/executor"
 	"github.com/busdk/bus-integration-codex/internal/testutil/fakemodel"
 	"github.com/busdk/bus-integration-codex/pkg/llmapi"
 )
@@ -189,8 +189,8 @@ func TestClientDisconnectCancelsTurn(t *testing.T) {
 				}
 				return false
 			})
-			if resp.StatusCode != execution.StatusClientClosed || resp.Operation != c.op {
-				t.Errorf("response of the cancelled request: %s status %d, body %s; want %d", resp.Operation, resp.StatusCode, resp.Body, execution.StatusClientClosed)
+			if resp.StatusCode != executor.StatusClientClosed || resp.Operation != c.op {
+				t.Errorf("response of the cancelled request: %s status %d, body %s; want %d", resp.Operation, resp.StatusCode, resp.Body, executor.StatusClientClosed)
 			}
 
 			// The stack still serves.

@@ -11,7 +11,7 @@ import (
 	"errors"
 	"time"
 
-	"github.com/busdk/bus-integration-codex/internal/llm"
+	"github.com/busdk/bus-integration-codex/internal/turn"
 )
 
 // ErrNotFound is returned for unknown, expired and other identities' ids.
@@ -31,7 +31,7 @@ type Record struct {
 	// Items is the conversation a continuation resumes: every earlier
 	// input item and output item, in order (instructions excluded, as
 	// OpenAI does not carry them over).
-	Items []llm.Item `json:"items"`
+	Items []turn.Item `json:"items"`
 	// Response is the response object as it was returned.
 	Response []byte `json:"response"`
 }

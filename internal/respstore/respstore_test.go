@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/busdk/bus-integration-codex/internal/llm"
+	"github.com/busdk/bus-integration-codex/internal/turn"
 	"github.com/busdk/bus-integration-codex/internal/respstore"
 	"github.com/busdk/bus-integration-codex/internal/testutil/pgtest"
 	"github.com/busdk/bus-integration-codex/internal/testutil/redistest"
@@ -20,10 +20,10 @@ func storeSuite(t *testing.T, open func(t *testing.T) respstore.Store) {
 	rec := func(identity, id string) respstore.Record {
 		return respstore.Record{
 			ID: id, Identity: identity, CreatedAt: time.Now().UTC().Truncate(time.Second),
-			Items: []llm.Item{
-				{Type: llm.ItemMessage, Role: llm.RoleUser, Content: []llm.Part{{Type: llm.PartText, Text: "hi " + id}}},
-				{Type: llm.ItemFunctionCall, CallID: "call_1", Name: "f", Arguments: `{"a":1}`},
-				{Type: llm.ItemFunctionCallOutput, CallID: "call_1", Output: "42"},
+			Items: []turn.Item{
+				{Type: turn.ItemMessage, Role: turn.RoleUser, Content: []turn.Part{{Type: turn.PartText, Text: "hi " + id}}},
+				{Type: turn.ItemFunctionCall, CallID: "call_1", Name: "f", Arguments: `{"a":1}`},
+				{Type: turn.ItemFunctionCallOutput, CallID: "call_1", Output: "42"},
 			},
 			Response: []byte(`{"id":"` + id + `","object":"response"}`),
 		}

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/busdk/bus-integration-codex/internal/contract"
-	"github.com/busdk/bus-integration-codex/internal/execution"
+	"github.com/busdk/bus-integration-codex/internal/executor"
 	"github.com/busdk/bus-integration-codex/internal/localbus"
 	"github.com/busdk/bus-integration-codex/internal/provider/static"
 	"github.com/busdk/bus-integration-codex/internal/requester"
@@ -67,7 +67,7 @@ func Run(ctx context.Context, out io.Writer) error {
 	svc := contract.Worker("self-test", "self-test")
 	ready := make(chan struct{})
 	w, err := worker.New(worker.Config{
-		Client: workerClient, Executor: &execution.Executor{Provider: static.New()},
+		Client: workerClient, Executor: &executor.Executor{Provider: static.New()},
 		RequestNames: svc.Names(contract.Receive, events.Unicast), CancelNames: svc.Names(contract.Receive, events.Broadcast),
 		Group: "self-test", Consumer: "self-test", Concurrency: 4, Timeout: 10 * time.Second, ConnectTimeout: 5 * time.Second,
 		Logger: slog.New(slog.DiscardHandler), OnReady: func() { close(ready) },

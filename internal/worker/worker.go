@@ -1,6 +1,6 @@
 // Package worker is the bus side of bus-integration-codex: it takes
 // bus.llm.*.request events with unicast delivery (at most Concurrency at a
-// time), runs each through an execution.Executor, publishes the streaming
+// time), runs each through an executor.Executor, publishes the streaming
 // chunks and exactly one correlated response event, acknowledges the
 // delivery, and interrupts requests whose cancel event arrives.
 package worker
@@ -14,7 +14,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/busdk/bus-integration-codex/internal/execution"
+	"github.com/busdk/bus-integration-codex/internal/executor"
 	"github.com/busdk/bus-integration-codex/pkg/events"
 	"github.com/busdk/bus-integration-codex/pkg/llmapi"
 )
@@ -24,7 +24,7 @@ type Config struct {
 	// Client talks to the Events API.
 	Client *events.Client
 	// Executor runs requests.
-	Executor *execution.Executor
+	Executor *executor.Executor
 	// RequestNames and CancelNames are the events to take (unicast) and to
 	// watch for cancellation (broadcast), from the declared contract.
 	RequestNames, CancelNames []string

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/busdk/bus-integration-codex/internal/contract"
-	"github.com/busdk/bus-integration-codex/internal/execution"
-	"github.com/busdk/bus-integration-codex/internal/llm"
+	"github.com/busdk/bus-integration-codex/internal/executor"
+	"github.com/busdk/bus-integration-codex/internal/turn"
 	"github.com/busdk/bus-integration-codex/internal/localbus"
 	"github.com/busdk/bus-integration-codex/internal/provider/static"
 	"github.com/busdk/bus-integration-codex/internal/requester"
@@ -37,7 +37,7 @@ func startBus(t *testing.T, opts localbus.Options) *localbus.Bus {
 var fastRetry = events.RetryPolicy{Enabled: true, Min: 20 * time.Millisecond, Max: 100 * time.Millisecond}
 
 // startWorker runs a worker until the test ends and waits until it is ready.
-func startWorker(t *testing.T, b *localbus.Bus, consumer string, p llm.Provider, concurrency int) {
+func startWorker(t *testing.T, b *localbus.Bus, consumer string, p turn.Provider, concurrency int) {
 	t.Helper()
 	c, err := b.Client("worker", []string{llmapi.Scope}, events.WithRetry(fastRetry))
 	if err != nil {
@@ -47,7 +47,7 @@ func startWorker(t *testing.T, b *localbus.Bus, consumer string, p llm.Provider,
 	ready := make(chan struct{})
 	var once sync.Once
 	w, err := worker.New(worker.Config{
-		Client: c, Executor: &execution.Executor{Provider: p},
+		Client: c, Executor: &executor.Executor{Provider: p},
 		RequestNames: svc.Names(contract.Receive, events.Unicast), CancelNames: svc.Names(contract.Receive, events.Broadcast),
 		Group: "workers", Consumer: consumer, Concurrency: concurrency, Timeout: 10 * time.Second, ConnectTimeout: 5 * time.Second,
 		Logger: slog.New(slog.DiscardHandler), OnReady: func() { once.Do(func() { close(ready) }) },
@@ -258,9 +258,9 @@ func newBlocking() *blocking {
 	return &blocking{release: make(chan struct{}), started: make(chan struct{}, 100)}
 }
 
-func (p *blocking) Capabilities() llm.Capabilities { return llm.Capabilities{} }
+func (p *blocking) Capabilities() turn.Capabilities { return turn.Capabilities{} }
 func (p *blocking) Close() error                   { return nil }
-func (p *blocking) Run(ctx context.Context, req *llm.Request, sink llm.Sink) (*llm.Result, error) {
+func (p *blocking) Run(ctx context.Context, req *turn.Request, sink turn.Sink) (*turn.Result, error) {
 	n := p.running.Add(1)
 	defer p.running.Add(-1)
 	for {
@@ -271,13 +271,13 @@ func (p *blocking) Run(ctx context.Context, req *llm.Request, sink llm.Sink) (*l
 	}
 	p.started <- struct{}{}
 	if sink != nil {
-		sink(llm.Delta{Kind: llm.DeltaText, Text: "partial"})
+		sink(turn.Delta{Kind: turn.DeltaText, Text: "partial"})
 	}
 	select {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	case <-p.release:
-		return &llm.Result{Text: "released", Finish: llm.FinishStop}, nil
+		return &turn.Result{Text: "released", Finish: turn.FinishStop}, nil
 	}
 }
 
@@ -297,8 +297,8 @@ func TestCancelEventInterruptsTheRequest(t *testing.T) {
 			llmapi.ExecutionEventCancel{RequestID: req.RequestID, Operation: llmapi.OpChatCompletions, Reason: llmapi.ReasonClientDisconnected})
 	}()
 	res := do(t, r, req)
-	if res.Response.StatusCode != execution.StatusClientClosed {
-		t.Fatalf("status %d, want %d: %s", res.Response.StatusCode, execution.StatusClientClosed, res.Response.Body)
+	if res.Response.StatusCode != executor.StatusClientClosed {
+		t.Fatalf("status %d, want %d: %s", res.Response.StatusCode, executor.StatusClientClosed, res.Response.Body)
 	}
 	// The stream that had begun ends with a terminal error frame.
 	if len(res.Chunks) < 2 || !llmapi.IsTerminalFrame(llmapi.OpChatCompletions, res.Chunks[len(res.Chunks)-1].Data, false) {

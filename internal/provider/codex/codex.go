@@ -16,7 +16,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/busdk/bus-integration-codex/internal/llm"
+	"github.com/busdk/bus-integration-codex/internal/turn"
 	"github.com/busdk/bus-integration-codex/pkg/appserver"
 	"github.com/busdk/bus-integration-codex/pkg/llmapi"
 )
@@ -131,9 +131,9 @@ func approve(ctx context.Context, req *appserver.ServerRequest) (any, error) {
 	return appserver.Deny(ctx, req)
 }
 
-// Capabilities implements llm.Provider.
-func (p *Provider) Capabilities() llm.Capabilities {
-	return llm.Capabilities{Tools: true, Images: true, Schema: true}
+// Capabilities implements turn.Provider.
+func (p *Provider) Capabilities() turn.Capabilities {
+	return turn.Capabilities{Tools: true, Images: true, Schema: true}
 }
 
 // Close stops every App Server process.
@@ -146,8 +146,8 @@ func (p *Provider) Pool() *appserver.Pool { return p.pool }
 // go back to the client, which runs them and continues the conversation.
 var errToolStep = errors.New("model called client tools")
 
-// Run implements llm.Provider.
-func (p *Provider) Run(ctx context.Context, req *llm.Request, sink llm.Sink) (*llm.Result, error) {
+// Run implements turn.Provider.
+func (p *Provider) Run(ctx context.Context, req *turn.Request, sink turn.Sink) (*turn.Result, error) {
 	names := newToolNames(req.Tools, req.Input)
 	rr, err := p.runRequest(req, names)
 	if err != nil {
@@ -179,7 +179,7 @@ func (p *Provider) Run(ctx context.Context, req *llm.Request, sink llm.Sink) (*l
 		return nil, ctx.Err()
 	}
 	if calls := t.toolCalls(); errors.Is(context.Cause(turnCtx), errToolStep) && len(calls) > 0 {
-		out := &llm.Result{ToolCalls: calls, Finish: llm.FinishToolCalls}
+		out := &turn.Result{ToolCalls: calls, Finish: turn.FinishToolCalls}
 		if res != nil {
 			out.Text, out.Usage = answerText(res), usageOf(res)
 		}
@@ -194,14 +194,14 @@ func (p *Provider) Run(ctx context.Context, req *llm.Request, sink llm.Sink) (*l
 		}
 		return nil, llmapi.NewError(http.StatusBadGateway, llmapi.TypeServer, "turn_"+res.Status, "", "the Codex turn ended "+res.Status)
 	}
-	return &llm.Result{Text: answerText(res), Finish: llm.FinishStop, Usage: usageOf(res)}, nil
+	return &turn.Result{Text: answerText(res), Finish: turn.FinishStop, Usage: usageOf(res)}, nil
 }
 
 // turnState follows one turn's events: it streams text deltas, collects
 // client tool calls in the model's order, and ends the turn once no
 // further call of the step arrives within the settle time.
 type turnState struct {
-	sink    llm.Sink
+	sink    turn.Sink
 	names   toolNames
 	endTurn context.CancelCauseFunc
 	settle  time.Duration
@@ -210,7 +210,7 @@ type turnState struct {
 	streamed bool
 
 	mu    sync.Mutex
-	calls []llm.ToolCall
+	calls []turn.ToolCall
 	timer *time.Timer
 }
 
@@ -221,10 +221,10 @@ func (t *turnState) onEvent(ev appserver.Event) {
 			return
 		}
 		if t.lastItem != "" && ev.ItemID != t.lastItem && t.streamed {
-			t.sink(llm.Delta{Kind: llm.DeltaText, Text: messageSeparator})
+			t.sink(turn.Delta{Kind: turn.DeltaText, Text: messageSeparator})
 		}
 		t.lastItem, t.streamed = ev.ItemID, true
-		t.sink(llm.Delta{Kind: llm.DeltaText, Text: ev.Delta})
+		t.sink(turn.Delta{Kind: turn.DeltaText, Text: ev.Delta})
 	case ev.Kind == appserver.EventItemStarted && ev.Item != nil && ev.Item.Type == "dynamicToolCall":
 		call, ok := toolCallOf(ev.Item.Raw, t.names)
 		if !ok {
@@ -239,16 +239,16 @@ func (t *turnState) onEvent(ev appserver.Event) {
 		t.timer = time.AfterFunc(t.settle, func() { t.endTurn(errToolStep) })
 		t.mu.Unlock()
 		if t.sink != nil {
-			t.sink(llm.Delta{Kind: llm.DeltaToolCall, Index: index, ToolCall: llm.ToolCall{ID: call.ID, Name: call.Name}})
-			t.sink(llm.Delta{Kind: llm.DeltaToolCall, Index: index, ArgumentsDelta: call.Arguments})
+			t.sink(turn.Delta{Kind: turn.DeltaToolCall, Index: index, ToolCall: turn.ToolCall{ID: call.ID, Name: call.Name}})
+			t.sink(turn.Delta{Kind: turn.DeltaToolCall, Index: index, ArgumentsDelta: call.Arguments})
 		}
 	}
 }
 
-func (t *turnState) toolCalls() []llm.ToolCall {
+func (t *turnState) toolCalls() []turn.ToolCall {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return append([]llm.ToolCall(nil), t.calls...)
+	return append([]turn.ToolCall(nil), t.calls...)
 }
 
 func (t *turnState) stopTimer() {
@@ -277,13 +277,13 @@ func answerText(res *appserver.RunResult) string {
 	return strings.Join(parts, messageSeparator)
 }
 
-func usageOf(res *appserver.RunResult) llm.Usage {
+func usageOf(res *appserver.RunResult) turn.Usage {
 	if !res.HasUsage {
-		return llm.Usage{}
+		return turn.Usage{}
 	}
 	// A fresh thread runs one turn, so its total is this request's usage.
 	u := res.Usage.Total
-	return llm.Usage{
+	return turn.Usage{
 		InputTokens: u.InputTokens, CachedTokens: u.CachedInputTokens,
 		OutputTokens: u.OutputTokens, ReasoningTokens: u.ReasoningOutputTokens,
 		TotalTokens: u.TotalTokens,
@@ -291,7 +291,7 @@ func usageOf(res *appserver.RunResult) llm.Usage {
 }
 
 // runRequest maps the neutral request onto one thread and turn.
-func (p *Provider) runRequest(req *llm.Request, names toolNames) (appserver.RunRequest, error) {
+func (p *Provider) runRequest(req *turn.Request, names toolNames) (appserver.RunRequest, error) {
 	rr := appserver.RunRequest{
 		Cwd:            p.cfg.Workdir,
 		Sandbox:        p.cfg.Sandbox,
@@ -316,7 +316,7 @@ func (p *Provider) runRequest(req *llm.Request, names toolNames) (appserver.RunR
 			rr.OutputSchema = f.Schema
 		}
 	}
-	if len(req.Tools) > 0 && req.ToolChoice.Mode != llm.ToolChoiceNone {
+	if len(req.Tools) > 0 && req.ToolChoice.Mode != turn.ToolChoiceNone {
 		rr.DynamicTools = dynamicTools(req.Tools, names)
 		if extra := toolInstructions(req, names); extra != "" {
 			instructions = append(instructions, extra)
@@ -340,13 +340,13 @@ const jsonObjectInstruction = "Respond with a single valid JSON object and nothi
 // and sends the final user message as the turn input. A conversation that
 // does not end with a user message (e.g. it ends with tool outputs) is
 // injected whole and the turn starts with empty input.
-func splitConversation(items []llm.Item, names toolNames) ([]any, []appserver.UserInput, error) {
+func splitConversation(items []turn.Item, names toolNames) ([]any, []appserver.UserInput, error) {
 	last := len(items) - 1
 	var input []appserver.UserInput
-	if last >= 0 && items[last].Type == llm.ItemMessage && items[last].Role == llm.RoleUser {
+	if last >= 0 && items[last].Type == turn.ItemMessage && items[last].Role == turn.RoleUser {
 		for _, part := range items[last].Content {
 			switch part.Type {
-			case llm.PartImage:
+			case turn.PartImage:
 				input = append(input, appserver.ImageInput(part.ImageURL))
 			default:
 				input = append(input, appserver.TextInput(part.Text))
@@ -357,11 +357,11 @@ func splitConversation(items []llm.Item, names toolNames) ([]any, []appserver.Us
 	history := make([]any, 0, len(items))
 	for _, it := range items {
 		switch it.Type {
-		case llm.ItemMessage:
+		case turn.ItemMessage:
 			history = append(history, messageItem(it))
-		case llm.ItemFunctionCall:
+		case turn.ItemFunctionCall:
 			history = append(history, appserver.FunctionCallItem(it.CallID, names.codex(it.Name), it.Arguments))
-		case llm.ItemFunctionCallOutput:
+		case turn.ItemFunctionCallOutput:
 			history = append(history, appserver.FunctionCallOutputItem(it.CallID, it.Output))
 		default:
 			return nil, nil, llmapi.InvalidRequest("", "unsupported_item", fmt.Sprintf("conversation item type %q is not supported", it.Type))
@@ -372,13 +372,13 @@ func splitConversation(items []llm.Item, names toolNames) ([]any, []appserver.Us
 
 // messageItem is a Responses API message item: user and developer text as
 // input_text, images as input_image, assistant text as output_text.
-func messageItem(it llm.Item) map[string]any {
+func messageItem(it turn.Item) map[string]any {
 	content := make([]any, 0, len(it.Content))
 	for _, part := range it.Content {
 		switch {
-		case part.Type == llm.PartImage:
+		case part.Type == turn.PartImage:
 			content = append(content, map[string]any{"type": "input_image", "image_url": part.ImageURL})
-		case it.Role == llm.RoleAssistant:
+		case it.Role == turn.RoleAssistant:
 			content = append(content, map[string]any{"type": "output_text", "text": part.Text})
 		default:
 			content = append(content, map[string]any{"type": "input_text", "text": part.Text})
@@ -429,4 +429,4 @@ func mapError(err error) error {
 	}
 }
 
-var _ llm.Provider = (*Provider)(nil)
+var _ turn.Provider = (*Provider)(nil)

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/busdk/bus-integration-codex/internal/contract"
-	"github.com/busdk/bus-integration-codex/internal/execution"
+	"github.com/busdk/bus-integration-codex/internal/executor"
 	"github.com/busdk/bus-integration-codex/internal/localbus"
 	"github.com/busdk/bus-integration-codex/internal/provider/codex"
 	"github.com/busdk/bus-integration-codex/internal/requester"
@@ -59,7 +59,7 @@ func newStack(t *testing.T, timeout time.Duration, processes int) *stack {
 	svc := contract.Worker("test", "g")
 	ready := make(chan struct{})
 	w, err := worker.New(worker.Config{
-		Client: wc, Executor: &execution.Executor{Provider: p},
+		Client: wc, Executor: &executor.Executor{Provider: p},
 		RequestNames: svc.Names(contract.Receive, events.Unicast), CancelNames: svc.Names(contract.Receive, events.Broadcast),
 		Group: "g", Consumer: "codex-test", Concurrency: 8, Timeout: timeout, ConnectTimeout: 5 * time.Second,
 		Logger: slog.New(slog.DiscardHandler), OnReady: func() { close(ready) },

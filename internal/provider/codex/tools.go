@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/busdk/bus-integration-codex/internal/llm"
+	"github.com/busdk/bus-integration-codex/internal/turn"
 	"github.com/busdk/bus-integration-codex/pkg/appserver"
 )
 
@@ -51,7 +51,7 @@ type toolNames struct {
 	toClient map[string]string
 }
 
-func newToolNames(tools []llm.Tool, history []llm.Item) toolNames {
+func newToolNames(tools []turn.Tool, history []turn.Item) toolNames {
 	m := toolNames{toCodex: map[string]string{}, toClient: map[string]string{}}
 	taken := map[string]bool{}
 	var names []string
@@ -59,7 +59,7 @@ func newToolNames(tools []llm.Tool, history []llm.Item) toolNames {
 		names = append(names, t.Name)
 	}
 	for _, it := range history {
-		if it.Type == llm.ItemFunctionCall {
+		if it.Type == turn.ItemFunctionCall {
 			names = append(names, it.Name)
 		}
 	}
@@ -100,7 +100,7 @@ func (m toolNames) client(name string) string {
 }
 
 // dynamicTools offers the client's tools to the model.
-func dynamicTools(tools []llm.Tool, names toolNames) []appserver.DynamicTool {
+func dynamicTools(tools []turn.Tool, names toolNames) []appserver.DynamicTool {
 	out := make([]appserver.DynamicTool, 0, len(tools))
 	for _, t := range tools {
 		schema := t.Parameters
@@ -114,12 +114,12 @@ func dynamicTools(tools []llm.Tool, names toolNames) []appserver.DynamicTool {
 
 // toolInstructions carries the parts of tool_choice and
 // parallel_tool_calls that Codex has no parameter for.
-func toolInstructions(req *llm.Request, names toolNames) string {
+func toolInstructions(req *turn.Request, names toolNames) string {
 	var parts []string
 	switch req.ToolChoice.Mode {
-	case llm.ToolChoiceRequired:
+	case turn.ToolChoiceRequired:
 		parts = append(parts, "You must call one of the available client functions in this step; do not answer with text alone.")
-	case llm.ToolChoiceFunction:
+	case turn.ToolChoiceFunction:
 		parts = append(parts, fmt.Sprintf("You must call the function %q in this step; do not answer with text alone.", names.codex(req.ToolChoice.Name)))
 	}
 	if !req.ParallelToolCalls {
@@ -138,10 +138,10 @@ type dynamicCall struct {
 // toolCallOf converts a dynamicToolCall item to the client's tool call:
 // the call id is the model's, the name the client's, the arguments a JSON
 // text.
-func toolCallOf(raw json.RawMessage, names toolNames) (llm.ToolCall, bool) {
+func toolCallOf(raw json.RawMessage, names toolNames) (turn.ToolCall, bool) {
 	var c dynamicCall
 	if json.Unmarshal(raw, &c) != nil || c.ID == "" || c.Tool == "" {
-		return llm.ToolCall{}, false
+		return turn.ToolCall{}, false
 	}
 	args := string(c.Arguments)
 	var s string
@@ -151,5 +151,5 @@ func toolCallOf(raw json.RawMessage, names toolNames) (llm.ToolCall, bool) {
 	if args == "" || args == "null" {
 		args = "{}"
 	}
-	return llm.ToolCall{ID: c.ID, Name: names.client(c.Tool), Arguments: args}, true
+	return turn.ToolCall{ID: c.ID, Name: names.client(c.Tool), Arguments: args}, true
 }

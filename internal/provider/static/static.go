@@ -15,7 +15,7 @@ import (
 	"strings"
 	"unicode"
 
-	"github.com/busdk/bus-integration-codex/internal/llm"
+	"github.com/busdk/bus-integration-codex/internal/turn"
 )
 
 // Provider is the static provider.
@@ -24,14 +24,14 @@ type Provider struct{}
 // New returns the static provider.
 func New() *Provider { return &Provider{} }
 
-// Capabilities implements llm.Provider: no tools, images or schemas.
-func (*Provider) Capabilities() llm.Capabilities { return llm.Capabilities{} }
+// Capabilities implements turn.Provider: no tools, images or schemas.
+func (*Provider) Capabilities() turn.Capabilities { return turn.Capabilities{} }
 
-// Close implements llm.Provider.
+// Close implements turn.Provider.
 func (*Provider) Close() error { return nil }
 
 // Answer returns the static answer to req.
-func Answer(req *llm.Request) string {
+func Answer(req *turn.Request) string {
 	text := req.LastUserText()
 	if req.Format != nil && req.Format.Type == "json_object" {
 		b, _ := json.Marshal(map[string]string{"echo": text})
@@ -44,7 +44,7 @@ func Answer(req *llm.Request) string {
 func CountWords(s string) int64 { return int64(len(strings.Fields(s))) }
 
 // InputTokens counts the words of every instruction and input item of req.
-func InputTokens(req *llm.Request) int64 {
+func InputTokens(req *turn.Request) int64 {
 	var n int64
 	for _, s := range req.Instructions {
 		n += CountWords(s)
@@ -78,26 +78,26 @@ func Words(s string) []string {
 	return out
 }
 
-// Run implements llm.Provider.
-func (p *Provider) Run(ctx context.Context, req *llm.Request, sink llm.Sink) (*llm.Result, error) {
+// Run implements turn.Provider.
+func (p *Provider) Run(ctx context.Context, req *turn.Request, sink turn.Sink) (*turn.Result, error) {
 	answer := Answer(req)
 	if sink != nil {
 		for _, w := range Words(answer) {
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
-			sink(llm.Delta{Kind: llm.DeltaText, Text: w})
+			sink(turn.Delta{Kind: turn.DeltaText, Text: w})
 		}
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	in, out := InputTokens(req), CountWords(answer)
-	return &llm.Result{
+	return &turn.Result{
 		Text:   answer,
-		Finish: llm.FinishStop,
-		Usage:  llm.Usage{InputTokens: in, OutputTokens: out, TotalTokens: in + out},
+		Finish: turn.FinishStop,
+		Usage:  turn.Usage{InputTokens: in, OutputTokens: out, TotalTokens: in + out},
 	}, nil
 }
 
-var _ llm.Provider = (*Provider)(nil)
+var _ turn.Provider = (*Provider)(nil)

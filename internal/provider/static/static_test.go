@@ -8,58 +8,58 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/busdk/bus-integration-codex/internal/llm"
+	"github.com/busdk/bus-integration-codex/internal/turn"
 	"github.com/busdk/bus-integration-codex/internal/provider/static"
 )
 
-func user(s string) llm.Item {
-	return llm.Item{Type: llm.ItemMessage, Role: llm.RoleUser, Content: []llm.Part{{Type: llm.PartText, Text: s}}}
+func user(s string) turn.Item {
+	return turn.Item{Type: turn.ItemMessage, Role: turn.RoleUser, Content: []turn.Part{{Type: turn.PartText, Text: s}}}
 }
 
 func TestRun(t *testing.T) {
 	tests := []struct {
 		name   string
-		req    llm.Request
+		req    turn.Request
 		answer string
 		words  []string
 		in     int64
 	}{
 		{
 			name:   "echo of the last user message",
-			req:    llm.Request{Input: []llm.Item{user("first one"), {Type: llm.ItemMessage, Role: llm.RoleAssistant, Content: []llm.Part{{Type: llm.PartText, Text: "reply"}}}, user("hello world")}},
+			req:    turn.Request{Input: []turn.Item{user("first one"), {Type: turn.ItemMessage, Role: turn.RoleAssistant, Content: []turn.Part{{Type: turn.PartText, Text: "reply"}}}, user("hello world")}},
 			answer: "Echo: hello world", words: []string{"Echo:", " hello", " world"}, in: 5,
 		},
 		{
 			name:   "no user message",
-			req:    llm.Request{Instructions: []string{"be brief now"}},
+			req:    turn.Request{Instructions: []string{"be brief now"}},
 			answer: "Echo:", words: []string{"Echo:"}, in: 3,
 		},
 		{
 			name: "text parts are joined, images ignored",
-			req: llm.Request{Input: []llm.Item{{Type: llm.ItemMessage, Role: llm.RoleUser, Content: []llm.Part{
-				{Type: llm.PartText, Text: "look "}, {Type: llm.PartImage, ImageURL: "https://example.com/a.png"}, {Type: llm.PartText, Text: "here"},
+			req: turn.Request{Input: []turn.Item{{Type: turn.ItemMessage, Role: turn.RoleUser, Content: []turn.Part{
+				{Type: turn.PartText, Text: "look "}, {Type: turn.PartImage, ImageURL: "https://example.com/a.png"}, {Type: turn.PartText, Text: "here"},
 			}}}},
 			answer: "Echo: look here", words: []string{"Echo:", " look", " here"}, in: 2,
 		},
 		{
 			name: "json_object format",
-			req: llm.Request{Format: &llm.OutputFormat{Type: "json_object"}, Input: []llm.Item{
+			req: turn.Request{Format: &turn.OutputFormat{Type: "json_object"}, Input: []turn.Item{
 				user("say \"hi\""),
 			}},
 			answer: `{"echo":"say \"hi\""}`, words: []string{`{"echo":"say`, ` \"hi\""}`}, in: 2,
 		},
 		{
 			name: "input tokens count instructions, arguments and outputs",
-			req: llm.Request{Instructions: []string{"a b", "c"}, Input: []llm.Item{
+			req: turn.Request{Instructions: []string{"a b", "c"}, Input: []turn.Item{
 				user("one two three"),
-				{Type: llm.ItemFunctionCall, CallID: "c1", Name: "f", Arguments: `{"x": 1}`},
-				{Type: llm.ItemFunctionCallOutput, CallID: "c1", Output: "forty two"},
+				{Type: turn.ItemFunctionCall, CallID: "c1", Name: "f", Arguments: `{"x": 1}`},
+				{Type: turn.ItemFunctionCallOutput, CallID: "c1", Output: "forty two"},
 			}},
 			answer: "Echo: one two three", words: []string{"Echo:", " one", " two", " three"}, in: 3 + 3 + 2 + 2,
 		},
 	}
 	p := static.New()
-	if caps := p.Capabilities(); caps != (llm.Capabilities{}) {
+	if caps := p.Capabilities(); caps != (turn.Capabilities{}) {
 		t.Errorf("capabilities %+v", caps)
 	}
 	for _, tc := range tests {
@@ -74,8 +74,8 @@ func TestRun(t *testing.T) {
 				}
 			}
 			var got []string
-			res, err := p.Run(context.Background(), &tc.req, func(d llm.Delta) {
-				if d.Kind != llm.DeltaText {
+			res, err := p.Run(context.Background(), &tc.req, func(d turn.Delta) {
+				if d.Kind != turn.DeltaText {
 					t.Errorf("delta kind %v", d.Kind)
 				}
 				got = append(got, d.Text)
@@ -87,7 +87,7 @@ func TestRun(t *testing.T) {
 				t.Errorf("streamed %q, want %q (answer %q)", got, tc.words, res.Text)
 			}
 			out := int64(len(tc.words))
-			want := llm.Result{Text: tc.answer, Finish: llm.FinishStop, Usage: llm.Usage{InputTokens: tc.in, OutputTokens: out, TotalTokens: tc.in + out}}
+			want := turn.Result{Text: tc.answer, Finish: turn.FinishStop, Usage: turn.Usage{InputTokens: tc.in, OutputTokens: out, TotalTokens: tc.in + out}}
 			if res.Text != want.Text || res.Finish != want.Finish || res.Usage != want.Usage || len(res.ToolCalls) != 0 {
 				t.Errorf("result %+v, want %+v", *res, want)
 			}
@@ -118,8 +118,8 @@ func TestCancelled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	p := static.New()
-	req := &llm.Request{Input: []llm.Item{user("x y")}}
-	for _, sink := range []llm.Sink{nil, func(llm.Delta) { t.Error("delta after cancellation") }} {
+	req := &turn.Request{Input: []turn.Item{user("x y")}}
+	for _, sink := range []turn.Sink{nil, func(turn.Delta) { t.Error("delta after cancellation") }} {
 		if _, err := p.Run(ctx, req, sink); !errors.Is(err, context.Canceled) {
 			t.Errorf("err = %v, want context.Canceled", err)
 		}
@@ -128,7 +128,7 @@ func TestCancelled(t *testing.T) {
 	ctx, cancel = context.WithCancel(context.Background())
 	defer cancel()
 	n := 0
-	_, err := p.Run(ctx, &llm.Request{Input: []llm.Item{user("a b c d")}}, func(llm.Delta) { n++; cancel() })
+	_, err := p.Run(ctx, &turn.Request{Input: []turn.Item{user("a b c d")}}, func(turn.Delta) { n++; cancel() })
 	if !errors.Is(err, context.Canceled) || n != 1 {
 		t.Errorf("err %v after %d deltas", err, n)
 	}
@@ -143,7 +143,7 @@ func TestCancelled(t *testing.T) {
 func TestStreamedTextEqualsResult(t *testing.T) {
 	p := static.New()
 	var b strings.Builder
-	res, err := p.Run(context.Background(), &llm.Request{Input: []llm.Item{user("two  spaces\nand a line")}}, func(d llm.Delta) { b.WriteString(d.Text) })
+	res, err := p.Run(context.Background(), &turn.Request{Input: []turn.Item{user("two  spaces\nand a line")}}, func(d turn.Delta) { b.WriteString(d.Text) })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,9 +21,9 @@ import (
 
 	"github.com/busdk/bus-integration-codex/internal/auth"
 	"github.com/busdk/bus-integration-codex/internal/contract"
-	"github.com/busdk/bus-integration-codex/internal/execution"
+	"github.com/busdk/bus-integration-codex/internal/executor"
 	"github.com/busdk/bus-integration-codex/internal/frontdoor"
-	"github.com/busdk/bus-integration-codex/internal/llm"
+	"github.com/busdk/bus-integration-codex/internal/turn"
 	"github.com/busdk/bus-integration-codex/internal/localbus"
 	"github.com/busdk/bus-integration-codex/internal/worker"
 	"github.com/busdk/bus-integration-codex/pkg/events"
@@ -48,7 +48,7 @@ const (
 type Config struct {
 	// Provider runs the turns. Required. The Stack owns it: Close closes
 	// it, and so does Start when it fails.
-	Provider llm.Provider
+	Provider turn.Provider
 	// Timeout bounds each request at the front door and in the worker
 	// (DefaultTimeout when 0).
 	Timeout time.Duration
@@ -86,7 +86,7 @@ type Stack struct {
 	// Worker is the running worker.
 	Worker *worker.Worker
 
-	provider llm.Provider
+	provider turn.Provider
 
 	stopFront  context.CancelFunc
 	frontDone  chan error
@@ -145,7 +145,7 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	workerReady := make(chan struct{})
 	var readyOnce sync.Once
 	s.Worker, err = worker.New(worker.Config{
-		Client: wc, Executor: &execution.Executor{Provider: cfg.Provider},
+		Client: wc, Executor: &executor.Executor{Provider: cfg.Provider},
 		RequestNames: svc.Names(contract.Receive, events.Unicast), CancelNames: svc.Names(contract.Receive, events.Broadcast),
 		Group: Group, Consumer: Consumer, Concurrency: cfg.Concurrency, Timeout: cfg.Timeout,
 		ConnectTimeout: cfg.ConnectTimeout, Logger: cfg.Logger,

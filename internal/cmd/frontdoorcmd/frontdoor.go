@@ -1,0 +1,208 @@
+// Package frontdoorcmd is the bus-api-provider-llm command: the
+// OpenAI-compatible REST front door in events mode
+// (--execution-backend events), which turns /v1/* requests into bus.llm.*
+// events on the Bus Events API and answers with the correlated responses.
+package frontdoorcmd
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/busdk/bus-integration-codex/internal/auth"
+	"github.com/busdk/bus-integration-codex/internal/catalog"
+	"github.com/busdk/bus-integration-codex/internal/cliutil"
+	"github.com/busdk/bus-integration-codex/internal/frontdoor"
+	"github.com/busdk/bus-integration-codex/pkg/events"
+)
+
+// Name is the command name.
+const Name = "bus-api-provider-llm"
+
+// TokenVar holds the service token the front door uses on the Events API.
+// It is read from the environment only, never from a flag.
+const TokenVar = "BUS_API_TOKEN"
+
+// SecretVars returns the variables the caller JWT secret is read from, in
+// order, before falling back to the generated local secret.
+func SecretVars() []string {
+	return []string{"BUS_LLM_JWT_SECRET", "BUS_API_JWT_SECRET", "BUS_AUTH_HS256_SECRET"}
+}
+
+// options are the parsed flags.
+type options struct {
+	addr, execBackend, backendURL, eventsURL     string
+	modelsBackend, modelCatalog                  string
+	usageBackend, billingBackend, runtimeBackend string
+	timeout, connectTimeout, shutdownTimeout     time.Duration
+	streamErrorGrace                             time.Duration
+	listenerRequired                             bool
+	logLevel                                     string
+}
+
+func parse(args []string, io cliutil.IO) (*options, error) {
+	env := io.Env
+	o := &options{}
+	durations := []struct {
+		dst      *time.Duration
+		flag     string
+		key      string
+		def      time.Duration
+		usage    string
+		positive bool
+	}{
+		{&o.timeout, "timeout", "BUS_LLM_TIMEOUT", frontdoor.DefaultTimeout, "how long a request waits for its answer", true},
+		{&o.connectTimeout, "connect-timeout", "BUS_LLM_CONNECT_TIMEOUT", 30 * time.Second, "how long startup retries an unreachable Events API before failing", true},
+		{&o.shutdownTimeout, "shutdown-timeout", "BUS_LLM_SHUTDOWN_TIMEOUT", frontdoor.DefaultShutdownTimeout, "how long shutdown lets in-flight requests finish", true},
+		{&o.streamErrorGrace, "stream-error-grace", "BUS_LLM_STREAM_ERROR_GRACE", frontdoor.DefaultErrorGrace, "how long a stream whose error response arrived waits for chunks still in flight", true},
+	}
+	defaults := make([]time.Duration, len(durations))
+	for i, d := range durations {
+		v, err := cliutil.Duration(env, d.key, d.def)
+		if err != nil {
+			return nil, err
+		}
+		defaults[i] = v
+	}
+	listenerRequired, err := cliutil.Bool(env, "BUS_EVENTS_LISTENER_REQUIRED", false)
+	if err != nil {
+		return nil, err
+	}
+	fs := flag.NewFlagSet(Name, flag.ContinueOnError)
+	fs.StringVar(&o.addr, "addr", cliutil.String(env, "BUS_LLM_ADDR", "127.0.0.1:8080"), "listen address (env BUS_LLM_ADDR)")
+	fs.StringVar(&o.execBackend, "execution-backend", cliutil.String(env, "BUS_LLM_EXECUTION_BACKEND", "http"),
+		"execution backend: http (HTTP proxy mode, not in this build) or events (env BUS_LLM_EXECUTION_BACKEND)")
+	fs.StringVar(&o.backendURL, "backend-url", cliutil.String(env, "BUS_LLM_BACKEND_URL", ""),
+		"upstream URL of HTTP proxy mode; accepted for compatibility, unused in events mode (env BUS_LLM_BACKEND_URL)")
+	fs.StringVar(&o.eventsURL, "events-url", cliutil.String(env, "BUS_EVENTS_API_URL", "http://127.0.0.1:8081"), "Bus Events API base URL (env BUS_EVENTS_API_URL)")
+	fs.StringVar(&o.modelsBackend, "models-backend", cliutil.String(env, "BUS_LLM_MODELS_BACKEND", "catalog"),
+		"where /v1/models comes from: catalog (proxy is not in this build) (env BUS_LLM_MODELS_BACKEND)")
+	fs.StringVar(&o.modelCatalog, "model-catalog", cliutil.String(env, "BUS_LLM_MODEL_CATALOG", ""),
+		"model catalog file, an OpenAI model list; the built-in catalog (codex-chatgpt) when empty (env BUS_LLM_MODEL_CATALOG)")
+	fs.StringVar(&o.usageBackend, "usage-backend", cliutil.String(env, "BUS_LLM_USAGE_BACKEND", ""), "usage recording backend: only none in this build (env BUS_LLM_USAGE_BACKEND)")
+	fs.StringVar(&o.billingBackend, "billing-backend", cliutil.String(env, "BUS_LLM_BILLING_BACKEND", ""), "billing entitlement backend: only none in this build (env BUS_LLM_BILLING_BACKEND)")
+	fs.StringVar(&o.runtimeBackend, "runtime-backend", cliutil.String(env, "BUS_LLM_RUNTIME_BACKEND", ""), "runtime wake-up backend: only none in this build (env BUS_LLM_RUNTIME_BACKEND)")
+	for i, d := range durations {
+		fs.DurationVar(d.dst, d.flag, defaults[i], d.usage+" (env "+d.key+")")
+	}
+	fs.StringVar(&o.logLevel, "log-level", cliutil.String(env, "BUS_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env BUS_LOG_LEVEL)")
+	if err := cliutil.Parse(fs, args, io.Stdout); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, cliutil.Usagef("unexpected argument %q", fs.Arg(0))
+	}
+	for _, d := range durations {
+		if d.positive && *d.dst <= 0 {
+			return nil, cliutil.Usagef("--%s must be positive, not %s", d.flag, *d.dst)
+		}
+	}
+	o.listenerRequired = listenerRequired
+	return o, o.validate()
+}
+
+// validate refuses the backends this build does not implement.
+func (o *options) validate() error {
+	switch o.execBackend {
+	case "events":
+	case "http":
+		return cliutil.Usagef("--execution-backend http (HTTP proxy mode) is not implemented by this build; run with --execution-backend events (or BUS_LLM_EXECUTION_BACKEND=events) against a Bus Events API and a worker such as bus-integration-codex")
+	default:
+		return cliutil.Usagef("--execution-backend must be http or events, not %q", o.execBackend)
+	}
+	switch o.modelsBackend {
+	case "catalog":
+	case "proxy":
+		return cliutil.Usagef("--models-backend proxy is not implemented by this build; use --models-backend catalog with --model-catalog")
+	default:
+		return cliutil.Usagef("--models-backend must be catalog or proxy, not %q", o.modelsBackend)
+	}
+	for _, b := range []struct{ flag, value string }{
+		{"usage-backend", o.usageBackend}, {"billing-backend", o.billingBackend}, {"runtime-backend", o.runtimeBackend},
+	} {
+		if b.value != "" && b.value != "none" {
+			return cliutil.Usagef("--%s %s is not implemented by this build; leave it empty or set it to none", b.flag, b.value)
+		}
+	}
+	return nil
+}
+
+// Run runs the command.
+func Run(ctx context.Context, args []string, io cliutil.IO) int {
+	o, err := parse(args, io)
+	if errors.Is(err, cliutil.ErrHelp) {
+		return cliutil.ExitOK
+	}
+	if err != nil {
+		return cliutil.Report(io.Stderr, Name, err)
+	}
+	return cliutil.Report(io.Stderr, Name, run(ctx, o, io))
+}
+
+func run(ctx context.Context, o *options, io cliutil.IO) error {
+	token := io.Env.Getenv(TokenVar)
+	if token == "" {
+		return cliutil.Usagef("%s is not set: the front door needs a Bus API service token with scope llm:proxy for the Events API, e.g. %s=\"$(bus operator token issue --local --scope llm:proxy --format token)\"", TokenVar, TokenVar)
+	}
+	log, err := cliutil.Logger(io.Stderr, o.logLevel)
+	if err != nil {
+		return err
+	}
+	cat, err := catalog.LoadOrDefault(o.modelCatalog)
+	if err != nil {
+		return err
+	}
+	key, source, err := auth.ResolveSecret(io.Env, SecretVars()...)
+	if err != nil {
+		return fmt.Errorf("caller jwt secret: %w", err)
+	}
+	retry, err := events.RetryFromEnv(io.Env)
+	if err != nil {
+		return cliutil.Usagef("%s", err.Error())
+	}
+	// An own transport so the connections can be closed on the way out.
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.MaxIdleConns, transport.MaxIdleConnsPerHost = 256, 256
+	defer transport.CloseIdleConnections()
+	client, err := events.NewClient(o.eventsURL, events.WithToken(token), events.WithRetry(retry), events.WithLogger(log),
+		events.WithHTTPClient(&http.Client{Transport: transport}))
+	if err != nil {
+		return cliutil.Usagef("--events-url: %s", err.Error())
+	}
+	if o.backendURL != "" {
+		log.Info("--backend-url is ignored in events mode")
+	}
+	srv, err := frontdoor.New(frontdoor.Config{
+		Events:           client,
+		Verifier:         auth.NewVerifier(key, auth.Audience),
+		Catalog:          cat,
+		Timeout:          o.timeout,
+		ListenerRequired: o.listenerRequired,
+		ConnectTimeout:   o.connectTimeout,
+		ErrorGrace:       o.streamErrorGrace,
+		ShutdownTimeout:  o.shutdownTimeout,
+		Logger:           log,
+	})
+	if err != nil {
+		return err
+	}
+	l, err := net.Listen("tcp", o.addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", o.addr, err)
+	}
+	log.Info("starting front door", "execution_backend", o.execBackend, "events_url", client.BaseURL(),
+		"catalog", cat.Source(), "jwt_secret_from", source, "listener_required", o.listenerRequired)
+	err = srv.Serve(ctx, l)
+	if apiErr, ok := errors.AsType[*events.APIError](err); ok &&
+		(apiErr.Status == http.StatusUnauthorized || apiErr.Status == http.StatusForbidden) {
+		return fmt.Errorf("the Events API at %s refused the service token from %s: %w", client.BaseURL(), TokenVar, apiErr)
+	}
+	if errors.Is(err, events.ErrUnreachable) {
+		return fmt.Errorf("the Events API could not be reached within --connect-timeout %s: %w", o.connectTimeout, err)
+	}
+	return err
+}

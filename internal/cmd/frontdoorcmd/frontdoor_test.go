@@ -1,0 +1,262 @@
+package frontdoorcmd_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/busdk/bus-integration-codex/internal/cmd/frontdoorcmd"
+	"github.com/busdk/bus-integration-codex/internal/auth"
+	"github.com/busdk/bus-integration-codex/internal/busconfig"
+	"github.com/busdk/bus-integration-codex/internal/cliutil"
+	"github.com/busdk/bus-integration-codex/internal/eventsapi"
+	"github.com/busdk/bus-integration-codex/internal/eventstore/memory"
+	"github.com/busdk/bus-integration-codex/internal/testutil/testproc"
+	"github.com/busdk/bus-integration-codex/pkg/llmapi"
+)
+
+const (
+	secret    = "app-frontdoor-test-secret"
+	waitLimit = 15 * time.Second
+)
+
+func token(t *testing.T, key string, scopes ...string) string {
+	t.Helper()
+	tok, err := auth.Issue([]byte(key), auth.Claims{Subject: "svc", Audience: []string{auth.Audience}, Scopes: scopes, ExpiresAt: time.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// eventsAPI serves an in-process Events API until the test ends.
+func eventsAPI(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	srv := eventsapi.New(eventsapi.Config{Backend: memory.New(memory.Options{}), Verifier: auth.NewVerifier([]byte(secret), auth.Audience), Logger: slog.New(slog.DiscardHandler)})
+	go func() { done <- srv.Serve(ctx, l) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return "http://" + l.Addr().String()
+}
+
+func baseEnv(t *testing.T, eventsURL string) map[string]string {
+	return map[string]string{
+		"BUS_CONFIG_DIR":                t.TempDir(),
+		"BUS_LLM_JWT_SECRET":            secret,
+		"BUS_EVENTS_API_URL":            eventsURL,
+		"BUS_LLM_EXECUTION_BACKEND":     "events",
+		"BUS_EVENTS_LISTENER_RETRY":     "true",
+		"BUS_EVENTS_LISTENER_RETRY_MIN": "20ms",
+		"BUS_EVENTS_LISTENER_RETRY_MAX": "50ms",
+	}
+}
+
+func run(ctx context.Context, env map[string]string, args ...string) (int, string) {
+	var stderr testproc.SyncBuffer
+	code := frontdoorcmd.Run(ctx, args, cliutil.IO{Env: busconfig.MapEnv(env), Stdout: io.Discard, Stderr: &stderr})
+	return code, stderr.String()
+}
+
+// lastLine returns the final line of out, checking it is the command's
+// one-line error.
+func lastLine(t *testing.T, out string) string {
+	t.Helper()
+	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
+	last := lines[len(lines)-1]
+	if !strings.HasPrefix(last, frontdoorcmd.Name+": ") {
+		t.Fatalf("last stderr line is not the command's error: %q (all: %q)", last, out)
+	}
+	return last
+}
+
+func TestUsageErrors(t *testing.T) {
+	env := baseEnv(t, "http://127.0.0.1:1")
+	env["BUS_API_TOKEN"] = "x"
+	noToken := baseEnv(t, "http://127.0.0.1:1")
+	defaultBackend := baseEnv(t, "http://127.0.0.1:1")
+	delete(defaultBackend, "BUS_LLM_EXECUTION_BACKEND")
+	badTimeout := baseEnv(t, "http://127.0.0.1:1")
+	badTimeout["BUS_LLM_TIMEOUT"] = "soon"
+	tests := []struct {
+		name string
+		env  map[string]string
+		args []string
+		want []string
+	}{
+		{"missing token", noToken, nil, []string{"BUS_API_TOKEN is not set", "llm:proxy"}},
+		{"missing token with none backends", noToken, []string{"--usage-backend", "none", "--billing-backend", "", "--backend-url", "http://x"}, []string{"BUS_API_TOKEN is not set"}},
+		{"default http backend", defaultBackend, nil, []string{"--execution-backend http", "not implemented", "--execution-backend events"}},
+		{"http backend flag", env, []string{"--execution-backend", "http"}, []string{"not implemented", "--execution-backend events"}},
+		{"unknown backend", env, []string{"--execution-backend", "grpc"}, []string{"must be http or events"}},
+		{"models proxy", env, []string{"--models-backend", "proxy"}, []string{"--models-backend proxy is not implemented"}},
+		{"usage backend", env, []string{"--usage-backend", "postgres"}, []string{"--usage-backend postgres is not implemented"}},
+		{"billing backend", env, []string{"--billing-backend", "stripe"}, []string{"--billing-backend stripe is not implemented"}},
+		{"runtime backend", env, []string{"--runtime-backend", "k8s"}, []string{"--runtime-backend k8s is not implemented"}},
+		{"token flag refused", env, []string{"--token", "abc"}, []string{"flag provided but not defined: -token"}},
+		{"bad timeout env", badTimeout, nil, []string{"BUS_LLM_TIMEOUT"}},
+		{"zero timeout", env, []string{"--timeout", "0s"}, []string{"--timeout must be positive"}},
+		{"stray argument", env, []string{"serve"}, []string{`unexpected argument "serve"`}},
+		{"bad events url", env, []string{"--events-url", "ftp://x"}, []string{"--events-url"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out := run(context.Background(), tt.env, tt.args...)
+			if code != cliutil.ExitUsage {
+				t.Fatalf("exit %d, want 2; stderr %q", code, out)
+			}
+			if strings.Count(out, "\n") != 1 {
+				t.Fatalf("stderr is not one line: %q", out)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("stderr %q lacks %q", out, w)
+				}
+			}
+		})
+	}
+}
+
+func TestBadCatalog(t *testing.T) {
+	env := baseEnv(t, "http://127.0.0.1:1")
+	env["BUS_API_TOKEN"] = "x"
+	path := filepath.Join(t.TempDir(), "models.json")
+	if err := os.WriteFile(path, []byte(`[{"id":"a","reasoning_effort":"max"}]`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out := run(context.Background(), env, "--model-catalog", path)
+	if code != cliutil.ExitFailure || !strings.Contains(lastLine(t, out), path) || !strings.Contains(out, "reasoning_effort") {
+		t.Fatalf("exit %d, stderr %q", code, out)
+	}
+}
+
+func TestTokenRejected(t *testing.T) {
+	url := eventsAPI(t)
+	env := baseEnv(t, url)
+	env["BUS_API_TOKEN"] = token(t, "some-other-secret", llmapi.Scope)
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	code, out := run(ctx, env, "--addr", "127.0.0.1:0")
+	if code != cliutil.ExitFailure {
+		t.Fatalf("exit %d; stderr %q", code, out)
+	}
+	line := lastLine(t, out)
+	for _, w := range []string{"refused the service token", "BUS_API_TOKEN", "401", "invalid_auth", "token signature is invalid"} {
+		if !strings.Contains(line, w) {
+			t.Errorf("error line %q lacks %q", line, w)
+		}
+	}
+	if strings.Contains(out, env["BUS_API_TOKEN"]) {
+		t.Error("stderr shows the token")
+	}
+}
+
+func TestTokenLacksScope(t *testing.T) {
+	url := eventsAPI(t)
+	env := baseEnv(t, url)
+	env["BUS_API_TOKEN"] = token(t, secret, "events:listen")
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	code, out := run(ctx, env, "--addr", "127.0.0.1:0")
+	if code != cliutil.ExitFailure || !strings.Contains(lastLine(t, out), "403") || !strings.Contains(out, "llm:proxy") {
+		t.Fatalf("exit %d; stderr %q", code, out)
+	}
+}
+
+func TestEventsUnreachable(t *testing.T) {
+	addr, err := testproc.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + addr // nothing listens there
+	env := baseEnv(t, url)
+	env["BUS_API_TOKEN"] = token(t, secret, llmapi.Scope)
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	code, out := run(ctx, env, "--addr", "127.0.0.1:0", "--connect-timeout", "200ms")
+	if code != cliutil.ExitFailure {
+		t.Fatalf("exit %d; stderr %q", code, out)
+	}
+	if line := lastLine(t, out); !strings.Contains(line, "could not be reached") || !strings.Contains(line, url) {
+		t.Fatalf("error line %q", line)
+	}
+}
+
+// TestServesAndStops runs the command for real: it serves the catalog to a
+// valid token and exits 0 when its context ends.
+func TestServesAndStops(t *testing.T) {
+	url := eventsAPI(t)
+	env := baseEnv(t, url)
+	env["BUS_API_TOKEN"] = token(t, secret, llmapi.Scope)
+	env["BUS_EVENTS_LISTENER_REQUIRED"] = "1"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stderr testproc.SyncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- frontdoorcmd.Run(ctx, []string{"--addr", "127.0.0.1:0", "--backend-url", "http://unused"}, cliutil.IO{Env: busconfig.MapEnv(env), Stdout: io.Discard, Stderr: &stderr})
+	}()
+	addrRE := regexp.MustCompile(`msg="front door listening" addr=(\S+)`)
+	var addr string
+	deadline := time.Now().Add(waitLimit)
+	for {
+		if m := addrRE.FindStringSubmatch(stderr.String()); m != nil && strings.Contains(stderr.String(), "front door ready") {
+			addr = m[1]
+			break
+		}
+		select {
+		case code := <-done:
+			t.Fatalf("exited early with %d: %s", code, stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("never ready: %s", stderr.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for path, want := range map[string]int{"/readyz": 200, "/v1/models": 200} {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
+		req.Header.Set("Authorization", "Bearer "+token(t, secret))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Fatalf("%s: %d %s", path, resp.StatusCode, b)
+		}
+		if path == "/v1/models" && !strings.Contains(string(b), `"id":"codex-chatgpt"`) {
+			t.Fatalf("models: %s", b)
+		}
+	}
+	cancel()
+	select {
+	case code := <-done:
+		if code != cliutil.ExitOK {
+			t.Fatalf("exit %d: %s", code, stderr.String())
+		}
+	case <-time.After(waitLimit):
+		t.Fatal("did not stop")
+	}
+	if strings.Contains(stderr.String(), env["BUS_API_TOKEN"]) {
+		t.Error("logs show the token")
+	}
+}

@@ -1,0 +1,325 @@
+// Package workercmd is the bus-integration-codex command: flags and
+// environment, the contract printers (--events, --event-help), the
+// self-test, and the worker itself on the chosen provider.
+package workercmd
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/busdk/bus-integration-codex/internal/busconfig"
+	"github.com/busdk/bus-integration-codex/internal/catalog"
+	"github.com/busdk/bus-integration-codex/internal/cliutil"
+	"github.com/busdk/bus-integration-codex/internal/contract"
+	"github.com/busdk/bus-integration-codex/internal/eventstore/redisstore"
+	"github.com/busdk/bus-integration-codex/internal/executor"
+	"github.com/busdk/bus-integration-codex/internal/turn"
+	"github.com/busdk/bus-integration-codex/internal/provider/codex"
+	"github.com/busdk/bus-integration-codex/internal/provider/static"
+	"github.com/busdk/bus-integration-codex/internal/respstore"
+	"github.com/busdk/bus-integration-codex/internal/selftest"
+	"github.com/busdk/bus-integration-codex/internal/worker"
+	"github.com/busdk/bus-integration-codex/pkg/events"
+)
+
+// Name is the command name.
+const Name = "bus-integration-codex"
+
+// Version is reported in the contract.
+const Version = "0.1.0"
+
+// DefaultGroup is the unicast group workers share by default.
+const DefaultGroup = "bus-integration-codex"
+
+// Options are the parsed command-line options.
+type Options struct {
+	EventsURL      string
+	Provider       string
+	Workdir        string
+	Model          string
+	CodexCommand   string
+	Timeout        time.Duration
+	Concurrency    int
+	Group          string
+	Consumer       string
+	ConnectTimeout time.Duration
+	LogLevel       string
+	Sandbox        string
+	Approvals      string
+	Processes      int
+	ToolSettle     time.Duration
+	ModelCatalog   string
+	ResponseStore  string
+	ResponseTTL    time.Duration
+
+	SelfTest  bool
+	Events    bool
+	Format    string
+	EventHelp string
+}
+
+func parse(args []string, io cliutil.IO) (*Options, error) {
+	env := io.Env
+	o := &Options{}
+	timeout, err := cliutil.Duration(env, "BUS_CODEX_TIMEOUT", 60*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	concurrency, err := cliutil.Int(env, "BUS_CODEX_CONCURRENCY", runtime.NumCPU())
+	if err != nil {
+		return nil, err
+	}
+	connect, err := cliutil.Duration(env, "BUS_EVENTS_CONNECT_TIMEOUT", 30*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	processes, err := cliutil.Int(env, "BUS_CODEX_PROCESSES", max(1, runtime.NumCPU()/2))
+	if err != nil {
+		return nil, err
+	}
+	settle, err := cliutil.Duration(env, "BUS_CODEX_TOOL_SETTLE", codex.DefaultToolSettle)
+	if err != nil {
+		return nil, err
+	}
+	ttl, err := cliutil.Duration(env, "BUS_CODEX_RESPONSE_TTL", respstore.DefaultTTL)
+	if err != nil {
+		return nil, err
+	}
+	fs := flag.NewFlagSet(Name, flag.ContinueOnError)
+	fs.StringVar(&o.EventsURL, "events-url", cliutil.String(env, "BUS_EVENTS_API_URL", "http://127.0.0.1:8081"), "Bus Events API base URL (env BUS_EVENTS_API_URL)")
+	fs.StringVar(&o.Provider, "provider", cliutil.String(env, "BUS_CODEX_PROVIDER", "codex"), "execution provider: codex or static (env BUS_CODEX_PROVIDER)")
+	fs.StringVar(&o.Workdir, "workdir", cliutil.String(env, "BUS_CODEX_WORKDIR", ""), "working directory for Codex App Server (env BUS_CODEX_WORKDIR; default: current directory)")
+	fs.StringVar(&o.Model, "model", cliutil.String(env, "BUS_CODEX_MODEL", "auto"), "Codex model; auto or empty lets Codex choose (env BUS_CODEX_MODEL)")
+	fs.StringVar(&o.CodexCommand, "codex-command", cliutil.String(env, "BUS_CODEX_COMMAND", "codex"), "Codex executable (env BUS_CODEX_COMMAND)")
+	fs.DurationVar(&o.Timeout, "timeout", timeout, "request and turn timeout (env BUS_CODEX_TIMEOUT)")
+	fs.IntVar(&o.Concurrency, "concurrency", concurrency, "requests run at once (env BUS_CODEX_CONCURRENCY; default: number of CPUs)")
+	fs.StringVar(&o.Group, "group", cliutil.String(env, "BUS_CODEX_GROUP", DefaultGroup), "unicast group shared by workers (env BUS_CODEX_GROUP)")
+	fs.StringVar(&o.Consumer, "consumer", cliutil.String(env, "BUS_CODEX_CONSUMER", ""), "this worker's consumer name in the group (env BUS_CODEX_CONSUMER; default: host-pid)")
+	fs.DurationVar(&o.ConnectTimeout, "connect-timeout", connect, "how long to retry the first connection to the Events API (env BUS_EVENTS_CONNECT_TIMEOUT)")
+	fs.StringVar(&o.Sandbox, "sandbox", cliutil.String(env, "BUS_CODEX_SANDBOX", "read-only"), "Codex sandbox: read-only, workspace-write or danger-full-access (env BUS_CODEX_SANDBOX)")
+	fs.StringVar(&o.Approvals, "approvals", cliutil.String(env, "BUS_CODEX_APPROVALS", codex.ApprovalsDeny), "answer to Codex command/file approval requests: deny or approve (env BUS_CODEX_APPROVALS)")
+	fs.IntVar(&o.Processes, "codex-processes", processes, "App Server processes in the warm pool (env BUS_CODEX_PROCESSES; default: CPUs/2)")
+	fs.DurationVar(&o.ToolSettle, "tool-call-settle", settle, "wait this long after a client tool call for more calls of the same model step (env BUS_CODEX_TOOL_SETTLE)")
+	fs.StringVar(&o.ModelCatalog, "model-catalog", cliutil.String(env, "BUS_LLM_MODEL_CATALOG", ""), "model catalog file shared with the front door: unknown ids get 404, aliases pick the Codex model and effort (env BUS_LLM_MODEL_CATALOG; default: built-in codex-chatgpt)")
+	fs.StringVar(&o.ResponseStore, "response-store", cliutil.String(env, "BUS_CODEX_RESPONSE_STORE", "memory"), "where Responses API responses are stored: memory, redis (BUS_EVENTS_REDIS_*) or postgres (BUS_EVENTS_POSTGRES_DSN) (env BUS_CODEX_RESPONSE_STORE)")
+	fs.DurationVar(&o.ResponseTTL, "response-ttl", ttl, "how long stored responses are kept (env BUS_CODEX_RESPONSE_TTL)")
+	fs.StringVar(&o.LogLevel, "log-level", cliutil.String(env, "BUS_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env BUS_LOG_LEVEL)")
+	fs.BoolVar(&o.SelfTest, "self-test", false, "run every operation through an in-process Events API and the static provider, then exit")
+	fs.BoolVar(&o.Events, "events", false, "print the declared event contract and exit (see --format)")
+	fs.StringVar(&o.Format, "format", "text", "--events output format: text, json or asyncapi")
+	fs.StringVar(&o.EventHelp, "event-help", "", "explain one capability, e.g. codex.chat_completions.receive, and exit")
+	if err := cliutil.Parse(fs, args, io.Stdout); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, cliutil.Usagef("unexpected argument %q", fs.Arg(0))
+	}
+	switch {
+	case o.Provider != "codex" && o.Provider != "static":
+		return nil, cliutil.Usagef("--provider must be codex or static, not %q", o.Provider)
+	case o.Timeout <= 0:
+		return nil, cliutil.Usagef("--timeout must be positive")
+	case o.Concurrency < 1:
+		return nil, cliutil.Usagef("--concurrency must be at least 1")
+	case o.ResponseStore != "memory" && o.ResponseStore != "redis" && o.ResponseStore != "postgres":
+		return nil, cliutil.Usagef("--response-store must be memory, redis or postgres, not %q", o.ResponseStore)
+	case o.ResponseTTL <= 0:
+		return nil, cliutil.Usagef("--response-ttl must be positive")
+	case o.Processes < 1:
+		return nil, cliutil.Usagef("--codex-processes must be at least 1")
+	case o.Approvals != codex.ApprovalsDeny && o.Approvals != codex.ApprovalsApprove:
+		return nil, cliutil.Usagef("--approvals must be deny or approve, not %q", o.Approvals)
+	case o.Sandbox != "read-only" && o.Sandbox != "workspace-write" && o.Sandbox != "danger-full-access":
+		return nil, cliutil.Usagef("--sandbox must be read-only, workspace-write or danger-full-access, not %q", o.Sandbox)
+	}
+	if err := events.ValidateKey("group", o.Group); err != nil {
+		return nil, cliutil.Usagef("--group: %v", err)
+	}
+	if o.Consumer == "" {
+		host, _ := os.Hostname()
+		o.Consumer = sanitize(fmt.Sprintf("%s-%d", host, os.Getpid()))
+	}
+	if err := events.ValidateKey("consumer", o.Consumer); err != nil {
+		return nil, cliutil.Usagef("--consumer: %v", err)
+	}
+	return o, nil
+}
+
+func sanitize(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-' {
+			return r
+		}
+		return '-'
+	}, s)
+}
+
+// Run runs the command.
+func Run(ctx context.Context, args []string, io cliutil.IO) int {
+	o, err := parse(args, io)
+	if errors.Is(err, cliutil.ErrHelp) {
+		return cliutil.ExitOK
+	}
+	if err != nil {
+		return cliutil.Report(io.Stderr, Name, err)
+	}
+	svc := contract.Worker(Version, o.Group)
+	switch {
+	case o.EventHelp != "":
+		c, ok := svc.Lookup(o.EventHelp)
+		if !ok {
+			var ids []string
+			for _, c := range svc.Capabilities {
+				ids = append(ids, c.ID)
+			}
+			return cliutil.Report(io.Stderr, Name, cliutil.Usagef("unknown capability %q (known: %s)", o.EventHelp, strings.Join(ids, ", ")))
+		}
+		if err := contract.RenderHelp(io.Stdout, c); err != nil {
+			return cliutil.Report(io.Stderr, Name, err)
+		}
+		return cliutil.ExitOK
+	case o.Events:
+		if err := contract.Render(io.Stdout, svc, o.Format); err != nil {
+			return cliutil.Report(io.Stderr, Name, cliutil.Usagef("--format: %v", err))
+		}
+		return cliutil.ExitOK
+	case o.SelfTest:
+		if err := selftest.Run(ctx, io.Stdout); err != nil {
+			return cliutil.Report(io.Stderr, Name, fmt.Errorf("self-test failed: %w", err))
+		}
+		return cliutil.ExitOK
+	}
+	return cliutil.Report(io.Stderr, Name, serve(ctx, o, svc, io))
+}
+
+func serve(ctx context.Context, o *Options, svc contract.Service, io cliutil.IO) error {
+	token := io.Env.Getenv("BUS_API_TOKEN")
+	if token == "" {
+		return cliutil.Usagef("BUS_API_TOKEN is not set: export a token with scope llm:proxy, e.g. BUS_API_TOKEN=\"$(bus operator token issue --local --scope llm:proxy --format token)\"")
+	}
+	log, err := cliutil.Logger(io.Stderr, o.LogLevel)
+	if err != nil {
+		return err
+	}
+	retry, err := events.RetryFromEnv(io.Env)
+	if err != nil {
+		return cliutil.Usagef("%v", err)
+	}
+	client, err := events.NewClient(o.EventsURL, events.WithToken(token), events.WithRetry(retry), events.WithLogger(log))
+	if err != nil {
+		return cliutil.Usagef("--events-url: %v", err)
+	}
+	executor, closeAll, err := NewExecutor(ctx, o, log, io.Env)
+	if err != nil {
+		return err
+	}
+	defer closeAll()
+	w, err := worker.New(worker.Config{
+		Client: client, Executor: executor,
+		RequestNames: svc.Names(contract.Receive, events.Unicast), CancelNames: svc.Names(contract.Receive, events.Broadcast),
+		Group: o.Group, Consumer: o.Consumer, Concurrency: o.Concurrency, Timeout: o.Timeout,
+		ConnectTimeout: o.ConnectTimeout, Logger: log,
+		OnReady: func() {
+			log.Info("worker connected", "events_url", o.EventsURL, "provider", o.Provider, "group", o.Group, "consumer", o.Consumer, "concurrency", o.Concurrency)
+		},
+	})
+	if err != nil {
+		return err
+	}
+	if err := w.Run(ctx); err != nil {
+		var apiErr *events.APIError
+		if errors.As(err, &apiErr) && (apiErr.Status == 401 || apiErr.Status == 403) {
+			return fmt.Errorf("the Events API at %s rejected BUS_API_TOKEN (%d %s): %s", o.EventsURL, apiErr.Status, apiErr.Code, apiErr.Message)
+		}
+		return err
+	}
+	log.Info("worker stopped")
+	return nil
+}
+
+// NewExecutor builds the executor o describes: its provider, catalog and
+// response store. closeAll releases them.
+func NewExecutor(ctx context.Context, o *Options, log *slog.Logger, env busconfig.Env) (*executor.Executor, func(), error) {
+	cat, err := catalog.LoadOrDefault(o.ModelCatalog)
+	if err != nil {
+		return nil, nil, err
+	}
+	store, err := OpenResponseStore(ctx, o.ResponseStore, env)
+	if err != nil {
+		return nil, nil, err
+	}
+	provider, err := NewProvider(ctx, o, log, env)
+	if err != nil {
+		store.Close()
+		return nil, nil, err
+	}
+	x := &executor.Executor{Provider: provider, Catalog: cat, Store: store, StoreTTL: o.ResponseTTL, Logger: log}
+	return x, func() { provider.Close(); store.Close() }, nil
+}
+
+// OpenResponseStore opens the response store called kind, configured like
+// the durable Events backends.
+func OpenResponseStore(ctx context.Context, kind string, env busconfig.Env) (respstore.Store, error) {
+	switch kind {
+	case "redis":
+		cfg, err := redisstore.FromEnv(env)
+		if err != nil {
+			return nil, err
+		}
+		if cfg.Prefix == "" {
+			cfg.Prefix = redisstore.DefaultPrefix
+		}
+		return respstore.OpenRedis(ctx, respstore.RedisConfig{Addr: cfg.Addr, Password: cfg.Password, Prefix: cfg.Prefix})
+	case "postgres":
+		dsn := env.Getenv("BUS_EVENTS_POSTGRES_DSN")
+		if dsn == "" {
+			return nil, cliutil.Usagef("--response-store postgres needs BUS_EVENTS_POSTGRES_DSN")
+		}
+		return respstore.OpenPostgres(ctx, dsn)
+	default:
+		return respstore.NewMemory(), nil
+	}
+}
+
+// NewProvider builds the provider o selects: static, or codex on a warm App
+// Server pool (with one-line errors when codex is missing or not logged in).
+func NewProvider(ctx context.Context, o *Options, log *slog.Logger, env busconfig.Env) (turn.Provider, error) {
+	if o.Provider == "static" {
+		return static.New(), nil
+	}
+	workdir := o.Workdir
+	if workdir == "" {
+		wd, err := os.Getwd()
+		if err != nil {
+			return nil, fmt.Errorf("--workdir: %w", err)
+		}
+		workdir = wd
+	}
+	if st, err := os.Stat(workdir); err != nil || !st.IsDir() {
+		return nil, cliutil.Usagef("--workdir %q is not a directory", workdir)
+	}
+	p, err := codex.New(ctx, codex.Config{
+		Command: o.CodexCommand, Workdir: workdir, Model: o.Model, Sandbox: o.Sandbox,
+		Approvals: o.Approvals, Processes: o.Processes, ToolSettle: o.ToolSettle, Logger: log,
+	})
+	switch {
+	case errors.Is(err, codex.ErrNotInstalled):
+		return nil, fmt.Errorf("the codex command %q was not found: install the Codex CLI (npm install -g @openai/codex), set --codex-command, or use --provider static", o.CodexCommand)
+	case errors.Is(err, codex.ErrNotLoggedIn):
+		home := env.Getenv("CODEX_HOME")
+		if home == "" {
+			home = "~/.codex"
+		}
+		return nil, fmt.Errorf("codex is not logged in (CODEX_HOME=%s): run `codex login`, or use --provider static", home)
+	case err != nil:
+		return nil, err
+	}
+	return p, nil
+}

@@ -1,0 +1,153 @@
+// Package executor runs one bus.llm.* request through a provider: it
+// parses the OpenAI body (package openai), runs the neutral turn on the
+// provider, encodes streaming deltas as OpenAI frames, and builds the
+// response payload — errors included, so every request gets exactly one
+// response.
+package executor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/busdk/bus-integration-codex/internal/catalog"
+	"github.com/busdk/bus-integration-codex/internal/turn"
+	"github.com/busdk/bus-integration-codex/internal/openaiwire"
+	"github.com/busdk/bus-integration-codex/internal/respstore"
+	"github.com/busdk/bus-integration-codex/pkg/llmapi"
+)
+
+// Executor runs requests on a provider.
+type Executor struct {
+	// Provider runs the turns.
+	Provider turn.Provider
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+	// Catalog, when set, lists the model ids this worker serves: unknown
+	// ids get a 404, and aliases choose the engine model and effort.
+	Catalog *catalog.Catalog
+	// Store keeps Responses API responses for previous_response_id and
+	// GET/DELETE (nil: nothing is stored).
+	Store respstore.Store
+	// StoreTTL is how long stored responses are kept (respstore.DefaultTTL
+	// when 0).
+	StoreTTL time.Duration
+	// Logger receives store failures (slog.Default when nil).
+	Logger *slog.Logger
+}
+
+// Emit publishes one stream frame; frames arrive in order.
+type Emit func(frame json.RawMessage)
+
+// StatusClientClosed is the status of a request its client cancelled
+// (nginx's 499): nobody is waiting for it any more.
+const StatusClientClosed = 499
+
+// Execute runs req. When req.Stream is set, frames go to emit before the
+// response is returned, and a stream that has begun always ends with a
+// terminal frame. The response carries the complete object (or the error).
+func (x *Executor) Execute(ctx context.Context, req *llmapi.ExecutionEventRequest, emit Emit) llmapi.ExecutionEventResponse {
+	if err := req.Validate(); err != nil {
+		return llmapi.ErrorResponse(req, llmapi.InvalidRequest("", "invalid_event", err.Error()))
+	}
+	if req.Operation.IsState() {
+		return x.state(ctx, req)
+	}
+	call, err := openaiwire.Parse(req.Operation, req.Body, x.Provider.Capabilities())
+	if err != nil {
+		return llmapi.ErrorResponse(req, err)
+	}
+	call.Request.IdentityID = req.IdentityID
+	if err := x.applyCatalog(&call.Request); err != nil {
+		return llmapi.ErrorResponse(req, err)
+	}
+	if call.Responses != nil {
+		if err := x.resume(ctx, call, req.IdentityID); err != nil {
+			return llmapi.ErrorResponse(req, err)
+		}
+	}
+	meta := openaiwire.NewMeta(req.Operation, call.Request.Model, x.now().Unix())
+
+	var (
+		stream  openaiwire.Stream
+		sink    turn.Sink
+		emitted bool
+	)
+	send := func(frames []json.RawMessage) {
+		for _, f := range frames {
+			emitted = true
+			emit(f)
+		}
+	}
+	if req.Stream && call.Stream && emit != nil {
+		stream = call.NewStream(meta)
+		sink = func(d turn.Delta) { send(stream.Delta(d)) }
+	}
+	res, err := x.Provider.Run(ctx, &call.Request, sink)
+	if err != nil {
+		apiErr := classify(ctx, err)
+		if stream != nil && emitted {
+			send(stream.Fail(apiErr))
+		}
+		return llmapi.ErrorResponse(req, apiErr)
+	}
+	body := call.Build(meta, res)
+	if err := x.save(ctx, call, req.IdentityID, meta.ID, res, body); err != nil {
+		x.log().Error("response not stored", "request", req.RequestID, "response", meta.ID, "err", err)
+	}
+	if stream != nil {
+		send(stream.Finish(res))
+	}
+	return llmapi.ExecutionEventResponse{
+		RequestID:  req.RequestID,
+		Operation:  req.Operation,
+		StatusCode: http.StatusOK,
+		Body:       body,
+		Usage:      openaiwire.UsageOf(res.Usage),
+	}
+}
+
+func (x *Executor) log() *slog.Logger {
+	if x.Logger != nil {
+		return x.Logger
+	}
+	return slog.Default()
+}
+
+// applyCatalog checks the model id against the catalog and applies its
+// alias: the engine model, and the reasoning effort unless the request
+// sets one.
+func (x *Executor) applyCatalog(req *turn.Request) error {
+	if x.Catalog == nil {
+		return nil
+	}
+	e, ok := x.Catalog.Lookup(req.Model)
+	if !ok {
+		return llmapi.NewError(http.StatusNotFound, llmapi.TypeInvalidRequest, "model_not_found", "model",
+			fmt.Sprintf("The model '%s' does not exist or you do not have access to it.", req.Model))
+	}
+	req.EngineModel = e.CodexModel
+	if req.Effort == "" {
+		req.Effort = e.ReasoningEffort
+	}
+	return nil
+}
+
+// classify maps a provider error to the API error the client sees.
+func classify(ctx context.Context, err error) *llmapi.APIError {
+	var apiErr *llmapi.APIError
+	switch {
+	case errors.As(err, &apiErr):
+		return apiErr
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return llmapi.NewError(http.StatusGatewayTimeout, llmapi.TypeTimeout, "timeout", "", "the model did not finish before the request deadline")
+	case errors.Is(err, context.Canceled) || errors.Is(ctx.Err(), context.Canceled):
+		return llmapi.NewError(StatusClientClosed, llmapi.TypeInvalidRequest, "request_cancelled", "", "the request was cancelled")
+	default:
+		return llmapi.NewError(http.StatusInternalServerError, llmapi.TypeServer, "provider_error", "", err.Error())
+	}
+}

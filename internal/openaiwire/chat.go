@@ -1,0 +1,562 @@
+package openaiwire
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/busdk/bus-integration-codex/internal/turn"
+	"github.com/busdk/bus-integration-codex/pkg/llmapi"
+)
+
+// chatRequest is the subset of POST /v1/chat/completions this bridge reads.
+// Sampling hints (temperature, top_p, penalties, seed), max_tokens,
+// metadata, user and service_tier are accepted and have no effect.
+type chatRequest struct {
+	Model             string          `json:"model"`
+	Messages          []chatMessage   `json:"messages"`
+	Stream            bool            `json:"stream"`
+	StreamOptions     *streamOptions  `json:"stream_options"`
+	ReasoningEffort   string          `json:"reasoning_effort"`
+	ResponseFormat    json.RawMessage `json:"response_format"`
+	Tools             []chatTool      `json:"tools"`
+	ToolChoice        json.RawMessage `json:"tool_choice"`
+	ParallelToolCalls *bool           `json:"parallel_tool_calls"`
+	N                 *int            `json:"n"`
+	Logprobs          *bool           `json:"logprobs"`
+	TopLogprobs       json.RawMessage `json:"top_logprobs"`
+	Audio             json.RawMessage `json:"audio"`
+	Modalities        []string        `json:"modalities"`
+	Prediction        json.RawMessage `json:"prediction"`
+	LogitBias         map[string]any  `json:"logit_bias"`
+	Stop              json.RawMessage `json:"stop"`
+	Functions         json.RawMessage `json:"functions"`
+	FunctionCall      json.RawMessage `json:"function_call"`
+	WebSearchOptions  json.RawMessage `json:"web_search_options"`
+}
+
+type streamOptions struct {
+	IncludeUsage bool `json:"include_usage"`
+}
+
+type chatMessage struct {
+	Role         string          `json:"role"`
+	Content      json.RawMessage `json:"content"`
+	ToolCalls    []chatToolCall  `json:"tool_calls"`
+	ToolCallID   string          `json:"tool_call_id"`
+	FunctionCall json.RawMessage `json:"function_call"`
+}
+
+type chatToolCall struct {
+	ID       string `json:"id"`
+	Type     string `json:"type"`
+	Function struct {
+		Name      string `json:"name"`
+		Arguments string `json:"arguments"`
+	} `json:"function"`
+}
+
+type chatTool struct {
+	Type     string `json:"type"`
+	Function struct {
+		Name        string          `json:"name"`
+		Description string          `json:"description"`
+		Parameters  json.RawMessage `json:"parameters"`
+		Strict      *bool           `json:"strict"`
+	} `json:"function"`
+}
+
+type chatContentPart struct {
+	Type     string `json:"type"`
+	Text     string `json:"text"`
+	ImageURL *struct {
+		URL string `json:"url"`
+	} `json:"image_url"`
+}
+
+func parseChat(body []byte, caps turn.Capabilities) (*Call, error) {
+	var r chatRequest
+	if err := decodeObject(body, &r); err != nil {
+		return nil, err
+	}
+	if r.Model == "" {
+		return nil, llmapi.InvalidRequest("model", "missing_required_parameter", "model is required")
+	}
+	if len(r.Messages) == 0 {
+		return nil, llmapi.InvalidRequest("messages", "missing_required_parameter", "messages must be a non-empty array")
+	}
+	switch {
+	case r.N != nil && *r.N != 1:
+		return nil, unsupported("n", "only one choice (n=1) is generated")
+	case r.Logprobs != nil && *r.Logprobs:
+		return nil, unsupported("logprobs", "the model backend does not expose token log probabilities")
+	case !isNull(r.TopLogprobs):
+		return nil, unsupported("top_logprobs", "the model backend does not expose token log probabilities")
+	case !isNull(r.Audio):
+		return nil, unsupported("audio", "audio output is not available")
+	case !isNull(r.Prediction):
+		return nil, unsupported("prediction", "predicted outputs are not available")
+	case len(r.LogitBias) > 0:
+		return nil, unsupported("logit_bias", "the model backend does not take logit biases")
+	case !isNull(r.Stop) && string(r.Stop) != "[]":
+		return nil, unsupported("stop", "stop sequences cannot be enforced by the model backend")
+	case !isNull(r.Functions) || !isNull(r.FunctionCall):
+		return nil, unsupported("functions", "the legacy functions/function_call fields are not supported; use tools and tool_choice")
+	case !isNull(r.WebSearchOptions):
+		return nil, unsupported("web_search_options", "web search is not available")
+	}
+	for _, m := range r.Modalities {
+		if m != "text" {
+			return nil, unsupported("modalities", "only text output is available")
+		}
+	}
+	if err := checkEffort("reasoning_effort", r.ReasoningEffort); err != nil {
+		return nil, err
+	}
+	c := &Call{Stream: r.Stream}
+	if r.StreamOptions != nil {
+		if !r.Stream {
+			return nil, llmapi.InvalidRequest("stream_options", "invalid_value", "stream_options is only allowed when stream is true")
+		}
+		c.IncludeUsage = r.StreamOptions.IncludeUsage
+	}
+	req := &c.Request
+	req.Model = r.Model
+	req.Effort = r.ReasoningEffort
+	req.ParallelToolCalls = r.ParallelToolCalls == nil || *r.ParallelToolCalls
+	if err := parseChatMessages(r.Messages, req, caps); err != nil {
+		return nil, err
+	}
+	format, err := parseChatResponseFormat(r.ResponseFormat, caps)
+	if err != nil {
+		return nil, err
+	}
+	req.Format = format
+	tools := make([]turn.Tool, 0, len(r.Tools))
+	for i, t := range r.Tools {
+		if t.Type != "function" {
+			return nil, unsupported(fmt.Sprintf("tools[%d].type", i), fmt.Sprintf("tool type %q is not available; only function tools are", t.Type))
+		}
+		if t.Function.Name == "" {
+			return nil, llmapi.InvalidRequest(fmt.Sprintf("tools[%d].function.name", i), "missing_required_parameter", "function name is required")
+		}
+		tools = append(tools, turn.Tool{
+			Name: t.Function.Name, Description: t.Function.Description,
+			Parameters: t.Function.Parameters, Strict: t.Function.Strict != nil && *t.Function.Strict,
+		})
+	}
+	choice, err := parseToolChoice(r.ToolChoice, tools, func(raw json.RawMessage) (string, bool) {
+		var obj struct {
+			Type     string `json:"type"`
+			Function struct {
+				Name string `json:"name"`
+			} `json:"function"`
+		}
+		if json.Unmarshal(raw, &obj) != nil || obj.Type != "function" || obj.Function.Name == "" {
+			return "", false
+		}
+		return obj.Function.Name, true
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := applyTools(req, tools, choice, caps); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// applyTools sets the request's tools, rejecting them when the provider
+// cannot call tools (unless tool_choice "none" makes them irrelevant).
+func applyTools(req *turn.Request, tools []turn.Tool, choice turn.ToolChoice, caps turn.Capabilities) error {
+	req.ToolChoice = choice
+	if choice.Mode == turn.ToolChoiceNone {
+		return nil // the model is offered no tool
+	}
+	if len(tools) > 0 && !caps.Tools {
+		return unsupported("tools", "this provider cannot call client tools")
+	}
+	if len(tools) == 0 && (choice.Mode == turn.ToolChoiceRequired || choice.Mode == turn.ToolChoiceFunction) {
+		return llmapi.InvalidRequest("tool_choice", "invalid_value", "tool_choice requires tools")
+	}
+	req.Tools = tools
+	return nil
+}
+
+// parseToolChoice reads "none" | "auto" | "required" | a named-function
+// object (decoded by named).
+func parseToolChoice(raw json.RawMessage, tools []turn.Tool, named func(json.RawMessage) (string, bool)) (turn.ToolChoice, error) {
+	if isNull(raw) {
+		return turn.ToolChoice{Mode: turn.ToolChoiceAuto}, nil
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		switch turn.ToolChoiceMode(s) {
+		case turn.ToolChoiceAuto, turn.ToolChoiceNone, turn.ToolChoiceRequired:
+			return turn.ToolChoice{Mode: turn.ToolChoiceMode(s)}, nil
+		}
+		return turn.ToolChoice{}, llmapi.InvalidRequest("tool_choice", "invalid_value", `tool_choice must be "none", "auto", "required" or a function`)
+	}
+	name, ok := named(raw)
+	if !ok {
+		return turn.ToolChoice{}, unsupported("tool_choice", "only none, auto, required or one named function can be chosen")
+	}
+	for _, t := range tools {
+		if t.Name == name {
+			return turn.ToolChoice{Mode: turn.ToolChoiceFunction, Name: name}, nil
+		}
+	}
+	return turn.ToolChoice{}, llmapi.InvalidRequest("tool_choice", "invalid_value", fmt.Sprintf("tool_choice names function %q, which is not in tools", name))
+}
+
+func parseChatMessages(msgs []chatMessage, req *turn.Request, caps turn.Capabilities) error {
+	leading := true
+	for i, m := range msgs {
+		param := fmt.Sprintf("messages[%d]", i)
+		switch m.Role {
+		case "system", "developer":
+			text, err := textOf(param+".content", m.Content, "text")
+			if err != nil {
+				return err
+			}
+			if leading {
+				req.Instructions = append(req.Instructions, text)
+			} else {
+				req.Input = append(req.Input, turn.Item{Type: turn.ItemMessage, Role: turn.RoleDeveloper, Content: []turn.Part{{Type: turn.PartText, Text: text}}})
+			}
+			continue
+		case "user":
+			parts, err := chatUserParts(param+".content", m.Content, caps)
+			if err != nil {
+				return err
+			}
+			req.Input = append(req.Input, turn.Item{Type: turn.ItemMessage, Role: turn.RoleUser, Content: parts})
+		case "assistant":
+			if !isNull(m.FunctionCall) {
+				return unsupported(param+".function_call", "the legacy function_call field is not supported; use tool_calls")
+			}
+			text, err := textOf(param+".content", m.Content, "text", "refusal")
+			if err != nil {
+				return err
+			}
+			if text != "" || len(m.ToolCalls) == 0 {
+				req.Input = append(req.Input, turn.Item{Type: turn.ItemMessage, Role: turn.RoleAssistant, Content: []turn.Part{{Type: turn.PartText, Text: text}}})
+			}
+			for j, tc := range m.ToolCalls {
+				if tc.ID == "" || tc.Function.Name == "" {
+					return llmapi.InvalidRequest(fmt.Sprintf("%s.tool_calls[%d]", param, j), "missing_required_parameter", "tool calls need an id and a function name")
+				}
+				req.Input = append(req.Input, turn.Item{Type: turn.ItemFunctionCall, CallID: tc.ID, Name: tc.Function.Name, Arguments: tc.Function.Arguments})
+			}
+		case "tool":
+			if m.ToolCallID == "" {
+				return llmapi.InvalidRequest(param+".tool_call_id", "missing_required_parameter", "tool messages need tool_call_id")
+			}
+			text, err := textOf(param+".content", m.Content, "text")
+			if err != nil {
+				return err
+			}
+			req.Input = append(req.Input, turn.Item{Type: turn.ItemFunctionCallOutput, CallID: m.ToolCallID, Output: text})
+		case "function":
+			return unsupported(param+".role", `the legacy "function" role is not supported; use "tool"`)
+		default:
+			return llmapi.InvalidRequest(param+".role", "invalid_value", fmt.Sprintf("unknown role %q", m.Role))
+		}
+		leading = false
+	}
+	if len(req.Input) == 0 {
+		return llmapi.InvalidRequest("messages", "invalid_value", "messages need at least one user, assistant or tool message")
+	}
+	return nil
+}
+
+func chatUserParts(param string, raw json.RawMessage, caps turn.Capabilities) ([]turn.Part, error) {
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return []turn.Part{{Type: turn.PartText, Text: s}}, nil
+	}
+	var parts []chatContentPart
+	if err := json.Unmarshal(raw, &parts); err != nil || len(parts) == 0 {
+		return nil, llmapi.InvalidRequest(param, "invalid_type", "user content must be a string or a non-empty array of content parts")
+	}
+	out := make([]turn.Part, 0, len(parts))
+	for j, p := range parts {
+		pp := fmt.Sprintf("%s[%d]", param, j)
+		switch p.Type {
+		case "text":
+			out = append(out, turn.Part{Type: turn.PartText, Text: p.Text})
+		case "image_url":
+			if p.ImageURL == nil || p.ImageURL.URL == "" {
+				return nil, llmapi.InvalidRequest(pp+".image_url.url", "missing_required_parameter", "image_url.url is required")
+			}
+			part, err := imagePart(pp+".image_url.url", p.ImageURL.URL, caps)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, part)
+		default:
+			return nil, unsupported(pp+".type", fmt.Sprintf("content part type %q is not available; text and image_url are", p.Type))
+		}
+	}
+	return out, nil
+}
+
+func imagePart(param, url string, caps turn.Capabilities) (turn.Part, error) {
+	if !caps.Images {
+		return turn.Part{}, unsupported(param, "this provider does not take images")
+	}
+	if !hasAnyPrefix(url, "http://", "https://", "data:image/") {
+		return turn.Part{}, llmapi.InvalidRequest(param, "invalid_value", "image URL must be http(s) or a data:image/... URL")
+	}
+	return turn.Part{Type: turn.PartImage, ImageURL: url}, nil
+}
+
+func hasAnyPrefix(s string, prefixes ...string) bool {
+	for _, p := range prefixes {
+		if len(s) >= len(p) && s[:len(p)] == p {
+			return true
+		}
+	}
+	return false
+}
+
+func parseChatResponseFormat(raw json.RawMessage, caps turn.Capabilities) (*turn.OutputFormat, error) {
+	if isNull(raw) {
+		return nil, nil
+	}
+	var rf struct {
+		Type       string `json:"type"`
+		JSONSchema *struct {
+			Name   string          `json:"name"`
+			Schema json.RawMessage `json:"schema"`
+			Strict *bool           `json:"strict"`
+		} `json:"json_schema"`
+	}
+	if err := json.Unmarshal(raw, &rf); err != nil {
+		return nil, llmapi.InvalidRequest("response_format", "invalid_type", "response_format must be an object")
+	}
+	switch rf.Type {
+	case "text":
+		return nil, nil
+	case "json_object":
+		return &turn.OutputFormat{Type: "json_object"}, nil
+	case "json_schema":
+		if rf.JSONSchema == nil || isNull(rf.JSONSchema.Schema) {
+			return nil, llmapi.InvalidRequest("response_format.json_schema.schema", "missing_required_parameter", "json_schema.schema is required")
+		}
+		if !caps.Schema {
+			return nil, unsupported("response_format", "this provider cannot enforce a JSON schema")
+		}
+		return &turn.OutputFormat{Type: "json_schema", Name: rf.JSONSchema.Name, Schema: rf.JSONSchema.Schema, Strict: rf.JSONSchema.Strict != nil && *rf.JSONSchema.Strict}, nil
+	default:
+		return nil, llmapi.InvalidRequest("response_format.type", "invalid_value", "response_format.type must be text, json_object or json_schema")
+	}
+}
+
+// Wire shapes of the chat completion object and its chunks.
+
+type chatCompletion struct {
+	ID                string       `json:"id"`
+	Object            string       `json:"object"`
+	Created           int64        `json:"created"`
+	Model             string       `json:"model"`
+	Choices           []chatChoice `json:"choices"`
+	Usage             *chatUsage   `json:"usage,omitempty"`
+	SystemFingerprint *string      `json:"system_fingerprint"`
+}
+
+type chatChoice struct {
+	Index        int             `json:"index"`
+	Message      chatOutMessage  `json:"message"`
+	Logprobs     json.RawMessage `json:"logprobs"`
+	FinishReason string          `json:"finish_reason"`
+}
+
+type chatOutMessage struct {
+	Role        string            `json:"role"`
+	Content     *string           `json:"content"`
+	Refusal     *string           `json:"refusal"`
+	ToolCalls   []chatOutToolCall `json:"tool_calls,omitempty"`
+	Annotations []any             `json:"annotations"`
+}
+
+type chatOutToolCall struct {
+	Index    *int   `json:"index,omitempty"`
+	ID       string `json:"id,omitempty"`
+	Type     string `json:"type,omitempty"`
+	Function struct {
+		Name      string `json:"name,omitempty"`
+		Arguments string `json:"arguments"`
+	} `json:"function"`
+}
+
+var jsonNull = json.RawMessage("null")
+
+func (c *Call) chatCompletion(m Meta, res *turn.Result) chatCompletion {
+	msg := chatOutMessage{Role: "assistant", Annotations: []any{}}
+	if res.Text != "" || len(res.ToolCalls) == 0 {
+		text := res.Text
+		msg.Content = &text
+	}
+	for _, tc := range res.ToolCalls {
+		var out chatOutToolCall
+		out.ID, out.Type = tc.ID, "function"
+		out.Function.Name, out.Function.Arguments = tc.Name, tc.Arguments
+		msg.ToolCalls = append(msg.ToolCalls, out)
+	}
+	u := toChatUsage(res.Usage)
+	return chatCompletion{
+		ID: m.ID, Object: "chat.completion", Created: m.Created, Model: m.Model,
+		Choices: []chatChoice{{Index: 0, Message: msg, Logprobs: jsonNull, FinishReason: string(finishOf(res))}},
+		Usage:   &u,
+	}
+}
+
+func finishOf(res *turn.Result) turn.FinishReason {
+	if res.Finish == "" {
+		if len(res.ToolCalls) > 0 {
+			return turn.FinishToolCalls
+		}
+		return turn.FinishStop
+	}
+	return res.Finish
+}
+
+type chatChunk struct {
+	ID                string            `json:"id"`
+	Object            string            `json:"object"`
+	Created           int64             `json:"created"`
+	Model             string            `json:"model"`
+	Choices           []chatChunkChoice `json:"choices"`
+	Usage             *chatUsage        `json:"usage,omitempty"`
+	SystemFingerprint *string           `json:"system_fingerprint"`
+	withUsageNull     bool
+}
+
+// MarshalJSON writes "usage": null on every chunk when the client asked
+// for usage, as OpenAI does, and omits it otherwise.
+func (ch chatChunk) MarshalJSON() ([]byte, error) {
+	type plain chatChunk
+	if ch.Usage == nil && ch.withUsageNull {
+		return json.Marshal(struct {
+			plain
+			Usage json.RawMessage `json:"usage"`
+		}{plain(ch), jsonNull})
+	}
+	return json.Marshal(plain(ch))
+}
+
+type chatChunkChoice struct {
+	Index        int             `json:"index"`
+	Delta        chatDelta       `json:"delta"`
+	Logprobs     json.RawMessage `json:"logprobs"`
+	FinishReason *string         `json:"finish_reason"`
+}
+
+type chatDelta struct {
+	Role      string            `json:"role,omitempty"`
+	Content   *string           `json:"content,omitempty"`
+	ToolCalls []chatOutToolCall `json:"tool_calls,omitempty"`
+}
+
+type chatStream struct {
+	c       *Call
+	m       Meta
+	started bool
+	sent    streamed
+}
+
+func (s *chatStream) frame(choices []chatChunkChoice, usage *chatUsage) json.RawMessage {
+	return mustJSON(chatChunk{
+		ID: s.m.ID, Object: "chat.completion.chunk", Created: s.m.Created, Model: s.m.Model,
+		Choices: choices, Usage: usage, withUsageNull: s.c.IncludeUsage,
+	})
+}
+
+func (s *chatStream) delta(d chatDelta, finish *string) json.RawMessage {
+	return s.frame([]chatChunkChoice{{Index: 0, Delta: d, Logprobs: jsonNull, FinishReason: finish}}, nil)
+}
+
+func (s *chatStream) start() []json.RawMessage {
+	if s.started {
+		return nil
+	}
+	s.started = true
+	empty := ""
+	return []json.RawMessage{s.delta(chatDelta{Role: "assistant", Content: &empty}, nil)}
+}
+
+func (s *chatStream) Delta(d turn.Delta) []json.RawMessage {
+	frames := s.start()
+	switch d.Kind {
+	case turn.DeltaText:
+		if d.Text == "" {
+			return frames
+		}
+		text := d.Text
+		s.sent.text += d.Text
+		return append(frames, s.delta(chatDelta{Content: &text}, nil))
+	case turn.DeltaToolCall:
+		s.sent.tool(d)
+		idx := d.Index
+		var tc chatOutToolCall
+		tc.Index = &idx
+		if d.ToolCall.ID != "" {
+			tc.ID, tc.Type = d.ToolCall.ID, "function"
+			tc.Function.Name = d.ToolCall.Name
+		}
+		tc.Function.Arguments = d.ArgumentsDelta
+		return append(frames, s.delta(chatDelta{ToolCalls: []chatOutToolCall{tc}}, nil))
+	}
+	return frames
+}
+
+func (s *chatStream) Finish(res *turn.Result) []json.RawMessage {
+	frames := s.start()
+	frames = append(frames, catchUp(s, res, s.sent)...)
+	finish := string(finishOf(res))
+	frames = append(frames, s.delta(chatDelta{}, &finish))
+	if s.c.IncludeUsage {
+		u := toChatUsage(res.Usage)
+		frames = append(frames, s.frame([]chatChunkChoice{}, &u))
+	}
+	return frames
+}
+
+func (s *chatStream) Fail(err *llmapi.APIError) []json.RawMessage {
+	return []json.RawMessage{ErrorFrame(err)}
+}
+
+// streamed records what a stream has sent: the answer text and, per tool
+// call index, the arguments (a key is present once the call has started).
+type streamed struct {
+	text string
+	args map[int]string
+}
+
+func (s *streamed) tool(d turn.Delta) {
+	if s.args == nil {
+		s.args = map[int]string{}
+	}
+	s.args[d.Index] += d.ArgumentsDelta
+}
+
+// catchUp emits, as deltas, whatever of res the provider did not stream —
+// the rest of the text, calls not started, the rest of their arguments — so
+// a streaming client always receives the whole answer.
+func catchUp(s Stream, res *turn.Result, sent streamed) []json.RawMessage {
+	var frames []json.RawMessage
+	if rest, ok := strings.CutPrefix(res.Text, sent.text); ok && rest != "" {
+		frames = append(frames, s.Delta(turn.Delta{Kind: turn.DeltaText, Text: rest})...)
+	}
+	for i, tc := range res.ToolCalls {
+		args, started := sent.args[i]
+		if !started {
+			frames = append(frames, s.Delta(turn.Delta{Kind: turn.DeltaToolCall, Index: i, ToolCall: turn.ToolCall{ID: tc.ID, Name: tc.Name}})...)
+		}
+		if rest, ok := strings.CutPrefix(tc.Arguments, args); ok && rest != "" {
+			frames = append(frames, s.Delta(turn.Delta{Kind: turn.DeltaToolCall, Index: i, ArgumentsDelta: rest})...)
+		}
+	}
+	return frames
+}
