@@ -2,8 +2,8 @@
 package main
 
 import (
-	"github.com/busdk/bus-integration-codex/internal/cmd/eventscmd"
 	"github.com/busdk/bus-integration-codex/internal/cliutil"
+	"github.com/busdk/bus-integration-codex/internal/cmd/eventscmd"
 )
 
 func main() { cliutil.Main(eventscmd.Run) }

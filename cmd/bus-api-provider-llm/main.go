@@ -4,8 +4,8 @@
 package main
 
 import (
-	"github.com/busdk/bus-integration-codex/internal/cmd/frontdoorcmd"
 	"github.com/busdk/bus-integration-codex/internal/cliutil"
+	"github.com/busdk/bus-integration-codex/internal/cmd/frontdoorcmd"
 )
 
 func main() { cliutil.Main(frontdoorcmd.Run) }

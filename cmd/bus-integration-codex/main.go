@@ -3,8 +3,8 @@
 package main
 
 import (
-	"github.com/busdk/bus-integration-codex/internal/cmd/workercmd"
 	"github.com/busdk/bus-integration-codex/internal/cliutil"
+	"github.com/busdk/bus-integration-codex/internal/cmd/workercmd"
 )
 
 func main() { cliutil.Main(workercmd.Run) }

@@ -3,8 +3,8 @@
 package main
 
 import (
-	"github.com/busdk/bus-integration-codex/internal/cmd/stackcmd"
 	"github.com/busdk/bus-integration-codex/internal/cliutil"
+	"github.com/busdk/bus-integration-codex/internal/cmd/stackcmd"
 )
 
 func main() { cliutil.Main(stackcmd.Run) }

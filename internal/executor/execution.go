@@ -15,9 +15,9 @@ import (
 	"time"
 
 	"github.com/busdk/bus-integration-codex/internal/catalog"
-	"github.com/busdk/bus-integration-codex/internal/turn"
 	"github.com/busdk/bus-integration-codex/internal/openaiwire"
 	"github.com/busdk/bus-integration-codex/internal/respstore"
+	"github.com/busdk/bus-integration-codex/internal/turn"
 	"github.com/busdk/bus-integration-codex/pkg/llmapi"
 )
 

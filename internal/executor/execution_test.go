@@ -15,9 +15,9 @@ import (
 
 	"github.com/busdk/bus-integration-codex/internal/catalog"
 	"github.com/busdk/bus-integration-codex/internal/executor"
-	"github.com/busdk/bus-integration-codex/internal/turn"
 	"github.com/busdk/bus-integration-codex/internal/provider/static"
 	"github.com/busdk/bus-integration-codex/internal/respstore"
+	"github.com/busdk/bus-integration-codex/internal/turn"
 	"github.com/busdk/bus-integration-codex/pkg/llmapi"
 )
 
@@ -40,7 +40,7 @@ func (r *recorder) Run(ctx context.Context, req *turn.Request, sink turn.Sink) (
 }
 
 func (r *recorder) Capabilities() turn.Capabilities { return r.caps }
-func (r *recorder) Close() error                   { return nil }
+func (r *recorder) Close() error                    { return nil }
 
 func (r *recorder) last(t *testing.T) turn.Request {
 	t.Helper()

@@ -8,9 +8,9 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/busdk/bus-integration-codex/internal/turn"
 	"github.com/busdk/bus-integration-codex/internal/openaiwire"
 	"github.com/busdk/bus-integration-codex/internal/respstore"
+	"github.com/busdk/bus-integration-codex/internal/turn"
 	"github.com/busdk/bus-integration-codex/pkg/llmapi"
 )
 

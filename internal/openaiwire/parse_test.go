@@ -6,8 +6,8 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/busdk/bus-integration-codex/internal/turn"
 	"github.com/busdk/bus-integration-codex/internal/openaiwire"
+	"github.com/busdk/bus-integration-codex/internal/turn"
 	"github.com/busdk/bus-integration-codex/pkg/llmapi"
 )
 

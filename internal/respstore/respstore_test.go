@@ -8,10 +8,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/busdk/bus-integration-codex/internal/turn"
 	"github.com/busdk/bus-integration-codex/internal/respstore"
 	"github.com/busdk/bus-integration-codex/internal/testutil/pgtest"
 	"github.com/busdk/bus-integration-codex/internal/testutil/redistest"
+	"github.com/busdk/bus-integration-codex/internal/turn"
 )
 
 // storeSuite is the behaviour every Store shares.

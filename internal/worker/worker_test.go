@@ -14,11 +14,11 @@ import (
 
 	"github.com/busdk/bus-integration-codex/internal/contract"
 	"github.com/busdk/bus-integration-codex/internal/executor"
-	"github.com/busdk/bus-integration-codex/internal/turn"
 	"github.com/busdk/bus-integration-codex/internal/localbus"
 	"github.com/busdk/bus-integration-codex/internal/provider/static"
 	"github.com/busdk/bus-integration-codex/internal/requester"
 	"github.com/busdk/bus-integration-codex/internal/selftest"
+	"github.com/busdk/bus-integration-codex/internal/turn"
 	"github.com/busdk/bus-integration-codex/internal/worker"
 	"github.com/busdk/bus-integration-codex/pkg/events"
 	"github.com/busdk/bus-integration-codex/pkg/llmapi"
@@ -259,7 +259,7 @@ func newBlocking() *blocking {
 }
 
 func (p *blocking) Capabilities() turn.Capabilities { return turn.Capabilities{} }
-func (p *blocking) Close() error                   { return nil }
+func (p *blocking) Close() error                    { return nil }
 func (p *blocking) Run(ctx context.Context, req *turn.Request, sink turn.Sink) (*turn.Result, error) {
 	n := p.running.Add(1)
 	defer p.running.Add(-1)

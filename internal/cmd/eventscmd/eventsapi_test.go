@@ -8,10 +8,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/busdk/bus-integration-codex/internal/cmd/eventscmd"
 	"github.com/busdk/bus-integration-codex/internal/auth"
 	"github.com/busdk/bus-integration-codex/internal/busconfig"
 	"github.com/busdk/bus-integration-codex/internal/cliutil"
+	"github.com/busdk/bus-integration-codex/internal/cmd/eventscmd"
 	"github.com/busdk/bus-integration-codex/internal/testutil/testproc"
 )
 

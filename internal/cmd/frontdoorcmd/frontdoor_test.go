@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/busdk/bus-integration-codex/internal/cmd/frontdoorcmd"
 	"github.com/busdk/bus-integration-codex/internal/auth"
 	"github.com/busdk/bus-integration-codex/internal/busconfig"
 	"github.com/busdk/bus-integration-codex/internal/cliutil"
+	"github.com/busdk/bus-integration-codex/internal/cmd/frontdoorcmd"
 	"github.com/busdk/bus-integration-codex/internal/eventsapi"
 	"github.com/busdk/bus-integration-codex/internal/eventstore/memory"
 	"github.com/busdk/bus-integration-codex/internal/testutil/testproc"

@@ -16,11 +16,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/busdk/bus-integration-codex/internal/cmd/workercmd"
 	"github.com/busdk/bus-integration-codex/internal/auth"
 	"github.com/busdk/bus-integration-codex/internal/busconfig"
 	"github.com/busdk/bus-integration-codex/internal/catalog"
 	"github.com/busdk/bus-integration-codex/internal/cliutil"
+	"github.com/busdk/bus-integration-codex/internal/cmd/workercmd"
 	"github.com/busdk/bus-integration-codex/internal/contract"
 	"github.com/busdk/bus-integration-codex/internal/eventsapi"
 	"github.com/busdk/bus-integration-codex/internal/eventstore/memory"

@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/busdk/bus-integration-codex/internal/cmd/stackcmd"
 	"github.com/busdk/bus-integration-codex/internal/busconfig"
 	"github.com/busdk/bus-integration-codex/internal/cliutil"
+	"github.com/busdk/bus-integration-codex/internal/cmd/stackcmd"
 	"github.com/busdk/bus-integration-codex/internal/testutil/testproc"
 )
 

@@ -7,10 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/busdk/bus-integration-codex/internal/cmd/workercmd"
 	"github.com/busdk/bus-integration-codex/internal/auth"
 	"github.com/busdk/bus-integration-codex/internal/busconfig"
 	"github.com/busdk/bus-integration-codex/internal/cliutil"
+	"github.com/busdk/bus-integration-codex/internal/cmd/workercmd"
 	"github.com/busdk/bus-integration-codex/internal/localbus"
 	"github.com/busdk/bus-integration-codex/internal/testutil/testproc"
 	"github.com/busdk/bus-integration-codex/pkg/llmapi"

@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/busdk/bus-integration-codex/internal/turn"
 	"github.com/busdk/bus-integration-codex/internal/provider/static"
+	"github.com/busdk/bus-integration-codex/internal/turn"
 )
 
 func user(s string) turn.Item {
