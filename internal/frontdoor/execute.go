@@ -3,8 +3,6 @@ package frontdoor
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +11,7 @@ import (
 	"time"
 
 	"github.com/busdk/bus-integration-codex/internal/auth"
+	"github.com/busdk/bus-integration-codex/internal/correlator"
 	"github.com/busdk/bus-integration-codex/pkg/events"
 	"github.com/busdk/bus-integration-codex/pkg/llmapi"
 )
@@ -117,13 +116,6 @@ func modelNotFound(id string) *llmapi.APIError {
 		fmt.Sprintf("The model `%s` does not exist or you do not have access to it.", id))
 }
 
-// newRequestID returns "req_" and 128 random bits in hex.
-func newRequestID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
-	return "req_" + hex.EncodeToString(b[:])
-}
-
 // exchange is one execution request in flight.
 type exchange struct {
 	s        *Server
@@ -132,7 +124,7 @@ type exchange struct {
 	op       llmapi.Operation
 	id       string
 	req      clientRequest
-	wt       *waiter
+	wt       *correlator.Call
 	deadline time.Time
 	start    time.Time
 	status   int // what the client got, for the log
@@ -173,14 +165,12 @@ func (s *Server) handleExecute(op llmapi.Operation) http.HandlerFunc {
 				"The Events API response listeners are not connected; retry shortly."))
 			return
 		}
-		x := &exchange{s: s, w: w, r: r, op: op, id: newRequestID(), req: cr, start: start}
+		x := &exchange{s: s, w: w, r: r, op: op, id: correlator.NewRequestID(), req: cr, start: start}
 		x.deadline = start.Add(s.cfg.Timeout)
-		x.wt = newWaiter(x.id, op, cr.stream)
-		if !s.waiters.add(x.wt) {
-			writeError(w, llmapi.NewError(http.StatusInternalServerError, "", "internal_error", "", "request id collision; retry"))
+		if !x.register(cr.stream, cr.includeUsage) {
 			return
 		}
-		defer s.waiters.remove(x.id)
+		defer s.calls.Forget(x.wt)
 		w.Header().Set("X-Request-Id", x.id)
 		x.run(claims.Subject, body)
 		s.log.Info("request", "request_id", x.id, "operation", string(op), "model", cr.model, "stream", cr.stream,
@@ -215,14 +205,12 @@ func (s *Server) handleStored(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	body, _ := json.Marshal(llmapi.StateRequest{ResponseID: r.PathValue("id")})
-	x := &exchange{s: s, w: w, r: r, op: op, id: newRequestID(), start: start}
+	x := &exchange{s: s, w: w, r: r, op: op, id: correlator.NewRequestID(), start: start}
 	x.deadline = start.Add(s.cfg.Timeout)
-	x.wt = newWaiter(x.id, op, false)
-	if !s.waiters.add(x.wt) {
-		writeError(w, llmapi.NewError(http.StatusInternalServerError, "", "internal_error", "", "request id collision; retry"))
+	if !x.register(false, false) {
 		return
 	}
-	defer s.waiters.remove(x.id)
+	defer s.calls.Forget(x.wt)
 	w.Header().Set("X-Request-Id", x.id)
 	x.run(claims.Subject, body)
 	s.log.Info("request", "request_id", x.id, "operation", string(op), "identity", claims.Subject,
@@ -263,7 +251,7 @@ func (x *exchange) run(identity string, body []byte) {
 // Events API is unreachable or unavailable, 502 when it refused the event.
 func publishError(err error) *llmapi.APIError {
 	if apiErr, ok := errors.AsType[*events.APIError](err); ok && apiErr.Status < 500 {
-		return badGateway("events_publish_rejected",
+		return llmapi.NewError(http.StatusBadGateway, llmapi.TypeServer, "events_publish_rejected", "",
 			fmt.Sprintf("The Events API refused the execution request (%d %s).", apiErr.Status, apiErr.Code))
 	}
 	return llmapi.NewError(http.StatusServiceUnavailable, "", "events_unavailable", "",
@@ -275,7 +263,7 @@ func (x *exchange) await() {
 	timer := time.NewTimer(time.Until(x.deadline))
 	defer timer.Stop()
 	for {
-		_, resp, failure := x.wt.take()
+		_, resp, failure := x.wt.Take()
 		switch {
 		case failure != nil:
 			x.fail(failure)
@@ -286,7 +274,7 @@ func (x *exchange) await() {
 			return
 		}
 		select {
-		case <-x.wt.notify:
+		case <-x.wt.Notify():
 		case <-timer.C:
 			x.timeout()
 			return

@@ -455,7 +455,7 @@ func TestClientDisconnectCancels(t *testing.T) {
 			if ev != want {
 				t.Fatalf("cancel = %+v, want %+v", ev, want)
 			}
-			eventually(t, "waiter removed", func() bool { return e.fd.waiters.len() == 0 })
+			eventually(t, "waiter removed", func() bool { return e.fd.calls.Len() == 0 })
 		})
 	}
 }
@@ -488,10 +488,10 @@ func TestDuplicateAndLateEventsDropped(t *testing.T) {
 	if status != http.StatusOK || string(body) != `{"n":3}` {
 		t.Fatalf("second: %d %s", status, body)
 	}
-	if n := e.fd.dropped.Load(); n < 1 {
+	if n := e.fd.calls.Dropped(); n < 1 {
 		t.Fatalf("dropped = %d, want the duplicate response dropped", n)
 	}
-	eventually(t, "waiters removed", func() bool { return e.fd.waiters.len() == 0 })
+	eventually(t, "waiters removed", func() bool { return e.fd.calls.Len() == 0 })
 }
 
 func TestMalformedResponse(t *testing.T) {
@@ -818,5 +818,5 @@ func TestConcurrentRequests(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	eventually(t, "waiters removed", func() bool { return e.fd.waiters.len() == 0 })
+	eventually(t, "waiters removed", func() bool { return e.fd.calls.Len() == 0 })
 }

@@ -29,6 +29,7 @@ import (
 
 	"github.com/busdk/bus-integration-codex/internal/auth"
 	"github.com/busdk/bus-integration-codex/internal/catalog"
+	"github.com/busdk/bus-integration-codex/internal/correlator"
 	"github.com/busdk/bus-integration-codex/pkg/events"
 	"github.com/busdk/bus-integration-codex/pkg/llmapi"
 )
@@ -50,8 +51,6 @@ const (
 	cancelPublishTimeout = 5 * time.Second
 	// bodyReadTimeout bounds reading a request body.
 	bodyReadTimeout = 60 * time.Second
-	// maxPendingChunks bounds the out-of-order chunks buffered per request.
-	maxPendingChunks = 4096
 )
 
 // Config configures a Server.
@@ -109,8 +108,7 @@ type Server struct {
 	ready     chan struct{}
 	readyOnce sync.Once
 
-	waiters  registry
-	dropped  atomic.Int64
+	calls    *correlator.Correlator
 	draining atomic.Bool
 	served   atomic.Bool
 
@@ -147,11 +145,11 @@ func New(cfg Config) (*Server, error) {
 		cfg.Logger = slog.Default()
 	}
 	s := &Server{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		byKey:   map[listenerKey]*listener{},
-		ready:   make(chan struct{}),
-		waiters: registry{m: map[string]*waiter{}},
+		cfg:   cfg,
+		log:   cfg.Logger,
+		byKey: map[listenerKey]*listener{},
+		ready: make(chan struct{}),
+		calls: correlator.New(correlator.Options{}),
 	}
 	s.hardStop, s.hardCancel = context.WithCancel(context.Background())
 	for _, op := range llmapi.AllOperations() {
@@ -264,7 +262,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	err := srv.Shutdown(drainCtx)
 	cancelDrain()
 	if err != nil {
-		n := s.waiters.len()
+		n := s.calls.Len()
 		s.log.Warn("shutdown drain timed out; cancelling in-flight requests", "in_flight", n)
 		s.hardCancel()
 		forceCtx, cancelForce := context.WithTimeout(context.Background(), cancelPublishTimeout+time.Second)
@@ -307,7 +305,7 @@ func (s *Server) runListener(ctx context.Context, ln *listener, errc chan<- erro
 			s.log.Warn("events listener disconnected; reconnecting", "name", ln.name, "err", err)
 		},
 	}, func(_ context.Context, env events.Envelope) error {
-		s.dispatch(ln, env)
+		s.dispatch(env)
 		return nil
 	})
 	if ctx.Err() != nil {

@@ -131,7 +131,7 @@ func (x *exchange) stream() {
 		}
 	}()
 	for {
-		frames, r, failure := x.wt.take()
+		frames, r, failure := x.wt.Take()
 		for _, f := range frames {
 			if finished {
 				break // nothing follows a terminal frame
@@ -167,7 +167,7 @@ func (x *exchange) stream() {
 			// On success keep waiting for the remaining chunks.
 		}
 		select {
-		case <-x.wt.notify:
+		case <-x.wt.Notify():
 		case <-grace:
 			if !sw.started {
 				x.status = resp.StatusCode

@@ -15,10 +15,10 @@ import (
 	"time"
 
 	"github.com/busdk/bus-integration-codex/internal/contract"
+	"github.com/busdk/bus-integration-codex/internal/correlator"
 	"github.com/busdk/bus-integration-codex/internal/executor"
 	"github.com/busdk/bus-integration-codex/internal/localbus"
 	"github.com/busdk/bus-integration-codex/internal/provider/static"
-	"github.com/busdk/bus-integration-codex/internal/requester"
 	"github.com/busdk/bus-integration-codex/internal/worker"
 	"github.com/busdk/bus-integration-codex/pkg/events"
 	"github.com/busdk/bus-integration-codex/pkg/llmapi"
@@ -84,7 +84,7 @@ func Run(ctx context.Context, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	req := requester.Start(callerClient)
+	req := correlator.StartRequester(callerClient, correlator.Options{})
 	defer req.Close()
 	if err := req.WaitReady(ctx); err != nil {
 		return err
@@ -121,10 +121,10 @@ func Run(ctx context.Context, out io.Writer) error {
 	return nil
 }
 
-func runCase(ctx context.Context, r *requester.Requester, c Case) (string, error) {
+func runCase(ctx context.Context, r *correlator.Requester, c Case) (string, error) {
 	res, err := r.Do(ctx, llmapi.ExecutionEventRequest{
 		Operation: c.Op, Model: "codex-chatgpt", Stream: c.Stream, IdentityID: "self-test", Body: json.RawMessage(c.Body),
-	}, requester.Options{})
+	}, correlator.DoOptions{})
 	if err != nil {
 		return "", err
 	}

@@ -13,10 +13,10 @@ import (
 	"time"
 
 	"github.com/busdk/bus-integration-codex/internal/contract"
+	"github.com/busdk/bus-integration-codex/internal/correlator"
 	"github.com/busdk/bus-integration-codex/internal/executor"
 	"github.com/busdk/bus-integration-codex/internal/localbus"
 	"github.com/busdk/bus-integration-codex/internal/provider/static"
-	"github.com/busdk/bus-integration-codex/internal/requester"
 	"github.com/busdk/bus-integration-codex/internal/selftest"
 	"github.com/busdk/bus-integration-codex/internal/turn"
 	"github.com/busdk/bus-integration-codex/internal/worker"
@@ -73,13 +73,13 @@ func startWorker(t *testing.T, b *localbus.Bus, consumer string, p turn.Provider
 	}
 }
 
-func startRequester(t *testing.T, b *localbus.Bus) *requester.Requester {
+func startRequester(t *testing.T, b *localbus.Bus) *correlator.Requester {
 	t.Helper()
 	c, err := b.Client("frontdoor", []string{llmapi.Scope})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := requester.Start(c)
+	r := correlator.StartRequester(c, correlator.Options{})
 	t.Cleanup(func() { _ = r.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -94,11 +94,11 @@ func chatRequest(text string) llmapi.ExecutionEventRequest {
 	return llmapi.ExecutionEventRequest{Operation: llmapi.OpChatCompletions, Model: "codex-chatgpt", Body: body}
 }
 
-func do(t *testing.T, r *requester.Requester, req llmapi.ExecutionEventRequest) *requester.Result {
+func do(t *testing.T, r *correlator.Requester, req llmapi.ExecutionEventRequest) *correlator.Result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	res, err := r.Do(ctx, req, requester.Options{})
+	res, err := r.Do(ctx, req, correlator.DoOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +161,7 @@ func TestUnicastGroupAnswersEachRequestOnce(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			req := chatRequest(fmt.Sprintf("request %d", i))
-			res, err := r.Do(ctx, req, requester.Options{Settle: 200 * time.Millisecond})
+			res, err := r.Do(ctx, req, correlator.DoOptions{Settle: 200 * time.Millisecond})
 			if err != nil {
 				errs <- err
 				return
@@ -288,7 +288,7 @@ func TestCancelEventInterruptsTheRequest(t *testing.T) {
 	r := startRequester(t, b)
 	pub, _ := b.Client("frontdoor", []string{llmapi.Scope})
 	req := chatRequest("slow")
-	req.RequestID = requester.NewRequestID()
+	req.RequestID = correlator.NewRequestID()
 	req.Stream = true
 	req.Body = json.RawMessage(`{"model":"codex-chatgpt","stream":true,"messages":[{"role":"user","content":"slow"}]}`)
 	go func() {
@@ -324,12 +324,12 @@ func TestBackpressureLeavesWorkForOtherWorkers(t *testing.T) {
 	busy := newBlocking()
 	startWorker(t, b, "busy", busy, 2)
 	r := startRequester(t, b)
-	results := make(chan *requester.Result, 3)
+	results := make(chan *correlator.Result, 3)
 	for i := range 3 {
 		go func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			res, err := r.Do(ctx, chatRequest(fmt.Sprintf("job %d", i)), requester.Options{})
+			res, err := r.Do(ctx, chatRequest(fmt.Sprintf("job %d", i)), correlator.DoOptions{})
 			if err != nil {
 				t.Error(err)
 			}
@@ -375,7 +375,7 @@ func TestWorkerSurvivesEventsAPIRestart(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-		res, err := r.Do(ctx, chatRequest("after restart"), requester.Options{})
+		res, err := r.Do(ctx, chatRequest("after restart"), correlator.DoOptions{})
 		cancel()
 		if err == nil {
 			if text, _ := selftest.AnswerText(llmapi.OpChatCompletions, res.Response.Body); text != "Echo: after restart" {

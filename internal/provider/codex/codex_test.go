@@ -16,10 +16,10 @@ import (
 	"time"
 
 	"github.com/busdk/bus-integration-codex/internal/contract"
+	"github.com/busdk/bus-integration-codex/internal/correlator"
 	"github.com/busdk/bus-integration-codex/internal/executor"
 	"github.com/busdk/bus-integration-codex/internal/localbus"
 	"github.com/busdk/bus-integration-codex/internal/provider/codex"
-	"github.com/busdk/bus-integration-codex/internal/requester"
 	"github.com/busdk/bus-integration-codex/internal/selftest"
 	"github.com/busdk/bus-integration-codex/internal/testutil/fakemodel"
 	"github.com/busdk/bus-integration-codex/internal/worker"
@@ -30,7 +30,7 @@ import (
 type stack struct {
 	fake     *fakemodel.Server
 	provider *codex.Provider
-	req      *requester.Requester
+	req      *correlator.Requester
 	workdir  string
 }
 
@@ -73,7 +73,7 @@ func newStack(t *testing.T, timeout time.Duration, processes int) *stack {
 	t.Cleanup(func() { cancel(); <-done })
 	<-ready
 	rc, _ := b.Client("frontdoor", []string{llmapi.Scope})
-	r := requester.Start(rc)
+	r := correlator.StartRequester(rc, correlator.Options{})
 	t.Cleanup(func() { _ = r.Close() })
 	if err := r.WaitReady(ctx); err != nil {
 		t.Fatal(err)
@@ -81,11 +81,11 @@ func newStack(t *testing.T, timeout time.Duration, processes int) *stack {
 	return &stack{fake: fake, provider: p, req: r, workdir: workdir}
 }
 
-func (s *stack) do(t *testing.T, op llmapi.Operation, stream bool, body string) *requester.Result {
+func (s *stack) do(t *testing.T, op llmapi.Operation, stream bool, body string) *correlator.Result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	res, err := s.req.Do(ctx, llmapi.ExecutionEventRequest{Operation: op, Model: "codex-chatgpt", Stream: stream, IdentityID: "u1", Body: json.RawMessage(body)}, requester.Options{})
+	res, err := s.req.Do(ctx, llmapi.ExecutionEventRequest{Operation: op, Model: "codex-chatgpt", Stream: stream, IdentityID: "u1", Body: json.RawMessage(body)}, correlator.DoOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,7 +283,7 @@ func TestKilledProcessGivesOneErrorThenRecovers(t *testing.T) {
 	defer close(hold)
 	s.fake.SetReply(fakemodel.Reply{Text: "held", Hold: hold})
 	type out struct {
-		res *requester.Result
+		res *correlator.Result
 		err error
 	}
 	done := make(chan out, 1)
@@ -291,7 +291,7 @@ func TestKilledProcessGivesOneErrorThenRecovers(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
 		res, err := s.req.Do(ctx, llmapi.ExecutionEventRequest{Operation: llmapi.OpChatCompletions, Model: "codex-chatgpt",
-			Body: json.RawMessage(`{"model":"codex-chatgpt","messages":[{"role":"user","content":"hi"}]}`)}, requester.Options{Settle: 300 * time.Millisecond})
+			Body: json.RawMessage(`{"model":"codex-chatgpt","messages":[{"role":"user","content":"hi"}]}`)}, correlator.DoOptions{Settle: 300 * time.Millisecond})
 		done <- out{res, err}
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
