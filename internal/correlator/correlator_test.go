@@ -35,7 +35,7 @@ func TestDeliverRules(t *testing.T) {
 		name      string
 		stream    bool
 		env       events.Envelope
-		delivered bool // a malformed event is delivered as the call's failure
+		delivered bool   // a malformed event is delivered as the call's failure
 		problem   string // substring; "" = none
 		failed    string // the call's failure code, "" = none
 	}{
