@@ -63,7 +63,7 @@ lint:
 	$(GO) run $(STATICCHECK) ./...
 
 bench: test-deps
-	BUS_TEST_CODEX_COMMAND=$(CODEX) $(GO) run ./cmd/bus-bench $(ARGS)
+	BUS_TEST_CODEX_COMMAND=$(CODEX) $(GO) run ./tools/bus-bench $(ARGS)
 
 clean:
 	rm -rf $(TOOLS) bin

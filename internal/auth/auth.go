@@ -259,3 +259,40 @@ func (v *Verifier) Authenticate(r *http.Request) (*Claims, error) {
 	}
 	return v.Verify(tok)
 }
+
+// Renewer hands out a token for one subject and scopes, issued with the
+// signing key it holds, and issues a new one once less than a third of its
+// lifetime is left: a service that holds the secret never runs on an
+// expired token. Its Token method is safe for concurrent use.
+type Renewer struct {
+	key      []byte
+	subject  string
+	scopes   []string
+	ttl      time.Duration
+	now      func() time.Time
+	mu       sync.Mutex
+	token    string
+	issuedAt time.Time
+}
+
+// NewRenewer returns a Renewer issuing tokens of ttl for subject with scopes
+// (audience Audience).
+func NewRenewer(key []byte, subject string, scopes []string, ttl time.Duration) *Renewer {
+	return &Renewer{key: key, subject: subject, scopes: slices.Clone(scopes), ttl: ttl, now: time.Now}
+}
+
+// Token returns the current token, renewing it when it is due.
+func (r *Renewer) Token() (string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.now()
+	if r.token != "" && now.Before(r.issuedAt.Add(r.ttl*2/3)) {
+		return r.token, nil
+	}
+	tok, err := Issue(r.key, Claims{Subject: r.subject, Audience: []string{Audience}, Scopes: r.scopes, IssuedAt: now, ExpiresAt: now.Add(r.ttl)})
+	if err != nil {
+		return "", err
+	}
+	r.token, r.issuedAt = tok, now
+	return tok, nil
+}

@@ -83,7 +83,7 @@ func staticRPSLimits(r *Report) string {
 		"publish, the worker's response publish and its acknowledgement) and two NDJSON stream deliveries, each " +
 		"with an HS256 token check and a JSON decode and re-encode of the nested payload; a streaming request adds a " +
 		"POST and a delivery per chunk. A CPU profile of this section taken when the benchmark was written " +
-		"(`go run ./cmd/bus-bench --sections static --cpuprofile static.prof`, then `go tool pprof -top -cum`; " +
+		"(`go run ./tools/bus-bench --sections static --cpuprofile static.prof`, then `go tool pprof -top -cum`; " +
 		"categories overlap) put about 21 % of the CPU in encoding/json (the request body is decoded and " +
 		"re-encoded at every hop, nested inside the event envelope), 20 % in syscalls (a write per flushed event " +
 		"and per HTTP message), 25 % in net/http's client transport (the publishes and acknowledgements to the " +

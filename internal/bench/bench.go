@@ -413,7 +413,7 @@ func commands(o *Options, haveCodex bool) []string {
 	extra := strings.TrimPrefix(invocation(o.args), Name)
 	extra = strings.TrimSpace(extra)
 	out := []string{"make bench" + ifNotEmpty(` ARGS="`+extra+`"`, extra)}
-	direct := "go run ./cmd/bus-bench" + ifNotEmpty(" "+extra, extra)
+	direct := "go run ./tools/bus-bench" + ifNotEmpty(" "+extra, extra)
 	if haveCodex {
 		direct = "BUS_TEST_CODEX_COMMAND=" + shellQuote(o.codexCommand) + " " + direct
 	}

@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/busdk/bus-integration-codex/internal/stack"
 )
 
 // caller sends one chat completion to the front door, the way an OpenAI
@@ -22,13 +24,13 @@ type caller struct {
 	stream bool
 }
 
-func newCaller(client *http.Client, st *stack, content string, stream bool) *caller {
+func newCaller(client *http.Client, st *stack.Stack, content string, stream bool) *caller {
 	streamField := ""
 	if stream {
 		streamField = `"stream":true,`
 	}
 	body := fmt.Sprintf(`{%s"model":"codex-chatgpt","messages":[{"role":"user","content":%q}]}`, streamField, content)
-	return &caller{client: client, url: st.url, token: st.token, body: []byte(body), stream: stream}
+	return &caller{client: client, url: st.URL, token: st.Token, body: []byte(body), stream: stream}
 }
 
 // do sends the request and reads the whole answer. For a stream, first is

@@ -118,7 +118,7 @@ func (b *bencher) codexSection(ctx context.Context, e *codexEnv) (*CodexReport, 
 		return nil, err
 	}
 	defer func() { _ = prov.Close() }()
-	defer st.close()
+	defer st.Close()
 	client := newHTTPClient(8)
 	defer client.CloseIdleConnections()
 	busCall := newCaller(client, st, codexPrompt, false)
@@ -290,7 +290,7 @@ func (b *bencher) scalePool(ctx context.Context, e *codexEnv, size int) (*Scalin
 	if err != nil {
 		return nil, err
 	}
-	defer st.close()
+	defer st.Close()
 	client := newHTTPClient(maxN)
 	defer client.CloseIdleConnections()
 	call := newCaller(client, st, codexPrompt, false)

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/busdk/bus-integration-codex/internal/stack"
 	"github.com/busdk/bus-integration-codex/internal/testutil/testproc"
 	"github.com/busdk/bus-integration-codex/pkg/appserver"
 	"github.com/busdk/bus-integration-codex/pkg/llmapi"
@@ -122,13 +123,13 @@ func (w *workerProc) stderrTail() string {
 }
 
 // startWorker runs the worker command against st's Events API.
-func (b *bencher) startWorker(bin string, st *stack, provider string, concurrency int, e *codexEnv) (*workerProc, error) {
-	token, err := st.bus.Token("bench-worker-process", llmapi.Scope)
+func (b *bencher) startWorker(bin string, st *stack.Stack, provider string, concurrency int, e *codexEnv) (*workerProc, error) {
+	token, err := st.Bus.Token("bench-worker-process", llmapi.Scope)
 	if err != nil {
 		return nil, err
 	}
 	args := []string{
-		"--events-url", st.bus.URL, "--provider", provider, "--concurrency", strconv.Itoa(concurrency),
+		"--events-url", st.Bus.URL, "--provider", provider, "--concurrency", strconv.Itoa(concurrency),
 		"--group", workerGroup, "--consumer", "bench-" + provider, "--log-level", "info", "--connect-timeout", "10s",
 	}
 	env := append(os.Environ(), "BUS_API_TOKEN="+token)
@@ -281,7 +282,7 @@ func (b *bencher) memoryWorker(ctx context.Context, bin, provider string, e *cod
 	if err != nil {
 		return nil, err
 	}
-	defer st.close()
+	defer st.Close()
 	conc, workerConc := 64, b.opts.staticWorkerConcurrency
 	if e != nil {
 		conc, workerConc = 8, 8

@@ -252,7 +252,7 @@ interleaved runs damp that; the min–max ranges show it.
 
 This run: ` + "`{{.Invocation}}`" + ` ({{.Settings.Runs}} runs, {{.Settings.Duration}} windows, {{.Settings.Pairs}} codex pairs per run, {{.Settings.Rounds}} scaling rounds, {{.Settings.MemoryLoad}} memory load phases).
 ` + "`make bench`" + ` installs the pinned codex and the Redis/PostgreSQL server packages
-first (` + "`make test-deps`" + `). ` + "`go run ./cmd/bus-bench -h`" + ` lists the flags; ` + "`--quick`" + `
+first (` + "`make test-deps`" + `). ` + "`go run ./tools/bus-bench -h`" + ` lists the flags; ` + "`--quick`" + `
 runs a tiny configuration, ` + "`--sections`" + ` picks sections, ` + "`--cpuprofile FILE`" + `
 profiles the run for ` + "`go tool pprof`" + ` (what limits a missed goal is explained after the goals).
 

@@ -55,7 +55,7 @@ func (b *bencher) staticSection(ctx context.Context) (*StaticReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer st.close()
+	defer st.Close()
 	client := newHTTPClient(maxInt(b.opts.concurrencies))
 	defer client.CloseIdleConnections()
 

@@ -20,7 +20,7 @@ import (
 	"github.com/busdk/bus-integration-codex/internal/provider/codex"
 	"github.com/busdk/bus-integration-codex/internal/provider/static"
 	"github.com/busdk/bus-integration-codex/internal/testutil/fakemodel"
-	"github.com/busdk/bus-integration-codex/internal/testutil/stack"
+	"github.com/busdk/bus-integration-codex/internal/stack"
 	"github.com/busdk/bus-integration-codex/internal/turn"
 	"github.com/busdk/bus-integration-codex/pkg/events"
 	"github.com/busdk/bus-integration-codex/pkg/llmapi"
@@ -99,7 +99,7 @@ func newEnv(t *testing.T, p turn.Provider) *env {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
-	st, err := stack.Start(ctx, stack.Config{Provider: p, Timeout: waitLimit, Logger: testLogger(t)})
+	st, err := stack.Start(ctx, stack.Config{Worker: stack.On(p), Timeout: waitLimit, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatalf("stack: %v", err)
 	}
@@ -267,7 +267,7 @@ type observer struct {
 // and returns once it is connected.
 func observe(t *testing.T, st *stack.Stack) *observer {
 	t.Helper()
-	c, err := st.EventsClient("e2e-observer", events.WithLogger(slog.New(slog.DiscardHandler)))
+	c, err := st.ServiceClient("e2e-observer", events.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		t.Fatal(err)
 	}

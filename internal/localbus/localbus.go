@@ -87,13 +87,14 @@ func (b *Bus) Token(subject string, scopes ...string) (string, error) {
 	})
 }
 
-// Client returns an events client with a token for subject and scopes.
+// Client returns an events client for subject with scopes, whose one-hour
+// token is renewed before it expires.
 func (b *Bus) Client(subject string, scopes []string, opts ...events.Option) (*events.Client, error) {
-	tok, err := b.Token(subject, scopes...)
-	if err != nil {
+	r := auth.NewRenewer(b.secret, subject, scopes, time.Hour)
+	if _, err := r.Token(); err != nil {
 		return nil, err
 	}
-	return events.NewClient(b.URL, append([]events.Option{events.WithToken(tok)}, opts...)...)
+	return events.NewClient(b.URL, append([]events.Option{events.WithTokenSource(r.Token)}, opts...)...)
 }
 
 // Close stops the server (ending open streams) and closes the backend. It

@@ -134,16 +134,6 @@ func TestAllOperationsRoundTrip(t *testing.T) {
 	}
 }
 
-func TestSelfTest(t *testing.T) {
-	var out strings.Builder
-	if err := selftest.Run(context.Background(), &out); err != nil {
-		t.Fatalf("%v\n%s", err, out.String())
-	}
-	if !strings.Contains(out.String(), "6 passed, 0 failed") {
-		t.Fatalf("report:\n%s", out.String())
-	}
-}
-
 func TestUnicastGroupAnswersEachRequestOnce(t *testing.T) {
 	b := startBus(t, localbus.Options{})
 	startWorker(t, b, "w1", static.New(), 8)

@@ -96,7 +96,7 @@ func RetryFromEnv(lookup func(string) (string, bool)) (RetryPolicy, error) {
 // Client talks to one Events API.
 type Client struct {
 	base  *url.URL
-	token string
+	token TokenSource
 	http  *http.Client
 	retry RetryPolicy
 	log   *slog.Logger
@@ -105,8 +105,18 @@ type Client struct {
 // Option configures a Client.
 type Option func(*Client)
 
-// WithToken sets the bearer token.
-func WithToken(token string) Option { return func(c *Client) { c.token = token } }
+// WithToken sets a fixed bearer token.
+func WithToken(token string) Option {
+	return func(c *Client) { c.token = func() (string, error) { return token, nil } }
+}
+
+// TokenSource returns the bearer token for the next call. It is called for
+// every request and every (re)connection, so it can hand out a renewed or
+// rotated token; it must be safe for concurrent use and fast (cache).
+type TokenSource func() (string, error)
+
+// WithTokenSource sets where the bearer token comes from.
+func WithTokenSource(ts TokenSource) Option { return func(c *Client) { c.token = ts } }
 
 // WithHTTPClient replaces the HTTP client. It must not have a Timeout, or
 // streams end after it.
@@ -153,8 +163,14 @@ func (c *Client) newRequest(ctx context.Context, method, path string, query url.
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
+	if c.token != nil {
+		tok, err := c.token()
+		if err != nil {
+			return nil, fmt.Errorf("events: bearer token: %w", err)
+		}
+		if tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
 	}
 	return req, nil
 }

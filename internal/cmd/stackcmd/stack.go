@@ -10,7 +10,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -21,13 +20,8 @@ import (
 	"github.com/busdk/bus-integration-codex/internal/catalog"
 	"github.com/busdk/bus-integration-codex/internal/cliutil"
 	"github.com/busdk/bus-integration-codex/internal/cmd/workercmd"
-	"github.com/busdk/bus-integration-codex/internal/contract"
-	"github.com/busdk/bus-integration-codex/internal/eventsapi"
-	"github.com/busdk/bus-integration-codex/internal/eventstore/memory"
-	"github.com/busdk/bus-integration-codex/internal/frontdoor"
 	"github.com/busdk/bus-integration-codex/internal/respstore"
-	"github.com/busdk/bus-integration-codex/internal/worker"
-	"github.com/busdk/bus-integration-codex/pkg/events"
+	"github.com/busdk/bus-integration-codex/internal/stack"
 	"github.com/busdk/bus-integration-codex/pkg/llmapi"
 )
 
@@ -112,129 +106,50 @@ func run(ctx context.Context, o *options, io cliutil.IO) error {
 	if err != nil {
 		return err
 	}
-	issue := func(ttl time.Duration) (string, error) {
-		now := time.Now()
-		return auth.Issue(key, auth.Claims{Subject: identity, Audience: []string{auth.Audience}, Scopes: []string{llmapi.Scope}, IssuedAt: now, ExpiresAt: now.Add(ttl)})
+	tokenFile, err := busconfig.TokenFile(io.Env)
+	if err != nil {
+		return err
 	}
 
 	// The provider first: a missing or logged-out codex is the most
 	// likely problem and is reported before anything listens.
 	o.worker.ModelCatalog = o.catalogPath
-	executor, closeExecutor, err := workercmd.NewExecutor(ctx, &o.worker, log, io.Env)
+	x, closeExecutor, err := workercmd.NewExecutor(ctx, &o.worker, log, io.Env)
 	if err != nil {
 		return err
 	}
-	defer closeExecutor()
-
-	eventsL, err := net.Listen("tcp", o.eventsAddr)
-	if err != nil {
-		return fmt.Errorf("events api: listen on %s: %w", o.eventsAddr, err)
-	}
-	frontL, err := net.Listen("tcp", o.addr)
-	if err != nil {
-		eventsL.Close()
-		return fmt.Errorf("front door: listen on %s: %w", o.addr, err)
-	}
-	verifier := auth.NewVerifier(key, auth.Audience)
-	serviceToken, err := issue(o.tokenTTL + 24*time.Hour)
-	if err != nil {
-		return err
-	}
-	eventsURL := "http://" + eventsL.Addr().String()
-	newClient := func() (*events.Client, error) {
-		return events.NewClient(eventsURL, events.WithToken(serviceToken), events.WithLogger(log),
-			events.WithRetry(events.RetryPolicy{Enabled: true, Min: 50 * time.Millisecond, Max: time.Second}))
-	}
-	workerClient, err := newClient()
-	if err != nil {
-		return err
-	}
-	defer workerClient.CloseIdleConnections()
-	frontClient, err := newClient()
-	if err != nil {
-		return err
-	}
-	defer frontClient.CloseIdleConnections()
-
-	svc := contract.Worker(workercmd.Version, o.worker.Group)
-	workerReady := make(chan struct{})
-	w, err := worker.New(worker.Config{
-		Client: workerClient, Executor: executor,
-		RequestNames: svc.Names(contract.Receive, events.Unicast), CancelNames: svc.Names(contract.Receive, events.Broadcast),
-		Group: o.worker.Group, Consumer: o.worker.Consumer, Concurrency: o.worker.Concurrency, Timeout: o.worker.Timeout,
-		ConnectTimeout: 10 * time.Second, Logger: log, OnReady: func() { close(workerReady) },
+	st, err := stack.Start(ctx, stack.Config{
+		EventsAddr: o.eventsAddr, FrontAddr: o.addr, Secret: key, Catalog: cat,
+		Timeout: o.worker.Timeout, ShutdownTimeout: 30 * time.Second, Logger: log,
+		Worker: &stack.WorkerConfig{
+			Executor: x, Release: func() error { closeExecutor(); return nil },
+			Group: o.worker.Group, Consumer: o.worker.Consumer, Concurrency: o.worker.Concurrency,
+		},
 	})
 	if err != nil {
 		return err
 	}
-	front, err := frontdoor.New(frontdoor.Config{
-		Events: frontClient, Verifier: verifier, Catalog: cat, Timeout: o.worker.Timeout,
-		ListenerRequired: true, ConnectTimeout: 10 * time.Second, Logger: log,
-	})
-	if err != nil {
-		return err
+	now := time.Now()
+	userToken, err := auth.Issue(key, auth.Claims{Subject: identity, Audience: []string{auth.Audience},
+		Scopes: []string{llmapi.Scope}, IssuedAt: now, ExpiresAt: now.Add(o.tokenTTL)})
+	if err == nil {
+		err = busconfig.WriteSecretFile(tokenFile, []byte(userToken+"\n"))
 	}
+	if err != nil {
+		return errors.Join(err, st.Close())
+	}
+	printBanner(io.Stdout, st.BaseURL, tokenFile, o.worker.Provider)
 
-	// Supervision: the first component to fail stops the others; Ctrl-C
-	// stops all. The front door stops first (draining its requests), then
-	// the worker, then the Events API.
-	ctx, stop := context.WithCancelCause(ctx)
-	defer stop(nil)
-	eventsCtx, stopEvents := context.WithCancel(context.WithoutCancel(ctx))
-	workerCtx, stopWorker := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopEvents()
-	defer stopWorker()
-	eventsDone := make(chan error, 1)
-	workerDone := make(chan error, 1)
-	frontDone := make(chan error, 1)
-	go func() {
-		err := eventsapi.New(eventsapi.Config{Backend: memory.New(memory.Options{}), Verifier: verifier, Logger: log}).Serve(eventsCtx, eventsL)
-		eventsDone <- err
-		stop(fmt.Errorf("events api stopped: %w", err))
-	}()
-	go func() {
-		err := w.Run(workerCtx)
-		workerDone <- err
-		stop(fmt.Errorf("worker stopped: %w", err))
-	}()
-	go func() {
-		err := front.Serve(ctx, frontL)
-		frontDone <- err
-		stop(fmt.Errorf("front door stopped: %w", err))
-	}()
-
-	tokenFile, err := busconfig.TokenFile(io.Env)
-	if err != nil {
-		return err
-	}
-	userToken, err := issue(o.tokenTTL)
-	if err != nil {
-		return err
-	}
-	if err := busconfig.WriteSecretFile(tokenFile, []byte(userToken+"\n")); err != nil {
-		return err
-	}
+	// The first part to fail stops the others; Ctrl-C stops all. Close
+	// stops the front door first (draining its requests), then the
+	// worker, then the Events API.
+	var cause error
 	select {
-	case <-workerReady:
 	case <-ctx.Done():
+	case cause = <-st.Failed():
 	}
-	select {
-	case <-front.Ready():
-		printBanner(io.Stdout, "http://"+frontL.Addr().String(), tokenFile, o.worker.Provider)
-	case <-ctx.Done():
-	}
-
-	<-ctx.Done()
 	fmt.Fprintln(io.Stdout, "stopping...")
-	frontErr := <-frontDone
-	stopWorker()
-	workerErr := <-workerDone
-	stopEvents()
-	eventsErr := <-eventsDone
-	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
-		return errors.Join(cause, frontErr, workerErr, eventsErr)
-	}
-	return errors.Join(frontErr, workerErr, eventsErr)
+	return errors.Join(cause, st.Close())
 }
 
 func printBanner(w io.Writer, base, tokenFile, provider string) {

@@ -15,15 +15,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/busdk/bus-integration-codex/internal/contract"
 	"github.com/busdk/bus-integration-codex/internal/correlator"
 	"github.com/busdk/bus-integration-codex/internal/executor"
-	"github.com/busdk/bus-integration-codex/internal/localbus"
 	"github.com/busdk/bus-integration-codex/internal/provider/codex"
 	"github.com/busdk/bus-integration-codex/internal/selftest"
+	pathstack "github.com/busdk/bus-integration-codex/internal/stack"
 	"github.com/busdk/bus-integration-codex/internal/testutil/fakemodel"
-	"github.com/busdk/bus-integration-codex/internal/worker"
-	"github.com/busdk/bus-integration-codex/pkg/events"
 	"github.com/busdk/bus-integration-codex/pkg/llmapi"
 )
 
@@ -35,7 +32,8 @@ type stack struct {
 }
 
 // newStack runs the whole bus path on the real codex binary: an in-process
-// Events API, a worker on the codex provider, and a requester.
+// Events API, a worker on the codex provider (package stack), and a
+// requester on the bus.
 func newStack(t *testing.T, timeout time.Duration, processes int) *stack {
 	t.Helper()
 	cmd := fakemodel.CodexCommand(t)
@@ -50,29 +48,19 @@ func newStack(t *testing.T, timeout time.Duration, processes int) *stack {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = p.Close() })
-	b, err := localbus.Start(localbus.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	st, err := pathstack.Start(ctx, pathstack.Config{Timeout: timeout, Worker: &pathstack.WorkerConfig{
+		Executor: &executor.Executor{Provider: p}, Consumer: "codex-test", Concurrency: 8,
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = b.Close() })
-	wc, _ := b.Client("worker", []string{llmapi.Scope})
-	svc := contract.Worker("test", "g")
-	ready := make(chan struct{})
-	w, err := worker.New(worker.Config{
-		Client: wc, Executor: &executor.Executor{Provider: p},
-		RequestNames: svc.Names(contract.Receive, events.Unicast), CancelNames: svc.Names(contract.Receive, events.Broadcast),
-		Group: "g", Consumer: "codex-test", Concurrency: 8, Timeout: timeout, ConnectTimeout: 5 * time.Second,
-		Logger: slog.New(slog.DiscardHandler), OnReady: func() { close(ready) },
-	})
+	t.Cleanup(func() { _ = st.Close() })
+	rc, err := st.ServiceClient("requester")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	<-ready
-	rc, _ := b.Client("frontdoor", []string{llmapi.Scope})
 	r := correlator.StartRequester(rc, correlator.Options{})
 	t.Cleanup(func() { _ = r.Close() })
 	if err := r.WaitReady(ctx); err != nil {

@@ -10,13 +10,13 @@ import (
 	"time"
 
 	"github.com/busdk/bus-integration-codex/internal/provider/static"
-	"github.com/busdk/bus-integration-codex/internal/testutil/stack"
+	"github.com/busdk/bus-integration-codex/internal/stack"
 )
 
 func TestStartServeClose(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	st, err := stack.Start(ctx, stack.Config{Provider: static.New()})
+	st, err := stack.Start(ctx, stack.Config{Worker: stack.On(static.New())})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,9 +73,9 @@ func TestStartServeClose(t *testing.T) {
 	}
 }
 
-func TestStartNeedsProvider(t *testing.T) {
-	if _, err := stack.Start(context.Background(), stack.Config{}); err == nil {
-		t.Fatal("Start without a provider succeeded")
+func TestWorkerNeedsExecutor(t *testing.T) {
+	if _, err := stack.Start(context.Background(), stack.Config{Worker: &stack.WorkerConfig{}}); err == nil {
+		t.Fatal("Start with a worker without executor succeeded")
 	}
 }
 
@@ -85,7 +85,7 @@ func TestStartFailureClosesProvider(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	p := &closeRecorder{Provider: static.New()}
-	if _, err := stack.Start(ctx, stack.Config{Provider: p}); err == nil {
+	if _, err := stack.Start(ctx, stack.Config{Worker: stack.On(p)}); err == nil {
 		t.Fatal("Start with an ended context succeeded")
 	}
 	if !p.closed {
