@@ -19,8 +19,8 @@ import (
 
 	"github.com/busdk/bus-integration-codex/internal/provider/codex"
 	"github.com/busdk/bus-integration-codex/internal/provider/static"
-	"github.com/busdk/bus-integration-codex/internal/testutil/fakemodel"
 	"github.com/busdk/bus-integration-codex/internal/stack"
+	"github.com/busdk/bus-integration-codex/internal/testutil/fakemodel"
 	"github.com/busdk/bus-integration-codex/internal/turn"
 	"github.com/busdk/bus-integration-codex/pkg/events"
 	"github.com/busdk/bus-integration-codex/pkg/llmapi"
