@@ -4,6 +4,8 @@
 // A Bus API token has the claims sub (identity), aud (ai.hg.fi/api), scope
 // (space separated), iat and exp. Secrets are raw text unless they carry the
 // "base64:" prefix, in which case the rest is standard base64.
+//
+// It imports internal/busconfig and the golang-jwt library.
 package auth
 
 import (

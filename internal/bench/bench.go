@@ -20,13 +20,14 @@
 //
 // The results go to a JSON file and to docs/BENCHMARKS.md, rendered from
 // the same data by a template, so the document always matches the JSON.
+//
+// It may import anything, the test support under internal/testutil included; only tools/bus-bench imports it, so no shipped binary links it.
 package bench
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -100,11 +101,8 @@ func parse(args []string, io cliutil.IO) (*Options, error) {
 	fs.StringVar(&o.render, "render", "", "only re-render --md from this JSON results file (after a template change); measures nothing")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
 	fs.StringVar(&o.logLevel, "log-level", "info", "progress log level: debug, info, warn, error")
-	if err := cliutil.Parse(fs, args, io.Stdout); err != nil {
+	if err := cliutil.ParseFlags(fs, args, io.Stdout); err != nil {
 		return nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, cliutil.Usagef("unexpected argument %q", fs.Arg(0))
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -188,35 +186,32 @@ func uniqueSorted(xs []int) []int {
 
 // Run runs the command.
 func Run(ctx context.Context, args []string, io cliutil.IO) int {
-	o, err := parse(args, io)
-	if errors.Is(err, cliutil.ErrHelp) {
-		return cliutil.ExitOK
-	}
-	if err != nil {
-		return cliutil.Report(io.Stderr, Name, err)
-	}
+	return cliutil.Run(ctx, args, io, Name, parse, run)
+}
+
+func run(ctx context.Context, o *Options, io cliutil.IO) error {
 	log, err := cliutil.Logger(io.Stderr, o.logLevel)
 	if err != nil {
-		return cliutil.Report(io.Stderr, Name, err)
+		return err
 	}
 	if o.render != "" {
-		return cliutil.Report(io.Stderr, Name, renderFile(o.render, o.mdPath))
+		return renderFile(o.render, o.mdPath)
 	}
 	if o.codexCommand == "" {
 		o.codexCommand = defaultCodexCommand(io)
 	}
 	rep, err := Execute(ctx, o, log)
 	if err != nil {
-		return cliutil.Report(io.Stderr, Name, err)
+		return err
 	}
 	if err := rep.write(o); err != nil {
-		return cliutil.Report(io.Stderr, Name, err)
+		return err
 	}
 	fmt.Fprintf(io.Stdout, "bus-bench: wrote %s and %s in %.0fs\n", o.jsonPath, o.mdPath, rep.DurationS)
 	for _, g := range rep.Goals {
 		fmt.Fprintf(io.Stdout, "  %-44s %-12s %-24s %s\n", g.Name, g.Target, g.Measured, g.Status())
 	}
-	return cliutil.ExitOK
+	return nil
 }
 
 // defaultCodexCommand finds codex: $BUS_TEST_CODEX_COMMAND, the Makefile's

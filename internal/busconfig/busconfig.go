@@ -2,6 +2,8 @@
 // development credentials kept under it: the generated HS256 secret shared by
 // the local token issuer and the local servers, the local identity, and the
 // user's default API token file.
+//
+// It imports only the standard library.
 package busconfig
 
 import (

@@ -10,6 +10,8 @@
 // "reasoning_effort" (none, minimal, low, medium, high or xhigh). The worker
 // uses them; they are never rendered in /v1/models. Unknown fields are
 // ignored so OpenAI model lists load unchanged.
+//
+// It imports only the standard library.
 package catalog
 
 import (

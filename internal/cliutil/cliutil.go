@@ -1,6 +1,8 @@
 // Package cliutil holds what every command of this repository shares: flag
 // parsing with environment-variable defaults, one-line usage errors with exit
 // code 2, and the signal-aware main wrapper.
+//
+// It imports only internal/busconfig.
 package cliutil
 
 import (
@@ -148,4 +150,31 @@ func Logger(w io.Writer, lvl string) (*slog.Logger, error) {
 		return nil, Usagef("invalid log level %q (debug, info, warn, error)", lvl)
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})), nil
+}
+
+// Run is the life of a command: parse args into options (-h prints the
+// usage and exits 0; a mistake is one line and exit code 2), run with
+// them, and report the outcome as one line and an exit code.
+func Run[O any](ctx context.Context, args []string, io IO, name string,
+	parse func(args []string, io IO) (O, error), run func(ctx context.Context, o O, io IO) error) int {
+	o, err := parse(args, io)
+	if errors.Is(err, ErrHelp) {
+		return ExitOK
+	}
+	if err != nil {
+		return Report(io.Stderr, name, err)
+	}
+	return Report(io.Stderr, name, run(ctx, o, io))
+}
+
+// ParseFlags parses args with fs like Parse and refuses positional
+// arguments.
+func ParseFlags(fs *flag.FlagSet, args []string, out io.Writer) error {
+	if err := Parse(fs, args, out); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return Usagef("unexpected argument %q", fs.Arg(0))
+	}
+	return nil
 }

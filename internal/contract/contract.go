@@ -3,6 +3,8 @@
 // renders that one declaration for people (text), programs (JSON) and
 // discovery tools (AsyncAPI 3.0). The worker derives the streams it opens
 // from the same declaration.
+//
+// It imports only pkg/events and pkg/llmapi.
 package contract
 
 import (

@@ -2,6 +2,8 @@
 // (POST /api/v1/events), NDJSON event streams (GET /api/v1/events/stream) and
 // the acknowledgement extension (POST /api/v1/events/ack), with HS256 JWT
 // authorization, on top of any eventstore.Backend.
+//
+// It imports internal/auth, internal/eventstore and pkg/events; the concrete backends are chosen by its caller.
 package eventsapi
 
 import (

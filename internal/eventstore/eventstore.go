@@ -20,6 +20,8 @@
 //     handing an event over is final (at most once).
 //   - Next never loses an event: when it returns an error, no event was
 //     handed over by that call, even when its context was cancelled.
+//
+// It imports only pkg/events; backends import it, never the other way round.
 package eventstore
 
 import (

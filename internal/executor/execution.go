@@ -3,6 +3,8 @@
 // provider, encodes streaming deltas as OpenAI frames, and builds the
 // response payload — errors included, so every request gets exactly one
 // response.
+//
+// It imports internal/turn, internal/openaiwire, internal/catalog, internal/respstore and pkg/llmapi; never a transport (the bus, HTTP) or a concrete provider.
 package executor
 
 import (

@@ -13,6 +13,8 @@
 // events nobody waits for (late, duplicate or foreign ones) are dropped. A
 // client that goes away, or a request that times out, gets a
 // bus.llm.<op>.cancel event published so the worker can stop.
+//
+// It imports internal/auth, internal/catalog, internal/correlator, pkg/events and pkg/llmapi; never the worker side (executor, providers).
 package frontdoor
 
 import (

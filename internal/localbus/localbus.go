@@ -2,6 +2,8 @@
 // a loopback port with its own random signing secret, and issues tokens for
 // it. The self-test, the benchmarks and the tests use it to exercise the
 // real HTTP path without any set-up.
+//
+// It imports internal/eventsapi, internal/eventstore (memory by default), internal/auth and pkg/events.
 package localbus
 
 import (

@@ -4,6 +4,8 @@
 // an turn.Request, build the final response object from an turn.Result, and
 // encode streaming deltas as the exact OpenAI stream frames. Transport (the
 // bus, HTTP) and the engine (Codex) live elsewhere.
+//
+// It imports only internal/turn and pkg/llmapi (pure conversions: no I/O, no transport).
 package openaiwire
 
 import (

@@ -4,6 +4,8 @@
 // another identity finds nothing, exactly as an unknown or expired id.
 // Every worker of a group shares one store: memory for a single process,
 // Redis or PostgreSQL (the durable Events backends' settings) for many.
+//
+// It imports internal/turn and the Redis and PostgreSQL drivers.
 package respstore
 
 import (

@@ -5,6 +5,8 @@
 // completions, Responses and completions, plain and streaming, then
 // retrieve and delete of a stored response — checks each answer, and prints
 // one line per check.
+//
+// It imports internal/stack, internal/executor, internal/provider/static, internal/respstore and pkg/llmapi.
 package selftest
 
 import (

@@ -2,6 +2,8 @@
 // OpenAI wire formats are parsed into (package openai) and what an
 // execution provider (static, codex) runs. Keeping the three OpenAI APIs on
 // one neutral request lets every provider serve all of them.
+//
+// It imports only the standard library: every other layer depends on it, it depends on none.
 package turn
 
 import (

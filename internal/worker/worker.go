@@ -3,6 +3,8 @@
 // time), runs each through an executor.Executor, publishes the streaming
 // chunks and exactly one correlated response event, acknowledges the
 // delivery, and interrupts requests whose cancel event arrives.
+//
+// It imports internal/executor, pkg/events and pkg/llmapi; it knows no provider and no OpenAI wire shape.
 package worker
 
 import (

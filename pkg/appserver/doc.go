@@ -99,4 +99,6 @@
 // fault isolation and restarts without a full outage), and bound
 // concurrency by the caller (e.g. 4–8 in flight per process for real models
 // whose turns take seconds); keep MaxRunsPerProcess at a few hundred.
+//
+// It imports only the standard library.
 package appserver

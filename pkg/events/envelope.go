@@ -3,6 +3,8 @@
 // and acknowledge unicast deliveries. The worker, the REST front door and
 // the tests use it; nothing else in this repository speaks the HTTP API by
 // hand.
+//
+// It imports only the standard library.
 package events
 
 import (

@@ -12,6 +12,8 @@
 // worker group; response and chunk events are read by front doors with
 // broadcast delivery; cancel events are read by workers with broadcast
 // delivery.
+//
+// It imports only the standard library: it is the contract, and everything else depends on it.
 package llmapi
 
 import (

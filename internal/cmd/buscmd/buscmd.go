@@ -12,6 +12,8 @@
 // inherits stdin, stdout, stderr, the process id and every signal, and its
 // exit status is the status of bus; elsewhere bus runs it as a child and
 // returns its exit status.
+//
+// It imports only the standard library. Only cmd/bus imports it.
 package buscmd
 
 import (

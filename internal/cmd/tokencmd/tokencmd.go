@@ -6,6 +6,8 @@
 // generated local secret under the Bus configuration root, so tokens it
 // issues are accepted by local servers configured the same way. Only local
 // issuing exists in this project; "issue" therefore requires --local.
+//
+// It imports internal/auth and internal/busconfig; only cmd/bus-operator-token imports it.
 package tokencmd
 
 import (

@@ -1,4 +1,6 @@
 // Package backends opens an eventstore backend by name from configuration.
+//
+// It imports internal/eventstore, its three backends and internal/busconfig.
 package backends
 
 import (

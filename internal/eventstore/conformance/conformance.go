@@ -1,5 +1,7 @@
 // Package conformance is the one test suite every eventstore backend runs,
 // so memory, Redis and PostgreSQL behave the same behind the Events API.
+//
+// It imports only internal/eventstore and pkg/events (and testing: it is test support for the backends).
 package conformance
 
 import (

@@ -1,5 +1,7 @@
 // Package memory is the in-process, non-durable Events API backend: the
 // default for local development and single-process stacks.
+//
+// It imports only internal/eventstore and pkg/events.
 package memory
 
 import (

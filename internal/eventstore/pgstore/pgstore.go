@@ -27,6 +27,8 @@
 // Without Ack, an event claimed by a read that completes only after its
 // subscription was closed is lost (at most once); with Ack it stays pending
 // and is redelivered. Waiting subscriptions hold no connection.
+//
+// It imports internal/eventstore, internal/busconfig, pkg/events and the pgx driver.
 package pgstore
 
 import (

@@ -26,6 +26,8 @@
 // The claim script touches all streams of a subscription, so on Redis
 // Cluster every key must hash to one slot: use a Prefix with a hash tag,
 // such as "{bus}:events:".
+//
+// It imports internal/eventstore, internal/busconfig, pkg/events and the go-redis client.
 package redisstore
 
 import (

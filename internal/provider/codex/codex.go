@@ -3,6 +3,8 @@
 // ephemeral thread per request, the conversation injected as real items,
 // deltas streamed as they arrive, usage taken from Codex's token counts, and
 // failures mapped to OpenAI errors with a fitting status.
+//
+// It imports internal/turn, pkg/appserver and pkg/llmapi.
 package codex
 
 import (

@@ -7,6 +7,8 @@
 // instruction and input item (message text, function arguments and
 // outputs), output tokens the words of the answer. Streaming sends the
 // answer word by word ("Echo:", " hello", " world").
+//
+// It imports only internal/turn.
 package static
 
 import (

@@ -11,6 +11,8 @@
 //
 // [WriteCodexHome] writes a CODEX_HOME whose config.toml points Codex at the
 // fake, and [CodexCommand] locates the codex binary for tests (or skips).
+//
+// It is test support: tests and tools/bus-bench import it, shipped commands never do.
 package fakemodel
 
 import (

@@ -9,6 +9,8 @@
 //
 // Tests call Start; other programs (benchmarks, tools) call StartServer and
 // Close the returned Server.
+//
+// It is test support: tests and tools/bus-bench import it, shipped commands never do.
 package pgtest
 
 import (

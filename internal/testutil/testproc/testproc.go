@@ -6,6 +6,8 @@
 //
 // It does not import testing, so non-test code (internal/bench) can use it;
 // callers turn its errors into test failures themselves.
+//
+// It is test support: tests and tools/bus-bench import it, shipped commands never do.
 package testproc
 
 import (

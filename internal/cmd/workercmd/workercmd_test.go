@@ -176,8 +176,8 @@ func TestTokenRejected(t *testing.T) {
 		token string
 		wants []string
 	}{
-		{"wrong secret", foreign, []string{"401", "rejected BUS_API_TOKEN", "signature is invalid", b.URL}},
-		{"no llm:proxy", noScope, []string{"403", "rejected BUS_API_TOKEN", "llm:proxy", b.URL}},
+		{"wrong secret", foreign, []string{"401", "refused the service token in BUS_API_TOKEN", "signature is invalid", b.URL}},
+		{"no llm:proxy", noScope, []string{"403", "refused the service token in BUS_API_TOKEN", "llm:proxy", b.URL}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -243,7 +243,7 @@ func TestServesUntilCancelled(t *testing.T) {
 
 func TestSelfTest(t *testing.T) {
 	r := runWorker(t, nil, "--self-test")
-	if r.code != 0 || !strings.Contains(r.stdout, "6 passed, 0 failed") {
+	if r.code != 0 || !strings.Contains(r.stdout, "8 passed, 0 failed") {
 		t.Errorf("exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
 	}
 }

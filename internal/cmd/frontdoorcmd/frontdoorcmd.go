@@ -2,30 +2,26 @@
 // OpenAI-compatible REST front door in events mode
 // (--execution-backend events), which turns /v1/* requests into bus.llm.*
 // events on the Bus Events API and answers with the correlated responses.
+//
+// It may import any non-command package and internal/cmd/servicecmd; only cmd/bus-api-provider-llm imports it.
 package frontdoorcmd
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"net"
-	"net/http"
 	"time"
 
 	"github.com/busdk/bus-integration-codex/internal/auth"
 	"github.com/busdk/bus-integration-codex/internal/catalog"
 	"github.com/busdk/bus-integration-codex/internal/cliutil"
+	"github.com/busdk/bus-integration-codex/internal/cmd/servicecmd"
 	"github.com/busdk/bus-integration-codex/internal/frontdoor"
-	"github.com/busdk/bus-integration-codex/pkg/events"
 )
 
 // Name is the command name.
 const Name = "bus-api-provider-llm"
-
-// TokenVar holds the service token the front door uses on the Events API.
-// It is read from the environment only, never from a flag.
-const TokenVar = "BUS_API_TOKEN"
 
 // SecretVars returns the variables the caller JWT secret is read from, in
 // order, before falling back to the generated local secret.
@@ -90,11 +86,8 @@ func parse(args []string, io cliutil.IO) (*options, error) {
 		fs.DurationVar(d.dst, d.flag, defaults[i], d.usage+" (env "+d.key+")")
 	}
 	fs.StringVar(&o.logLevel, "log-level", cliutil.String(env, "BUS_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env BUS_LOG_LEVEL)")
-	if err := cliutil.Parse(fs, args, io.Stdout); err != nil {
+	if err := cliutil.ParseFlags(fs, args, io.Stdout); err != nil {
 		return nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, cliutil.Usagef("unexpected argument %q", fs.Arg(0))
 	}
 	for _, d := range durations {
 		if d.positive && *d.dst <= 0 {
@@ -133,21 +126,10 @@ func (o *options) validate() error {
 
 // Run runs the command.
 func Run(ctx context.Context, args []string, io cliutil.IO) int {
-	o, err := parse(args, io)
-	if errors.Is(err, cliutil.ErrHelp) {
-		return cliutil.ExitOK
-	}
-	if err != nil {
-		return cliutil.Report(io.Stderr, Name, err)
-	}
-	return cliutil.Report(io.Stderr, Name, run(ctx, o, io))
+	return cliutil.Run(ctx, args, io, Name, parse, run)
 }
 
 func run(ctx context.Context, o *options, io cliutil.IO) error {
-	token := io.Env.Getenv(TokenVar)
-	if token == "" {
-		return cliutil.Usagef("%s is not set: the front door needs a Bus API service token with scope llm:proxy for the Events API, e.g. %s=\"$(bus operator token issue --local --scope llm:proxy --format token)\"", TokenVar, TokenVar)
-	}
 	log, err := cliutil.Logger(io.Stderr, o.logLevel)
 	if err != nil {
 		return err
@@ -160,24 +142,16 @@ func run(ctx context.Context, o *options, io cliutil.IO) error {
 	if err != nil {
 		return fmt.Errorf("caller jwt secret: %w", err)
 	}
-	retry, err := events.RetryFromEnv(io.Env)
+	bus, err := servicecmd.Connect(io.Env, o.eventsURL, "the front door", log)
 	if err != nil {
-		return cliutil.Usagef("%s", err.Error())
+		return err
 	}
-	// An own transport so the connections can be closed on the way out.
-	transport := http.DefaultTransport.(*http.Transport).Clone()
-	transport.MaxIdleConns, transport.MaxIdleConnsPerHost = 256, 256
-	defer transport.CloseIdleConnections()
-	client, err := events.NewClient(o.eventsURL, events.WithToken(token), events.WithRetry(retry), events.WithLogger(log),
-		events.WithHTTPClient(&http.Client{Transport: transport}))
-	if err != nil {
-		return cliutil.Usagef("--events-url: %s", err.Error())
-	}
+	defer bus.Close()
 	if o.backendURL != "" {
 		log.Info("--backend-url is ignored in events mode")
 	}
 	srv, err := frontdoor.New(frontdoor.Config{
-		Events:           client,
+		Events:           bus.Client,
 		Verifier:         auth.NewVerifier(key, auth.Audience),
 		Catalog:          cat,
 		Timeout:          o.timeout,
@@ -194,15 +168,7 @@ func run(ctx context.Context, o *options, io cliutil.IO) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", o.addr, err)
 	}
-	log.Info("starting front door", "execution_backend", o.execBackend, "events_url", client.BaseURL(),
+	log.Info("starting front door", "execution_backend", o.execBackend, "events_url", bus.URL,
 		"catalog", cat.Source(), "jwt_secret_from", source, "listener_required", o.listenerRequired)
-	err = srv.Serve(ctx, l)
-	if apiErr, ok := errors.AsType[*events.APIError](err); ok &&
-		(apiErr.Status == http.StatusUnauthorized || apiErr.Status == http.StatusForbidden) {
-		return fmt.Errorf("the Events API at %s refused the service token from %s: %w", client.BaseURL(), TokenVar, apiErr)
-	}
-	if errors.Is(err, events.ErrUnreachable) {
-		return fmt.Errorf("the Events API could not be reached within --connect-timeout %s: %w", o.connectTimeout, err)
-	}
-	return err
+	return bus.Explain(srv.Serve(ctx, l))
 }

@@ -1,6 +1,8 @@
 // Package workercmd is the bus-integration-codex command: flags and
 // environment, the contract printers (--events, --event-help), the
 // self-test, and the worker itself on the chosen provider.
+//
+// It may import any non-command package and internal/cmd/servicecmd; cmd/bus-integration-codex and internal/cmd/stackcmd (for the executor wiring) import it.
 package workercmd
 
 import (
@@ -17,6 +19,7 @@ import (
 	"github.com/busdk/bus-integration-codex/internal/busconfig"
 	"github.com/busdk/bus-integration-codex/internal/catalog"
 	"github.com/busdk/bus-integration-codex/internal/cliutil"
+	"github.com/busdk/bus-integration-codex/internal/cmd/servicecmd"
 	"github.com/busdk/bus-integration-codex/internal/contract"
 	"github.com/busdk/bus-integration-codex/internal/eventstore/redisstore"
 	"github.com/busdk/bus-integration-codex/internal/executor"
@@ -115,11 +118,8 @@ func parse(args []string, io cliutil.IO) (*Options, error) {
 	fs.BoolVar(&o.Events, "events", false, "print the declared event contract and exit (see --format)")
 	fs.StringVar(&o.Format, "format", "text", "--events output format: text, json or asyncapi")
 	fs.StringVar(&o.EventHelp, "event-help", "", "explain one capability, e.g. codex.chat_completions.receive, and exit")
-	if err := cliutil.Parse(fs, args, io.Stdout); err != nil {
+	if err := cliutil.ParseFlags(fs, args, io.Stdout); err != nil {
 		return nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, cliutil.Usagef("unexpected argument %q", fs.Arg(0))
 	}
 	switch {
 	case o.Provider != "codex" && o.Provider != "static":
@@ -163,13 +163,10 @@ func sanitize(s string) string {
 
 // Run runs the command.
 func Run(ctx context.Context, args []string, io cliutil.IO) int {
-	o, err := parse(args, io)
-	if errors.Is(err, cliutil.ErrHelp) {
-		return cliutil.ExitOK
-	}
-	if err != nil {
-		return cliutil.Report(io.Stderr, Name, err)
-	}
+	return cliutil.Run(ctx, args, io, Name, parse, run)
+}
+
+func run(ctx context.Context, o *Options, io cliutil.IO) error {
 	svc := contract.Worker(Version, o.Group)
 	switch {
 	case o.EventHelp != "":
@@ -179,50 +176,40 @@ func Run(ctx context.Context, args []string, io cliutil.IO) int {
 			for _, c := range svc.Capabilities {
 				ids = append(ids, c.ID)
 			}
-			return cliutil.Report(io.Stderr, Name, cliutil.Usagef("unknown capability %q (known: %s)", o.EventHelp, strings.Join(ids, ", ")))
+			return cliutil.Usagef("unknown capability %q (known: %s)", o.EventHelp, strings.Join(ids, ", "))
 		}
-		if err := contract.RenderHelp(io.Stdout, c); err != nil {
-			return cliutil.Report(io.Stderr, Name, err)
-		}
-		return cliutil.ExitOK
+		return contract.RenderHelp(io.Stdout, c)
 	case o.Events:
 		if err := contract.Render(io.Stdout, svc, o.Format); err != nil {
-			return cliutil.Report(io.Stderr, Name, cliutil.Usagef("--format: %v", err))
+			return cliutil.Usagef("--format: %v", err)
 		}
-		return cliutil.ExitOK
+		return nil
 	case o.SelfTest:
 		if err := selftest.Run(ctx, io.Stdout); err != nil {
-			return cliutil.Report(io.Stderr, Name, fmt.Errorf("self-test failed: %w", err))
+			return fmt.Errorf("self-test failed: %w", err)
 		}
-		return cliutil.ExitOK
+		return nil
 	}
-	return cliutil.Report(io.Stderr, Name, serve(ctx, o, svc, io))
+	return serve(ctx, o, svc, io)
 }
 
 func serve(ctx context.Context, o *Options, svc contract.Service, io cliutil.IO) error {
-	token := io.Env.Getenv("BUS_API_TOKEN")
-	if token == "" {
-		return cliutil.Usagef("BUS_API_TOKEN is not set: export a token with scope llm:proxy, e.g. BUS_API_TOKEN=\"$(bus operator token issue --local --scope llm:proxy --format token)\"")
-	}
 	log, err := cliutil.Logger(io.Stderr, o.LogLevel)
 	if err != nil {
 		return err
 	}
-	retry, err := events.RetryFromEnv(io.Env)
+	bus, err := servicecmd.Connect(io.Env, o.EventsURL, "the worker", log)
 	if err != nil {
-		return cliutil.Usagef("%v", err)
+		return err
 	}
-	client, err := events.NewClient(o.EventsURL, events.WithToken(token), events.WithRetry(retry), events.WithLogger(log))
-	if err != nil {
-		return cliutil.Usagef("--events-url: %v", err)
-	}
+	defer bus.Close()
 	executor, closeAll, err := NewExecutor(ctx, o, log, io.Env)
 	if err != nil {
 		return err
 	}
 	defer closeAll()
 	w, err := worker.New(worker.Config{
-		Client: client, Executor: executor,
+		Client: bus.Client, Executor: executor,
 		RequestNames: svc.Names(contract.Receive, events.Unicast), CancelNames: svc.Names(contract.Receive, events.Broadcast),
 		Group: o.Group, Consumer: o.Consumer, Concurrency: o.Concurrency, Timeout: o.Timeout,
 		ConnectTimeout: o.ConnectTimeout, Logger: log,
@@ -234,11 +221,7 @@ func serve(ctx context.Context, o *Options, svc contract.Service, io cliutil.IO)
 		return err
 	}
 	if err := w.Run(ctx); err != nil {
-		var apiErr *events.APIError
-		if errors.As(err, &apiErr) && (apiErr.Status == 401 || apiErr.Status == 403) {
-			return fmt.Errorf("the Events API at %s rejected BUS_API_TOKEN (%d %s): %s", o.EventsURL, apiErr.Status, apiErr.Code, apiErr.Message)
-		}
-		return err
+		return bus.Explain(err)
 	}
 	log.Info("worker stopped")
 	return nil

@@ -2,6 +2,8 @@
 // the memory backend, a worker and the OpenAI-compatible front door, in one
 // process on loopback, with a local llm:proxy token written for the user.
 // Ctrl-C stops everything, draining requests in flight.
+//
+// It may import any non-command package and internal/cmd/workercmd; only cmd/bus-local-stack imports it.
 package stackcmd
 
 import (
@@ -58,11 +60,8 @@ func parse(args []string, io cliutil.IO) (*options, error) {
 	fs.StringVar(&o.catalogPath, "model-catalog", cliutil.String(env, "BUS_LLM_MODEL_CATALOG", ""), "model catalog file (env BUS_LLM_MODEL_CATALOG; default: codex-chatgpt)")
 	fs.DurationVar(&o.tokenTTL, "token-ttl", 12*time.Hour, "lifetime of the token written to auth/api-token")
 	logLevel := fs.String("log-level", cliutil.String(env, "BUS_LOG_LEVEL", "warn"), "log level: debug, info, warn, error (env BUS_LOG_LEVEL)")
-	if err := cliutil.Parse(fs, args, io.Stdout); err != nil {
+	if err := cliutil.ParseFlags(fs, args, io.Stdout); err != nil {
 		return nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, cliutil.Usagef("unexpected argument %q", fs.Arg(0))
 	}
 	if o.worker.Provider != "codex" && o.worker.Provider != "static" {
 		return nil, cliutil.Usagef("--provider must be codex or static, not %q", o.worker.Provider)
@@ -79,14 +78,7 @@ func parse(args []string, io cliutil.IO) (*options, error) {
 
 // Run runs the command.
 func Run(ctx context.Context, args []string, io cliutil.IO) int {
-	o, err := parse(args, io)
-	if errors.Is(err, cliutil.ErrHelp) {
-		return cliutil.ExitOK
-	}
-	if err != nil {
-		return cliutil.Report(io.Stderr, Name, err)
-	}
-	return cliutil.Report(io.Stderr, Name, run(ctx, o, io))
+	return cliutil.Run(ctx, args, io, Name, parse, run)
 }
 
 func run(ctx context.Context, o *options, io cliutil.IO) error {
