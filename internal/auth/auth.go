@@ -34,6 +34,10 @@ const (
 	// ScopeEventsAdmin lets a token listen to unprotected events of every
 	// identity, not only its own.
 	ScopeEventsAdmin = "events:admin"
+	// ScopeService marks a service principal (a worker or a front door):
+	// only services may publish, listen to, join groups of and acknowledge
+	// bus.llm.* events. Callers' tokens never carry it.
+	ScopeService = "bus:service"
 )
 
 // Errors returned by Verify, to check with errors.Is.

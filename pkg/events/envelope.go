@@ -27,6 +27,14 @@ type Envelope struct {
 	// IdentityID is the JWT sub of the publisher, stamped by the Events API;
 	// whatever a publisher sends here is ignored.
 	IdentityID string `json:"identity_id,omitempty"`
+	// IdentityType says what kind of principal published the event,
+	// stamped by the Events API: IdentityService or IdentityUser (an
+	// extension; empty from an Events API that does not stamp it).
+	IdentityType string `json:"identity_type,omitempty"`
+	// Deliveries counts how many times this event has been handed to a
+	// consumer of the stream's group, this delivery included (acknowledged
+	// unicast streams only; 0 elsewhere). Above 1 it is a redelivery.
+	Deliveries int `json:"deliveries,omitempty"`
 	// CreatedAt is when the Events API accepted the event.
 	CreatedAt time.Time `json:"createdAt"`
 	// Payload is the event's JSON payload.
@@ -43,12 +51,24 @@ type Event struct {
 	Payload json.RawMessage `json:"payload"`
 }
 
+// Principal kinds of Envelope.IdentityType.
+const (
+	// IdentityService is a service principal (a worker, a front door).
+	IdentityService = "service"
+	// IdentityUser is any other caller.
+	IdentityUser = "user"
+)
+
 // Accepted is the Events API's answer to a publish.
 type Accepted struct {
 	Accepted      bool   `json:"accepted"`
 	ID            string `json:"id"`
 	Name          string `json:"name"`
 	CorrelationID string `json:"correlationId,omitempty"`
+	// Groups is how many unicast groups of the name took the event (an
+	// extension; nil from an Events API that does not report it). Zero
+	// means no consumer group exists: nobody will ever take it.
+	Groups *int `json:"groups,omitempty"`
 }
 
 // Delivery selects how a stream shares events with other listeners.

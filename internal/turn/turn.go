@@ -1,5 +1,5 @@
 // Package turn holds the provider-neutral shape of one model turn: what the
-// OpenAI wire formats are parsed into (package openai) and what an
+// OpenAI wire formats are parsed into (package openaiwire) and what an
 // execution provider (static, codex) runs. Keeping the three OpenAI APIs on
 // one neutral request lets every provider serve all of them.
 //
@@ -29,6 +29,14 @@ const (
 	ItemMessage            ItemType = "message"
 	ItemFunctionCall       ItemType = "function_call"
 	ItemFunctionCallOutput ItemType = "function_call_output"
+	// ItemCustomToolCall is a call of a custom (free-form) tool: CallID,
+	// Name, Namespace and Input.
+	ItemCustomToolCall ItemType = "custom_tool_call"
+	// ItemCustomToolCallOutput is a custom tool's result: CallID, Output.
+	ItemCustomToolCallOutput ItemType = "custom_tool_call_output"
+	// ItemWebSearchCall is a hosted web search the model ran earlier: ID
+	// and Action (replayed as it was).
+	ItemWebSearchCall ItemType = "web_search_call"
 )
 
 // PartType is the kind of a message content part.
@@ -47,6 +55,9 @@ type Part struct {
 	Text string `json:"text,omitempty"`
 	// ImageURL of an image part: an http(s) URL or a data: URL.
 	ImageURL string `json:"imageUrl,omitempty"`
+	// Annotations of an assistant text part (url_citation objects, as
+	// the model produced them), kept so a replayed answer is unchanged.
+	Annotations []json.RawMessage `json:"annotations,omitempty"`
 }
 
 // Item is one entry of the conversation, in order.
@@ -62,6 +73,16 @@ type Item struct {
 	Arguments string `json:"arguments,omitempty"`
 	// Output of a function call (text).
 	Output string `json:"output,omitempty"`
+	// ID is the item's id when it has one (output items this project
+	// returned: "msg_…", "fc_…", "ws_…"), so later requests can refer to it.
+	ID string `json:"id,omitempty"`
+	// Namespace of a function or custom tool call to a namespaced tool.
+	Namespace string `json:"namespace,omitempty"`
+	// Input of a custom tool call (free-form text).
+	Input string `json:"input,omitempty"`
+	// Action of a web search call (the Responses API object: type
+	// "search" with query, "open_page" with url, ...).
+	Action json.RawMessage `json:"action,omitempty"`
 }
 
 // Text returns the concatenated text parts of a message item.
@@ -75,12 +96,33 @@ func (it Item) Text() string {
 	return s
 }
 
-// Tool is a function the client offers the model.
+// ToolKind is the kind of a client tool.
+type ToolKind string
+
+// Client tool kinds.
+const (
+	// ToolFunction takes JSON arguments matching Parameters.
+	ToolFunction ToolKind = ""
+	// ToolCustom takes free-form text input (optionally constrained by
+	// Format, e.g. a grammar).
+	ToolCustom ToolKind = "custom"
+)
+
+// Tool is a function (or custom tool) the client offers the model.
 type Tool struct {
+	Kind        ToolKind        `json:"kind,omitempty"`
 	Name        string          `json:"name"`
 	Description string          `json:"description,omitempty"`
 	Parameters  json.RawMessage `json:"parameters,omitempty"`
 	Strict      bool            `json:"strict,omitempty"`
+	// Format of a custom tool's input (the Responses API "format"
+	// object: text, or a grammar), nil for free text.
+	Format json.RawMessage `json:"format,omitempty"`
+	// Namespace groups tools under a shared name (the Responses API
+	// "namespace" tool); "" for a top-level tool. NamespaceDescription
+	// describes the group.
+	Namespace            string `json:"namespace,omitempty"`
+	NamespaceDescription string `json:"namespaceDescription,omitempty"`
 }
 
 // ToolChoiceMode says whether and how the model may call tools.
@@ -132,6 +174,35 @@ type Request struct {
 	Effort string `json:"effort,omitempty"`
 	// IdentityID is the end user (for per-identity state; never for auth).
 	IdentityID string `json:"identityId,omitempty"`
+	// Mode is how the provider runs the turn: ModeModel (the default) or
+	// ModeAgent.
+	Mode Mode `json:"mode,omitempty"`
+	// WebSearch, when set, lets the model run hosted web searches.
+	WebSearch *WebSearch `json:"webSearch,omitempty"`
+}
+
+// Mode says how much of the engine's own agent the model sees.
+type Mode string
+
+// Execution modes.
+const (
+	// ModeModel: the model sees the caller's instructions, messages and
+	// tools and nothing of the engine's own (the default).
+	ModeModel Mode = "model"
+	// ModeAgent: the engine runs as a coding agent with its own prompt
+	// and tools in its workspace.
+	ModeAgent Mode = "agent"
+)
+
+// WebSearch configures hosted web search for a turn.
+type WebSearch struct {
+	// ContextSize is "low", "medium" or "high" ("" = default).
+	ContextSize string `json:"contextSize,omitempty"`
+	// AllowedDomains restricts results to these domains.
+	AllowedDomains []string `json:"allowedDomains,omitempty"`
+	// Location is the approximate user location (the Responses API
+	// user_location object), if given.
+	Location json.RawMessage `json:"location,omitempty"`
 }
 
 // LastUserText returns the text of the last user message, or "".
@@ -144,12 +215,26 @@ func (r *Request) LastUserText() string {
 	return ""
 }
 
-// ToolCall is a function call the model made.
+// ToolCall is a function (or custom tool) call the model made.
 type ToolCall struct {
 	// ID is the call id the client echoes in its function output.
 	ID        string `json:"id"`
 	Name      string `json:"name"`
 	Arguments string `json:"arguments"`
+	// Namespace of a namespaced tool ("" for a top-level one).
+	Namespace string `json:"namespace,omitempty"`
+	// Custom marks a custom tool call: Arguments then holds its
+	// free-form input.
+	Custom bool `json:"custom,omitempty"`
+}
+
+// WebSearchCall is a hosted web search the model ran.
+type WebSearchCall struct {
+	// ID is the call's item id ("ws_…").
+	ID string `json:"id"`
+	// Action is the Responses API action object (type "search" with
+	// query, "open_page" with url, "find_in_page", ...).
+	Action json.RawMessage `json:"action"`
 }
 
 // Usage is exact token accounting as the model reported it.
@@ -173,10 +258,16 @@ const (
 
 // Result is the outcome of a turn.
 type Result struct {
-	Text      string       `json:"text"`
-	ToolCalls []ToolCall   `json:"toolCalls,omitempty"`
-	Usage     Usage        `json:"usage"`
-	Finish    FinishReason `json:"finish"`
+	Text string `json:"text"`
+	// Annotations of Text (url_citation objects with start_index,
+	// end_index, url and title), as the model produced them.
+	Annotations []json.RawMessage `json:"annotations,omitempty"`
+	// WebSearches are the hosted web searches of the turn, in order;
+	// they come before the answer text.
+	WebSearches []WebSearchCall `json:"webSearches,omitempty"`
+	ToolCalls   []ToolCall      `json:"toolCalls,omitempty"`
+	Usage       Usage           `json:"usage"`
+	Finish      FinishReason    `json:"finish"`
 }
 
 // DeltaKind is the kind of a streaming delta.
@@ -189,6 +280,9 @@ const (
 	// DeltaToolCall starts a tool call (Index, ToolCall.ID and Name) or
 	// continues its arguments (Index and ArgumentsDelta).
 	DeltaToolCall
+	// DeltaWebSearch reports a hosted web search: started (Index,
+	// WebSearch.ID) or completed (WebSearch with its Action, Done set).
+	DeltaWebSearch
 )
 
 // Delta is one streamed piece of a turn, in order.
@@ -198,6 +292,8 @@ type Delta struct {
 	Index          int
 	ToolCall       ToolCall
 	ArgumentsDelta string
+	WebSearch      WebSearchCall
+	Done           bool
 }
 
 // Sink receives deltas as the model produces them.
@@ -222,4 +318,6 @@ type Capabilities struct {
 	Images bool
 	// Schema: json_schema output formats are enforced.
 	Schema bool
+	// WebSearch: hosted web search can run.
+	WebSearch bool
 }
