@@ -6,4 +6,6 @@ import "errors"
 
 // groupRSS is not measured on this platform: processes are not retired for
 // their memory.
-func groupRSS(int) (int64, error) { return 0, errors.New("appserver: resident memory is only measured on Linux") }
+func groupRSS(int) (int64, error) {
+	return 0, errors.New("appserver: resident memory is only measured on Linux")
+}
