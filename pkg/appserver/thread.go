@@ -426,3 +426,15 @@ func (tu *Turn) event(m rpcMessage) (Event, bool) {
 	}
 	return ev, true
 }
+
+// CleanTerminals ends the background terminals (commands still running)
+// the thread's turns started (thread/backgroundTerminals/clean), so no
+// command outlives the request that started it. Errors are logged, not
+// returned: the thread may have none.
+func (t *Thread) CleanTerminals(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), t.proc.cfg.InterruptTimeout)
+	defer cancel()
+	if err := t.proc.Call(ctx, "thread/backgroundTerminals/clean", map[string]any{"threadId": t.ID}, nil); err != nil {
+		t.proc.log.Debug("thread/backgroundTerminals/clean failed", "thread_id", t.ID, "err", err)
+	}
+}
