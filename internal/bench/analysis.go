@@ -25,6 +25,20 @@ func analysis(r *Report) []string {
 				"every hop also waits for a core. " + contention(r)
 		case goalBusOverhead:
 			text = busOverheadLimits(r)
+		case goalPlainBytes:
+			text = plainBytesLimits(r)
+		case goalFunctionCost:
+			text = functionCostLimits(r)
+		case goalCacheKeys:
+			text = "the turns of one conversation reached the model under more than one prompt_cache_key: the codex " +
+				"provider ran a turn on a fresh thread instead of continuing the live thread whose transcript the request " +
+				"extends (internal/provider/codex: conversations.claim and the transcript hashes of history.go decide that)."
+		case goalToolStep:
+			text = toolStepLimits(r)
+		case goalCodexCPU:
+			text = codexCPULimits(r)
+		case goalWaiting:
+			text = waitingLimits(r)
 		case goalMemoryLatP50:
 			text = "one HTTP POST and one flushed NDJSON line on loopback; the memory backend wakes every " +
 				"waiting subscriber on each publish (one shared channel), so the delivery competes with every " +
@@ -136,4 +150,84 @@ func stalls(r *Report) string {
 		"the window fills with such credits and the worker's stream stops until they expire: the next requests wait "+
 		"tens of seconds (51 s with the default 60 s timeout when it was found). Recording the delivery before "+
 		"writing it fixes this.", fmtNum(worst), errs, noun)
+}
+
+func plainBytesLimits(r *Report) string {
+	m := r.Modes.received("model")
+	if m == nil {
+		return ""
+	}
+	p := m.Plain
+	return fmt.Sprintf("the body is %s bytes: the input array %s (%d items), the tools array %s (%d tools), and %s of "+
+		"request fields Codex always sends (model, reasoning, include, store, prompt_cache_key and client_metadata with its "+
+		"turn metadata, ≈ 1.1 KB that no setting removes). Only the input is the caller's.",
+		fmtBytes(p.Bytes), fmtBytes(p.InputBytes), p.InputItems, fmtBytes(p.ToolsBytes), p.Tools, fmtBytes(p.Bytes-p.InputBytes-p.ToolsBytes))
+}
+
+func functionCostLimits(r *Report) string {
+	m := r.Modes.received("model")
+	if m == nil || r.Modes == nil || len(r.Modes.SchemaBytes) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("one function made the request %s bytes larger (input %+d, tools %+d) for a %d-byte schema; what is "+
+		"added beyond the schema is the provider's developer text about tools (tool_choice, parallel_tool_calls) or "+
+		"Codex's rendering of the function.",
+		fmtBytes(m.OneFunction.Bytes-m.Plain.Bytes), m.OneFunction.InputBytes-m.Plain.InputBytes,
+		m.OneFunction.ToolsBytes-m.Plain.ToolsBytes, r.Modes.SchemaBytes[0])
+}
+
+func toolStepLimits(r *Report) string {
+	t := r.Modes.timing("model")
+	if t == nil {
+		return ""
+	}
+	return fmt.Sprintf("a tool step took p50 %s ms against %s ms for a plain answer. The step returns at the model-step "+
+		"boundary (rawResponse/completed and an item/tool/call for every call of the response), so what it adds is "+
+		"the time from the model's response to the last held call, plus the client function in the thread (the "+
+		"per-thread dynamic tool); %s", fmtNum(t.ToolStepP50.Median), fmtNum(t.PlainP50.Median), contention(r))
+}
+
+func codexCPULimits(r *Report) string {
+	m := r.Modes
+	t := m.timing("model")
+	if t == nil {
+		return ""
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "through the provider the App Server spent %s ms of CPU per plain request. ", fmtNum(t.CPUPlain.Median))
+	if len(m.DirectCPU.Runs) > 0 {
+		d := m.DirectCPU.Median
+		fmt.Fprintf(&b, "The same model request's thread and turn run directly on the App Server (thread/start, turn/start, "+
+			"thread/unsubscribe; no bus, no provider) cost it %s ms, so Codex's own work for a request on a new thread is "+
+			"about %s ms on this machine and the provider's way of running it adds about %s ms. ",
+			fmtNum(d), fmtNum(d), fmtNum(t.CPUPlain.Median-d))
+	}
+	fmt.Fprintf(&b, "A turn on a live thread costs less: %s ms per conversation turn (one new thread for four turns). "+
+		"This CPU is the Rust codex binary's, which --cpuprofile (the Go process) cannot see; `perf record -g -p <pid>` "+
+		"of the native codex process can. The machine is shared: the load average was %s at the start and %s at the end.",
+		fmtNum(t.CPUConversation.Median), r.Machine.LoadAvgStart, r.Machine.LoadAvgEnd)
+	return b.String()
+}
+
+func waitingLimits(r *Report) string {
+	c := r.Concurrency.config(configDefault)
+	if c == nil {
+		return ""
+	}
+	row := c.row(waitingN)
+	if row == nil {
+		return ""
+	}
+	cpu := row.CPUPerRequest.Median * float64(waitingN)
+	busy := cpu / (float64(max(1, r.Machine.Cores)) * row.Wall.Median)
+	text := fmt.Sprintf("the worker admitted %d requests at once (--concurrency), and the %d cost the App Server %s ms of "+
+		"CPU each, %s ms together, in a wall time of %s ms on %d cores: %.0f %% of the machine. ",
+		c.Concurrency, waitingN, fmtNum(row.CPUPerRequest.Median), fmtNum(cpu), fmtNum(row.Wall.Median), r.Machine.Cores, 100*busy)
+	if busy >= 0.5 {
+		return text + "The time beyond one request is the App Server's CPU work for the burst (thread starts and turns " +
+			"around the model's wait) queueing for the cores, shared with the bench process and the rest of the machine " +
+			fmt.Sprintf("(load average %s at the start).", r.Machine.LoadAvgStart)
+	}
+	return text + "That is not CPU-bound: the requests waited elsewhere (admission, or the App Server serialising " +
+		"its thread starts); compare the every-request-admitted worker in section 6."
 }

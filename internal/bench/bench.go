@@ -2,7 +2,7 @@
 // bus path side by side with the direct App Server, on the current
 // machine.
 //
-// Five sections, each skippable (--sections) and skipped with a note when
+// Seven sections, each skippable (--sections) and skipped with a note when
 // its prerequisites are missing:
 //
 //  1. events: the Events API alone, per backend (memory; Redis and
@@ -14,9 +14,17 @@
 //  3. codex: the same codex request directly on the App Server client (A)
 //     and through the whole bus path (B), interleaved A B A B on one pool,
 //     real codex binary, zero-latency fake model.
-//  4. scaling: wall time of N concurrent codex requests through the bus.
-//  5. memory: peak RSS of the worker (run as a separate process) and of
-//     its App Server processes, idle and under load.
+//  4. modes: the codex provider's model mode beside agent mode (Codex as a
+//     coding agent, the behaviour before model mode), through the bus:
+//     what the model receives (from the fake model's log), prompt-cache
+//     keys of a conversation, tool steps against plain answers, and the
+//     App Server's CPU per request.
+//  5. scaling: wall time of N concurrent codex requests through the bus.
+//  6. concurrency: N requests at once through the bus to a worker process
+//     (the real command with its defaults) whose model takes a second.
+//  7. memory: peak RSS of the worker (run as a separate process) and of
+//     its App Server processes, idle and under load, and the App Server's
+//     growth per finished and per live thread.
 //
 // The results go to a JSON file and to docs/BENCHMARKS.md, rendered from
 // the same data by a template, so the document always matches the JSON.
@@ -44,6 +52,7 @@ import (
 	"time"
 
 	"github.com/busdk/bus-integration-codex/internal/cliutil"
+	"github.com/busdk/bus-integration-codex/internal/provider/codex"
 	"github.com/busdk/bus-integration-codex/internal/testutil/fakemodel"
 	"github.com/busdk/bus-integration-codex/internal/testutil/testproc"
 )
@@ -52,7 +61,9 @@ import (
 const Name = "bus-bench"
 
 // Sections, in the order they run.
-func sectionNames() []string { return []string{"events", "static", "codex", "scaling", "memory"} }
+func sectionNames() []string {
+	return []string{"events", "static", "codex", "modes", "scaling", "concurrency", "memory"}
+}
 
 // Options are the parsed command-line options.
 type Options struct {
@@ -70,6 +81,13 @@ type Options struct {
 	poolSizes               []int
 	scalingN                []int
 	staticWorkerConcurrency int
+	modeIterations          int
+	modeConversations       int
+	waitModel               time.Duration
+	waitRounds              int
+	waitN                   []int
+	finishedThreads         int
+	liveThreads             int
 	jsonPath, mdPath        string
 	copyDir                 string
 	codexCommand            string
@@ -88,6 +106,13 @@ func parse(args []string, io cliutil.IO) (*Options, error) {
 	fs.IntVar(&o.pairs, "pairs", 20, "codex: direct/bus request pairs per run")
 	fs.IntVar(&o.rounds, "rounds", 5, "pool scaling: rounds of N = 1, 2, 4, 8")
 	fs.DurationVar(&o.memoryLoad, "memory-load", 4*time.Second, "memory: length of each load phase (one per run)")
+	fs.IntVar(&o.modeIterations, "mode-iterations", 20, "modes: plain requests and tool loops per mode and run")
+	fs.IntVar(&o.modeConversations, "mode-conversations", 3, "modes: 4-turn conversations per mode and run")
+	fs.DurationVar(&o.waitModel, "wait-model", time.Second, "concurrency: the fake model's delay before each answer")
+	fs.IntVar(&o.waitRounds, "wait-rounds", 3, "concurrency: rounds of every load")
+	waitN := fs.String("wait-n", "1,8,16,32,64", "concurrency: numbers of requests sent at once (the first should be 1)")
+	fs.IntVar(&o.finishedThreads, "finished-threads", 400, "memory: threads run and closed per mode to measure the RSS per finished thread")
+	fs.IntVar(&o.liveThreads, "live-threads", 200, "memory: conversations kept loaded per mode to measure the RSS per live thread (at most the provider's 256)")
 	fs.BoolVar(&o.quick, "quick", false, "a tiny configuration of every section (seconds, for tests); numbers are not meaningful")
 	sections := fs.String("sections", strings.Join(sectionNames(), ","), "sections to run: "+strings.Join(sectionNames(), ", "))
 	backends := fs.String("backends", "memory,redis,postgres", "Events API backends to measure (redis and postgres only when their servers are installed)")
@@ -112,11 +137,18 @@ func parse(args []string, io cliutil.IO) (*Options, error) {
 	o.poolSizes = uniqueSorted([]int{1, runtime.NumCPU()})
 	if o.quick {
 		quick := map[string]func(){
-			"runs":        func() { o.runs = 1 },
-			"duration":    func() { o.duration = 150 * time.Millisecond },
-			"pairs":       func() { o.pairs = 2 },
-			"rounds":      func() { o.rounds = 1 },
-			"memory-load": func() { o.memoryLoad = 500 * time.Millisecond },
+			"runs":               func() { o.runs = 1 },
+			"duration":           func() { o.duration = 150 * time.Millisecond },
+			"pairs":              func() { o.pairs = 2 },
+			"rounds":             func() { o.rounds = 1 },
+			"memory-load":        func() { o.memoryLoad = 500 * time.Millisecond },
+			"mode-iterations":    func() { o.modeIterations = 2 },
+			"mode-conversations": func() { o.modeConversations = 1 },
+			"wait-model":         func() { o.waitModel = 200 * time.Millisecond },
+			"wait-rounds":        func() { o.waitRounds = 1 },
+			"wait-n":             func() { *waitN = "1,2" },
+			"finished-threads":   func() { o.finishedThreads = 10 },
+			"live-threads":       func() { o.liveThreads = 5 },
 		}
 		for name, apply := range quick {
 			if !set[name] {
@@ -137,9 +169,18 @@ func parse(args []string, io cliutil.IO) (*Options, error) {
 		return nil, cliutil.Usagef("--pairs and --rounds must be at least 1")
 	case o.staticWorkerConcurrency < 1:
 		return nil, cliutil.Usagef("--worker-concurrency must be at least 1")
+	case o.modeIterations < 1 || o.modeConversations < 1 || o.waitRounds < 1:
+		return nil, cliutil.Usagef("--mode-iterations, --mode-conversations and --wait-rounds must be at least 1")
+	case o.waitModel <= 0:
+		return nil, cliutil.Usagef("--wait-model must be positive")
+	case o.finishedThreads < 5 || o.liveThreads < 5 || o.liveThreads > codex.DefaultLiveThreads:
+		return nil, cliutil.Usagef("--finished-threads must be at least 5, --live-threads from 5 to %d", codex.DefaultLiveThreads)
 	}
 	var err error
 	if o.concurrencies, err = intsFlag("concurrency", *concurrency); err != nil {
+		return nil, err
+	}
+	if o.waitN, err = intsFlag("wait-n", *waitN); err != nil {
 		return nil, err
 	}
 	if o.sections, err = listFlag("sections", *sections, sectionNames()); err != nil {
@@ -239,8 +280,9 @@ type bencher struct {
 	quiet *slog.Logger // for the components under test
 	tmp   string
 
-	mu    sync.Mutex
-	notes []string
+	mu          sync.Mutex
+	notes       []string
+	workerBuilt bool // the worker command is built in tmp
 }
 
 func (b *bencher) note(s string) {
@@ -286,7 +328,7 @@ func Execute(ctx context.Context, o *Options, log *slog.Logger) (*Report, error)
 	noCodex := "codex is not available (set BUS_TEST_CODEX_COMMAND or run make codex)"
 
 	var codexEnv *codexEnv
-	if o.codexCommand != "" && (want("codex") || want("scaling") || want("memory")) {
+	if o.codexCommand != "" && (want("codex") || want("modes") || want("scaling") || want("concurrency") || want("memory")) {
 		if codexEnv, err = newCodexEnv(o.codexCommand); err != nil {
 			return nil, err
 		}
@@ -351,6 +393,24 @@ func Execute(ctx context.Context, o *Options, log *slog.Logger) (*Report, error)
 	}); err != nil {
 		return nil, err
 	}
+	if err := section("modes", func() error {
+		switch {
+		case !want("modes"):
+			rep.Modes = &ModesReport{Skipped: notRequested}
+		case codexEnv == nil:
+			rep.Modes = &ModesReport{Skipped: noCodex}
+			b.note("codex modes skipped: " + noCodex)
+		default:
+			r, err := b.modesSection(ctx, codexEnv)
+			if err != nil {
+				r = &ModesReport{Skipped: failed("modes", err)}
+			}
+			rep.Modes = r
+		}
+		return ctx.Err()
+	}); err != nil {
+		return nil, err
+	}
 	if err := section("scaling", func() error {
 		switch {
 		case !want("scaling"):
@@ -364,6 +424,24 @@ func Execute(ctx context.Context, o *Options, log *slog.Logger) (*Report, error)
 				r = &ScalingReport{Skipped: failed("scaling", err)}
 			}
 			rep.Scaling = r
+		}
+		return ctx.Err()
+	}); err != nil {
+		return nil, err
+	}
+	if err := section("concurrency", func() error {
+		switch {
+		case !want("concurrency"):
+			rep.Concurrency = &ConcurrencyReport{Skipped: notRequested}
+		case codexEnv == nil:
+			rep.Concurrency = &ConcurrencyReport{Skipped: noCodex}
+			b.note("concurrency skipped: " + noCodex)
+		default:
+			r, err := b.concurrencySection(ctx, codexEnv)
+			if err != nil {
+				r = &ConcurrencyReport{Skipped: failed("concurrency", err)}
+			}
+			rep.Concurrency = r
 		}
 		return ctx.Err()
 	}); err != nil {
@@ -388,6 +466,7 @@ func Execute(ctx context.Context, o *Options, log *slog.Logger) (*Report, error)
 		return nil, err
 	}
 	rep.Machine.LoadAvgEnd = loadAvg()
+	rep.Sizing = sizing(rep)
 	rep.Goals = goals(rep)
 	rep.Notes = b.notes
 	rep.DurationS = roundTo(time.Since(start).Seconds(), 1)
@@ -400,6 +479,9 @@ func (o *Options) settings() Settings {
 		MemoryLoad: o.memoryLoad.String(), Quick: o.quick, Sections: o.sections, Backends: o.backends,
 		Concurrencies: o.concurrencies, PoolSizes: o.poolSizes, ScalingN: o.scalingN,
 		StaticWorkerConcurrency: o.staticWorkerConcurrency,
+		ModeIterations:          o.modeIterations, ModeConversations: o.modeConversations,
+		WaitModel: o.waitModel.String(), WaitRounds: o.waitRounds, WaitN: o.waitN,
+		FinishedThreads: o.finishedThreads, LiveThreads: o.liveThreads,
 	}
 }
 

@@ -74,15 +74,30 @@ func TestQuickRun(t *testing.T) {
 			t.Errorf("static row %+v", row)
 		}
 	}
-	// Sections 3 to 5 (codex parts only with codex).
+	// Sections 3 to 7 (codex parts only with codex).
 	if codex != "" {
 		if c := rep.Codex; c == nil || c.Skipped != "" || c.DirectP50.Median <= 0 || c.BusP50.Median <= 0 || c.Errors != 0 {
 			t.Errorf("codex section: %+v", c)
+		} else if c.DirectRequestBytes == 0 || c.DirectRequestBytes != c.BusRequestBytes {
+			t.Errorf("codex section: the direct thread sent %d bytes, the bus %d", c.DirectRequestBytes, c.BusRequestBytes)
 		}
+		checkModes(t, rep.Modes)
 		if s := rep.Scaling; s == nil || s.Skipped != "" || len(s.Pools) != 1 || len(s.Pools[0].Rows) != 2 {
 			t.Errorf("scaling section: %+v", s)
 		}
-	} else if rep.Codex.Skipped == "" || rep.Scaling.Skipped == "" {
+		if c := rep.Concurrency.config(configDefault); c == nil || len(c.Rows) != 3 || c.Concurrency <= 0 {
+			t.Errorf("concurrency section: %+v", rep.Concurrency)
+		} else {
+			for _, row := range c.Rows {
+				if row.Wall.Median <= 0 || row.Errors != 0 || row.CPUPerRequest.Median <= 0 {
+					t.Errorf("concurrency row %+v", row)
+				}
+			}
+		}
+		if m := rep.Memory; m == nil || len(m.Threads) != 2 || m.ThreadsSkipped != "" {
+			t.Errorf("thread memory: %+v", m)
+		}
+	} else if rep.Codex.Skipped == "" || rep.Modes.Skipped == "" || rep.Scaling.Skipped == "" || rep.Concurrency.Skipped == "" {
 		t.Errorf("codex sections ran without codex")
 	}
 	if m := rep.Memory; m == nil || m.Skipped != "" {
@@ -100,7 +115,7 @@ func TestQuickRun(t *testing.T) {
 			}
 		}
 	}
-	if len(rep.Goals) != 4 || rep.Machine.Cores == 0 || rep.Machine.GoVersion == "" || len(rep.Commands) != 2 {
+	if len(rep.Goals) != 10 || rep.Machine.Cores == 0 || rep.Machine.GoVersion == "" || len(rep.Commands) != 2 {
 		t.Errorf("report: goals %+v machine %+v commands %v", rep.Goals, rep.Machine, rep.Commands)
 	}
 
@@ -118,9 +133,42 @@ func TestQuickRun(t *testing.T) {
 		t.Error("BENCHMARKS.md differs from the rendering of benchmarks.json")
 	}
 	for _, want := range []string{"## Machine", "## Commands", "## Goals", "## 1. Events API", "## 2. Static provider round trip",
-		"## 3. Codex", "## 4. Pool scaling", "## 5. Memory", "Quick mode", "make bench"} {
+		"## 3. Codex", "## 4. Codex modes", "## 5. Pool scaling", "## 6. A waiting model", "## 7. Memory", "Quick mode", "make bench"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("BENCHMARKS.md lacks %q", want)
+		}
+	}
+}
+
+// checkModes checks the modes section of a quick run: both modes measured,
+// what the model received told apart (agent mode offers Codex's tools and
+// sends more), every phase timed.
+func checkModes(t *testing.T, m *ModesReport) {
+	t.Helper()
+	if m == nil || m.Skipped != "" || len(m.Received) != 2 || len(m.Timing) != 2 || len(m.SchemaBytes) != 4 {
+		t.Fatalf("modes section: %+v", m)
+	}
+	model, agent := m.received("model"), m.received("agent")
+	if model == nil || agent == nil {
+		t.Fatalf("modes: %+v", m.Received)
+	}
+	for _, r := range []*ReceivedMode{model, agent} {
+		if r.Plain.Bytes == 0 || r.OneFunction.Bytes <= r.Plain.Bytes || r.FourFunctions.Bytes <= r.OneFunction.Bytes ||
+			len(r.Conversation) != 4 || r.ConversationKeys < 1 || r.Plain.Tokens != approxTokens(r.Plain.Bytes) {
+			t.Errorf("%s mode received: %+v", r.Mode, r)
+		}
+		for i := 1; i < len(r.Conversation); i++ {
+			if r.Conversation[i].Bytes <= r.Conversation[i-1].Bytes || r.Conversation[i].InputItems <= r.Conversation[i-1].InputItems {
+				t.Errorf("%s mode conversation does not grow: %+v", r.Mode, r.Conversation)
+			}
+		}
+	}
+	if len(model.CodexTools) != 0 || len(agent.CodexTools) == 0 || agent.Plain.Bytes <= model.Plain.Bytes {
+		t.Errorf("model mode offered %v (%d bytes), agent mode %v (%d bytes)", model.CodexTools, model.Plain.Bytes, agent.CodexTools, agent.Plain.Bytes)
+	}
+	for _, tm := range m.Timing {
+		if tm.PlainP50.Median <= 0 || tm.ToolStepP50.Median <= 0 || tm.ToolNextP50.Median <= 0 || tm.ConversationP50.Median <= 0 || tm.Errors != 0 {
+			t.Errorf("%s mode timing: %+v", tm.Mode, tm)
 		}
 	}
 }
@@ -136,8 +184,9 @@ func TestSkipsWhatIsMissing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Codex.Skipped == "" || rep.Scaling.Skipped == "" || rep.Static.Skipped == "" || rep.Memory.Skipped == "" {
-		t.Errorf("not skipped: codex %q scaling %q static %q memory %q", rep.Codex.Skipped, rep.Scaling.Skipped, rep.Static.Skipped, rep.Memory.Skipped)
+	if rep.Codex.Skipped == "" || rep.Modes.Skipped == "" || rep.Scaling.Skipped == "" || rep.Concurrency.Skipped == "" || rep.Static.Skipped == "" || rep.Memory.Skipped == "" {
+		t.Errorf("not skipped: codex %q modes %q scaling %q concurrency %q static %q memory %q",
+			rep.Codex.Skipped, rep.Modes.Skipped, rep.Scaling.Skipped, rep.Concurrency.Skipped, rep.Static.Skipped, rep.Memory.Skipped)
 	}
 	if len(rep.Notes) == 0 {
 		t.Error("no note about the missing codex")

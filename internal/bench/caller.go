@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -31,6 +32,60 @@ func newCaller(client *http.Client, st *stack.Stack, content string, stream bool
 	}
 	body := fmt.Sprintf(`{%s"model":"codex-chatgpt","messages":[{"role":"user","content":%q}]}`, streamField, content)
 	return &caller{client: client, url: st.URL, token: st.Token, body: []byte(body), stream: stream}
+}
+
+// chatMessage is the answer of a (non-streaming) chat completion.
+type chatMessage struct {
+	Content   *string        `json:"content"`
+	ToolCalls []chatToolCall `json:"tool_calls"`
+}
+
+// chatToolCall is one tool call of a chat completion answer.
+type chatToolCall struct {
+	ID       string `json:"id"`
+	Type     string `json:"type"`
+	Function struct {
+		Name      string `json:"name"`
+		Arguments string `json:"arguments"`
+	} `json:"function"`
+}
+
+// chat sends one non-streaming chat completion with body (any JSON value)
+// and returns its answer and how long it took.
+func chat(ctx context.Context, client *http.Client, st *stack.Stack, body any) (chatMessage, time.Duration, error) {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return chatMessage{}, 0, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, st.URL+"/chat/completions", bytes.NewReader(b))
+	if err != nil {
+		return chatMessage{}, 0, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+st.Token)
+	start := time.Now()
+	resp, err := client.Do(req)
+	if err != nil {
+		return chatMessage{}, 0, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	d := time.Since(start)
+	if err != nil {
+		return chatMessage{}, 0, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return chatMessage{}, 0, fmt.Errorf("status %d: %s", resp.StatusCode, bytes.TrimSpace(data[:min(len(data), 4<<10)]))
+	}
+	var c struct {
+		Choices []struct {
+			Message chatMessage `json:"message"`
+		} `json:"choices"`
+	}
+	if err := json.Unmarshal(data, &c); err != nil || len(c.Choices) != 1 {
+		return chatMessage{}, 0, fmt.Errorf("unexpected answer: %s", data[:min(len(data), 1<<10)])
+	}
+	return c.Choices[0].Message, d, nil
 }
 
 // do sends the request and reads the whole answer. For a stream, first is

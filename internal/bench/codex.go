@@ -2,7 +2,9 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"sync"
@@ -27,6 +29,7 @@ type codexEnv struct {
 	fake    *fakemodel.Server
 	home    string
 	workdir string
+	empty   string // an empty directory (model mode's working directory)
 }
 
 func newCodexEnv(command string) (*codexEnv, error) {
@@ -34,7 +37,9 @@ func newCodexEnv(command string) (*codexEnv, error) {
 	var err error
 	if e.home, err = os.MkdirTemp("", "bus-bench-codex-home-"); err == nil {
 		if e.workdir, err = os.MkdirTemp("", "bus-bench-codex-work-"); err == nil {
-			err = fakemodel.WriteCodexHomeDir(e.home, e.fake.URL())
+			if e.empty, err = os.MkdirTemp("", "bus-bench-codex-empty-"); err == nil {
+				err = fakemodel.WriteCodexHomeDir(e.home, e.fake.URL())
+			}
 		}
 	}
 	if err != nil {
@@ -47,7 +52,7 @@ func newCodexEnv(command string) (*codexEnv, error) {
 
 func (e *codexEnv) close() {
 	e.fake.Close()
-	for _, d := range []string{e.home, e.workdir} {
+	for _, d := range []string{e.home, e.workdir, e.empty} {
 		if d != "" {
 			_ = os.RemoveAll(d)
 		}
@@ -63,14 +68,66 @@ func (b *bencher) newProvider(ctx context.Context, e *codexEnv, processes int) (
 	})
 }
 
-// directRequest is the request the codex provider builds for the bus
-// request's chat completion (no system prompt, one user message).
-func directRequest(e *codexEnv) appserver.RunRequest {
-	return appserver.RunRequest{
-		Cwd: e.workdir, Sandbox: appserver.SandboxReadOnly, ApprovalPolicy: appserver.ApprovalUntrusted,
+// directThread is the thread the codex provider starts for the bus
+// request's chat completion in model mode (no system prompt, one user
+// message): Codex's base prompt replaced by the provider's default
+// instructions, every Codex tool and text block off, an empty working
+// directory. It mirrors internal/provider/codex's leanConfig and shapeOf
+// (less the per-thread model catalog, which changes nothing in the
+// request to the fake model); the section checks that both paths send
+// the model a request of the same size.
+func directThread(e *codexEnv) appserver.ThreadParams {
+	return appserver.ThreadParams{
+		Cwd: e.empty, Sandbox: appserver.SandboxReadOnly, ApprovalPolicy: appserver.ApprovalUntrusted,
 		Handler: appserver.HandlerFunc(appserver.Deny), ServiceName: "bus-integration-codex",
-		Input: []appserver.UserInput{appserver.TextInput(codexPrompt)},
+		BaseInstructions: codex.DefaultInstructions, RawEvents: true, HoldToolCalls: true,
+		Config: map[string]any{
+			"features": map[string]any{
+				"shell_tool": false, "view_image": false, "goals": false, "multi_agent": false,
+				"apps": false, "plugins": false, "remote_plugin": false, "tool_suggest": false,
+				"image_generation": false, "browser_use": false, "computer_use": false,
+				"memories": false, "shell_snapshot": false,
+			},
+			"agents":                           map[string]any{"enabled": false},
+			"web_search":                       "disabled",
+			"tools":                            map[string]any{"experimental_request_user_input": map[string]any{"enabled": false}},
+			"skills":                           map[string]any{"include_instructions": false},
+			"include_environment_context":      false,
+			"include_permissions_instructions": false,
+			"include_apps_instructions":        false,
+			"include_collaboration_mode_instructions": false,
+			"project_doc_max_bytes":                   0,
+			"thread_unload_delay_secs":                0,
+		},
 	}
+}
+
+// directTurn runs one turn of prompt on a fresh thread of pool and closes
+// the thread.
+func directTurn(ctx context.Context, pool *appserver.Pool, tp appserver.ThreadParams, prompt string) error {
+	th, err := pool.StartThread(ctx, tp)
+	if err != nil {
+		return err
+	}
+	defer th.Close()
+	tu, err := th.StartTurn(ctx, appserver.TurnParams{Input: []appserver.UserInput{appserver.TextInput(prompt)}})
+	if err != nil {
+		return err
+	}
+	for {
+		if _, err := tu.Next(ctx); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			return err
+		}
+	}
+	if err := tu.Err(); err != nil {
+		return err
+	}
+	if st := tu.Status(); st != appserver.StatusCompleted {
+		return fmt.Errorf("turn %s", st)
+	}
+	return nil
 }
 
 // CodexReport is section 3: the same codex request directly on the App
@@ -80,11 +137,15 @@ type CodexReport struct {
 	// Processes is the App Server pool size both paths share.
 	Processes int `json:"processes"`
 	// Pairs is the number of A,B pairs per run.
-	Pairs     int     `json:"pairs_per_run"`
-	DirectP50 Summary `json:"direct_p50_ms"`
-	DirectP99 Summary `json:"direct_p99_ms"`
-	BusP50    Summary `json:"bus_p50_ms"`
-	BusP99    Summary `json:"bus_p99_ms"`
+	Pairs int `json:"pairs_per_run"`
+	// DirectRequestBytes and BusRequestBytes are the bodies the model
+	// received from each path (the same request when they are equal).
+	DirectRequestBytes int     `json:"direct_model_request_bytes"`
+	BusRequestBytes    int     `json:"bus_model_request_bytes"`
+	DirectP50          Summary `json:"direct_p50_ms"`
+	DirectP99          Summary `json:"direct_p99_ms"`
+	BusP50             Summary `json:"bus_p50_ms"`
+	BusP99             Summary `json:"bus_p99_ms"`
 	// RatioP50 is bus p50 / direct p50 of each run.
 	RatioP50 Summary `json:"ratio_p50"`
 	// AddedP50 is bus p50 − direct p50 of each run (ms).
@@ -122,20 +183,22 @@ func (b *bencher) codexSection(ctx context.Context, e *codexEnv) (*CodexReport, 
 	client := newHTTPClient(8)
 	defer client.CloseIdleConnections()
 	busCall := newCaller(client, st, codexPrompt, false)
-	rr := directRequest(e)
+	tp := directThread(e)
 	direct := func(ctx context.Context) (time.Duration, error) {
 		ctx, cancel := context.WithTimeout(ctx, codexRequestTimeout)
 		defer cancel()
 		start := time.Now()
-		res, err := prov.Pool().Run(ctx, rr)
-		d := time.Since(start)
-		if err != nil {
+		if err := directTurn(ctx, prov.Pool(), tp, codexPrompt); err != nil {
 			return 0, err
 		}
-		if res.Status != appserver.StatusCompleted {
-			return 0, fmt.Errorf("turn %s", res.Status)
+		return time.Since(start), nil
+	}
+	lastBytes := func() int {
+		reqs := e.fake.Requests()
+		if len(reqs) == 0 {
+			return 0
 		}
-		return d, nil
+		return len(reqs[len(reqs)-1].Body)
 	}
 	viaBus := func(ctx context.Context) (time.Duration, error) {
 		ctx, cancel := context.WithTimeout(ctx, codexRequestTimeout)
@@ -147,9 +210,15 @@ func (b *bencher) codexSection(ctx context.Context, e *codexEnv) (*CodexReport, 
 		if _, err := direct(ctx); err != nil {
 			return nil, fmt.Errorf("warm-up (direct): %w", err)
 		}
+		rep.DirectRequestBytes = lastBytes()
 		if _, err := viaBus(ctx); err != nil {
 			return nil, fmt.Errorf("warm-up (bus): %w", err)
 		}
+		rep.BusRequestBytes = lastBytes()
+	}
+	if rep.DirectRequestBytes != rep.BusRequestBytes {
+		b.note(fmt.Sprintf("codex direct vs bus: the direct thread sent the model %d bytes, the provider %d: bench's directThread no longer mirrors the provider's model mode",
+			rep.DirectRequestBytes, rep.BusRequestBytes))
 	}
 	var d50, d99, b50, b99, ratio, added, paired, prov50 []float64
 	var firstErr error

@@ -33,6 +33,11 @@ type MemoryReport struct {
 	// MaxRSSMiB is the pool's retirement threshold (resident memory).
 	MaxRSSMiB int64          `json:"max_rss_mib"`
 	Workers   []MemoryWorker `json:"workers"`
+	// Threads is the App Server's memory per finished and per live
+	// thread, per mode.
+	Threads []ThreadMemory `json:"threads"`
+	// ThreadsSkipped says why Threads is empty.
+	ThreadsSkipped string `json:"threads_skipped,omitempty"`
 }
 
 // MemoryWorker is one worker process on one provider.
@@ -80,6 +85,22 @@ func (b *bencher) memorySection(ctx context.Context, codexEnv *codexEnv) (*Memor
 	} else {
 		rep.Workers = append(rep.Workers, MemoryWorker{Provider: "codex", Skipped: "codex is not available"})
 	}
+	if codexEnv != nil {
+		for _, mode := range benchModes() {
+			t, err := b.threadMemory(ctx, codexEnv, mode)
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+				b.note(fmt.Sprintf("thread memory (%s mode) failed: %v", mode.name, err))
+				rep.ThreadsSkipped = "failed: " + err.Error()
+				break
+			}
+			rep.Threads = append(rep.Threads, *t)
+		}
+	} else {
+		rep.ThreadsSkipped = "codex is not available"
+	}
 	for _, p := range providers {
 		w, err := b.memoryWorker(ctx, bin, p, codexEnv)
 		if err != nil {
@@ -100,9 +121,15 @@ func (b *bencher) workerBinary(ctx context.Context) (path, desc string, err erro
 	if b.opts.workerBinary != "" {
 		return b.opts.workerBinary, "`" + b.opts.workerBinary + "`", nil
 	}
-	// Built into b.tmp/ from the module root above the working directory.
-	if err := testproc.BuildCommands(ctx, b.tmp, false, "bus-integration-codex"); err != nil {
-		return "", "", fmt.Errorf("cannot build the worker (pass --worker-binary to use another): %w", err)
+	// Built once into b.tmp/ from the module root above the working
+	// directory.
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.workerBuilt {
+		if err := testproc.BuildCommands(ctx, b.tmp, false, "bus-integration-codex"); err != nil {
+			return "", "", fmt.Errorf("cannot build the worker (pass --worker-binary to use another): %w", err)
+		}
+		b.workerBuilt = true
 	}
 	return filepath.Join(b.tmp, "bus-integration-codex"), "the bus-integration-codex command built with `go build`", nil
 }
@@ -112,8 +139,37 @@ type workerProc struct {
 	cmd    *exec.Cmd
 	exited chan struct{}
 	ready  chan struct{}
-	mu     sync.Mutex
-	tail   []string // last stderr lines
+	// concurrency is the --concurrency the worker reported when it
+	// connected (read after ready; -1 if it did not say).
+	concurrency int
+	mu          sync.Mutex
+	tail        []string // last stderr lines
+}
+
+// logInt reads key=N from a text log line (-1 when absent).
+func logInt(line, key string) int {
+	for f := range strings.FieldsSeq(line) {
+		if v, ok := strings.CutPrefix(f, key+"="); ok {
+			if n, err := strconv.Atoi(v); err == nil {
+				return n
+			}
+		}
+	}
+	return -1
+}
+
+// waitReady waits until w has connected to the Events API.
+func (w *workerProc) waitReady(ctx context.Context) error {
+	select {
+	case <-w.ready:
+		return nil
+	case <-w.exited:
+		return fmt.Errorf("worker exited: %s", w.stderrTail())
+	case <-time.After(60 * time.Second):
+		return fmt.Errorf("worker not connected after 60s: %s", w.stderrTail())
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func (w *workerProc) stderrTail() string {
@@ -122,21 +178,24 @@ func (w *workerProc) stderrTail() string {
 	return strings.Join(w.tail, "\n")
 }
 
-// startWorker runs the worker command against st's Events API.
-func (b *bencher) startWorker(bin string, st *stack.Stack, provider string, concurrency int, e *codexEnv) (*workerProc, error) {
+// startWorker runs the worker command against st's Events API, with
+// extra flags (e.g. --concurrency) after the connection's; everything
+// else is the command's default.
+func (b *bencher) startWorker(bin string, st *stack.Stack, provider string, e *codexEnv, extra ...string) (*workerProc, error) {
 	token, err := st.Bus.Token("bench-worker-process", llmapi.Scope)
 	if err != nil {
 		return nil, err
 	}
 	args := []string{
-		"--events-url", st.Bus.URL, "--provider", provider, "--concurrency", strconv.Itoa(concurrency),
+		"--events-url", st.Bus.URL, "--provider", provider,
 		"--group", workerGroup, "--consumer", "bench-" + provider, "--log-level", "info", "--connect-timeout", "10s",
 	}
 	env := append(os.Environ(), "BUS_API_TOKEN="+token)
 	if e != nil {
-		args = append(args, "--codex-command", e.command, "--workdir", e.workdir, "--codex-processes", "1")
+		args = append(args, "--codex-command", e.command, "--workdir", e.workdir)
 		env = append(env, e.env()...)
 	}
+	args = append(args, extra...)
 	cmd := exec.Command(bin, args...)
 	cmd.Env = env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -147,7 +206,7 @@ func (b *bencher) startWorker(bin string, st *stack.Stack, provider string, conc
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start worker: %w", err)
 	}
-	w := &workerProc{cmd: cmd, exited: make(chan struct{}), ready: make(chan struct{})}
+	w := &workerProc{cmd: cmd, exited: make(chan struct{}), ready: make(chan struct{}), concurrency: -1}
 	scanned := make(chan struct{})
 	go func() {
 		defer close(scanned)
@@ -157,6 +216,7 @@ func (b *bencher) startWorker(bin string, st *stack.Stack, provider string, conc
 			line := sc.Text()
 			if !ready && strings.Contains(line, "worker connected") {
 				ready = true
+				w.concurrency = logInt(line, "concurrency")
 				close(w.ready)
 			}
 			if strings.Contains(line, "request done") {
@@ -287,19 +347,17 @@ func (b *bencher) memoryWorker(ctx context.Context, bin, provider string, e *cod
 	if e != nil {
 		conc, workerConc = 8, 8
 	}
-	w, err := b.startWorker(bin, st, provider, workerConc, e)
+	extra := []string{"--concurrency", strconv.Itoa(workerConc)}
+	if e != nil {
+		extra = append(extra, "--codex-processes", "1")
+	}
+	w, err := b.startWorker(bin, st, provider, e, extra...)
 	if err != nil {
 		return nil, err
 	}
 	defer w.stop()
-	select {
-	case <-w.ready:
-	case <-w.exited:
-		return nil, fmt.Errorf("worker exited: %s", w.stderrTail())
-	case <-time.After(60 * time.Second):
-		return nil, fmt.Errorf("worker not connected after 60s: %s", w.stderrTail())
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	if err := w.waitReady(ctx); err != nil {
+		return nil, err
 	}
 	pid := w.cmd.Process.Pid
 	client := newHTTPClient(conc)

@@ -158,42 +158,106 @@ type procInfo struct {
 	comm string
 }
 
-// descendants returns every live descendant of root, found by walking
-// the parent links of /proc/*/stat (the npm codex launcher's native child
-// included).
-func descendants(root int) []procInfo {
+// procStat is what /proc/<pid>/stat says of a process.
+type procStat struct {
+	comm        string
+	ppid, pgrp  int
+	zombie      bool
+	cpu         time.Duration // utime+stime
+	childrenCPU time.Duration // cutime+cstime: its children it has waited for
+}
+
+// userHZ is the unit of the CPU times in /proc/<pid>/stat (USER_HZ, 100
+// on every Linux platform Go supports).
+const userHZ = 100
+
+func readProcStat(pid int) (procStat, bool) {
+	stat := readFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	lp, rp := strings.IndexByte(stat, '('), strings.LastIndexByte(stat, ')')
+	if lp < 0 || rp < lp {
+		return procStat{}, false
+	}
+	// Fields after the parenthesised comm: state ppid pgrp ... utime(11)
+	// stime(12) cutime(13) cstime(14).
+	f := strings.Fields(stat[rp+1:])
+	if len(f) < 15 {
+		return procStat{}, false
+	}
+	n := func(i int) int64 { v, _ := strconv.ParseInt(f[i], 10, 64); return v }
+	tick := func(v int64) time.Duration { return time.Duration(v) * time.Second / userHZ }
+	return procStat{
+		comm: stat[lp+1 : rp], ppid: int(n(1)), pgrp: int(n(2)), zombie: f[0] == "Z",
+		cpu: tick(n(11) + n(12)), childrenCPU: tick(n(13) + n(14)),
+	}, true
+}
+
+// procTable reads every process of /proc.
+func procTable() map[int]procStat {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
 	}
-	parent := map[int]int{}
-	comm := map[int]string{}
+	out := map[int]procStat{}
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		stat := readFile(filepath.Join("/proc", e.Name(), "stat"))
-		lp, rp := strings.IndexByte(stat, '('), strings.LastIndexByte(stat, ')')
-		if lp < 0 || rp < lp {
-			continue
+		if st, ok := readProcStat(pid); ok {
+			out[pid] = st
 		}
-		f := strings.Fields(stat[rp+1:])
-		if len(f) < 2 {
-			continue
-		}
-		ppid, _ := strconv.Atoi(f[1])
-		parent[pid] = ppid
-		comm[pid] = stat[lp+1 : rp]
 	}
+	return out
+}
+
+// descendants returns every live descendant of root, found by walking
+// the parent links of /proc/*/stat (the npm codex launcher's native child
+// included).
+func descendants(root int) []procInfo {
+	table := procTable()
 	var out []procInfo
-	for pid := range parent {
-		for p := parent[pid]; p > 1; p = parent[p] {
+	for pid, st := range table {
+		for p := st.ppid; p > 1; p = table[p].ppid {
 			if p == root {
-				out = append(out, procInfo{pid: pid, comm: comm[pid]})
+				out = append(out, procInfo{pid: pid, comm: st.comm})
 				break
 			}
 		}
 	}
 	return out
+}
+
+// groupMembers returns the live processes of process group pgid.
+func groupMembers(pgid int) []int {
+	var out []int
+	for pid, st := range procTable() {
+		if st.pgrp == pgid && !st.zombie {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// cpuOf is the CPU time the processes pids have used, with that of the
+// children each has waited for (so a short-lived helper an App Server ran
+// and reaped counts; a process still running counts once, as itself).
+func cpuOf(pids []int) time.Duration {
+	var sum time.Duration
+	for _, pid := range pids {
+		if st, ok := readProcStat(pid); ok {
+			sum += st.cpu + st.childrenCPU
+		}
+	}
+	return sum
+}
+
+// rssOf is the resident memory of the processes pids (kB).
+func rssOf(pids []int) int64 {
+	var sum int64
+	for _, pid := range pids {
+		if m, ok := readProcMem(pid); ok {
+			sum += m.rssKB
+		}
+	}
+	return sum
 }

@@ -2,6 +2,8 @@ package bench
 
 import (
 	"fmt"
+
+	"github.com/busdk/bus-integration-codex/internal/catalog"
 	"io"
 	"math"
 	"strconv"
@@ -23,11 +25,16 @@ type Report struct {
 	Settings Settings `json:"settings"`
 	Machine  Machine  `json:"machine"`
 
-	Events  *EventsReport  `json:"events_api"`
-	Static  *StaticReport  `json:"static_round_trip"`
-	Codex   *CodexReport   `json:"codex_direct_vs_bus"`
-	Scaling *ScalingReport `json:"pool_scaling"`
-	Memory  *MemoryReport  `json:"memory"`
+	Events      *EventsReport      `json:"events_api"`
+	Static      *StaticReport      `json:"static_round_trip"`
+	Codex       *CodexReport       `json:"codex_direct_vs_bus"`
+	Modes       *ModesReport       `json:"codex_modes"`
+	Scaling     *ScalingReport     `json:"pool_scaling"`
+	Concurrency *ConcurrencyReport `json:"concurrency"`
+	Memory      *MemoryReport      `json:"memory"`
+	// Sizing is what the run says about the worker's default
+	// concurrency (from the concurrency, modes and memory sections).
+	Sizing *Sizing `json:"sizing"`
 
 	Goals []Goal `json:"goals"`
 	// Notes are skipped sections and failures.
@@ -49,6 +56,13 @@ type Settings struct {
 	PoolSizes               []int    `json:"pool_sizes"`
 	ScalingN                []int    `json:"scaling_n"`
 	StaticWorkerConcurrency int      `json:"static_worker_concurrency"`
+	ModeIterations          int      `json:"mode_iterations"`
+	ModeConversations       int      `json:"mode_conversations"`
+	WaitModel               string   `json:"wait_model"`
+	WaitRounds              int      `json:"wait_rounds"`
+	WaitN                   []int    `json:"wait_n"`
+	FinishedThreads         int      `json:"finished_threads"`
+	LiveThreads             int      `json:"live_threads"`
 }
 
 // Goal is one of the issue's targets, reported (never asserted).
@@ -78,6 +92,22 @@ const (
 	goalStaticP50    = "static_p50"
 	goalStaticRPS    = "static_rps"
 	goalMemoryLatP50 = "memory_publish_deliver_p50"
+	goalPlainBytes   = "model_plain_request_bytes"
+	goalFunctionCost = "model_function_extra_bytes"
+	goalCacheKeys    = "model_conversation_cache_keys"
+	goalToolStep     = "model_tool_step_added_p50"
+	goalCodexCPU     = "model_codex_cpu_per_request"
+	goalWaiting      = "waiting_8_vs_1"
+)
+
+// Targets of the goals of issue 16 (KB read as 1,000 bytes).
+const (
+	targetPlainBytes   = 2500
+	targetFunctionCost = 1000
+	targetToolStepMs   = 20
+	targetCodexCPUMs   = 50
+	targetWaitingRatio = 1.3
+	waitingN           = 8
 )
 
 func goals(r *Report) []Goal {
@@ -122,8 +152,58 @@ func goals(r *Report) []Goal {
 			}
 		}
 	}
-	return []Goal{g1, g2, g3, g4}
+	return append([]Goal{g1, g2, g3, g4}, modeGoals(r)...)
 }
+
+// modeGoals are the goals of issue 16 (lean Codex), measured in model
+// mode; agent mode's figure is given beside each.
+func modeGoals(r *Report) []Goal {
+	met := func(ok bool) *bool { return &ok }
+	plain := Goal{ID: goalPlainBytes, Name: `Model mode: plain "Reply ONE" request body`, Target: "≤ 2,500 bytes"}
+	fn := Goal{ID: goalFunctionCost, Name: "Model mode: bytes per client function beyond its schema", Target: "≤ 1,000 bytes"}
+	keys := Goal{ID: goalCacheKeys, Name: "Model mode: prompt_cache_keys of a 4-turn conversation (one worker)", Target: "1"}
+	tool := Goal{ID: goalToolStep, Name: "Model mode: tool step over a plain answer, p50", Target: "≤ 20 ms"}
+	cpu := Goal{ID: goalCodexCPU, Name: "Model mode: codex CPU per plain request", Target: "≤ 50 ms"}
+	wait := Goal{ID: goalWaiting, Name: "Waiting model: 8 requests at once vs one (default worker)", Target: "≤ 1.3×"}
+	if m := r.Modes; m != nil && m.Skipped == "" {
+		model, agent := m.received(catalog.ModeModel), m.received(catalog.ModeAgent)
+		if model != nil {
+			plain.Measured = fmtBytes(model.Plain.Bytes) + " bytes"
+			plain.Met = met(model.Plain.Bytes <= targetPlainBytes)
+			worst := max(model.OneFunctionExtra, model.FourFunctionsExtra)
+			fn.Measured = fmt.Sprintf("%s (1 function), %s each (4 functions)", fmtBytes(model.OneFunctionExtra), fmtBytes(model.FourFunctionsExtra))
+			fn.Met = met(worst <= targetFunctionCost)
+			keys.Measured = strconv.Itoa(model.ConversationKeys)
+			keys.Met = met(model.ConversationKeys == 1)
+			if agent != nil {
+				plain.Measured += " (agent mode " + fmtBytes(agent.Plain.Bytes) + ")"
+				fn.Measured += fmt.Sprintf(" (agent mode %s, %s)", fmtBytes(agent.OneFunctionExtra), fmtBytes(agent.FourFunctionsExtra))
+				keys.Measured += fmt.Sprintf(" (agent mode %d)", agent.ConversationKeys)
+			}
+		}
+		mt, at := m.timing(catalog.ModeModel), m.timing(catalog.ModeAgent)
+		if mt != nil {
+			tool.Measured = fmtMs(mt.ToolAddedP50) + " ms"
+			tool.Met = met(mt.ToolAddedP50.Median <= targetToolStepMs)
+			cpu.Measured = fmtMs(mt.CPUPlain) + " ms"
+			cpu.Met = met(mt.CPUPlain.Median <= targetCodexCPUMs)
+			if at != nil {
+				tool.Measured += " (agent mode " + fmtNum(at.ToolAddedP50.Median) + ")"
+				cpu.Measured += " (agent mode " + fmtNum(at.CPUPlain.Median) + ")"
+			}
+		}
+	}
+	if c := r.Concurrency.config(configDefault); c != nil {
+		if row := c.row(waitingN); row != nil {
+			wait.Measured = fmt.Sprintf("%s with a %s ms model", fmtRatio(row.Ratio), fmtNum(r.Concurrency.ModelDelayMS))
+			wait.Met = met(row.Ratio.Median <= targetWaitingRatio)
+		}
+	}
+	return []Goal{plain, fn, keys, tool, cpu, wait}
+}
+
+// fmtBytes formats a byte count with thousands separators.
+func fmtBytes(n int) string { return fmtThousands(float64(n)) }
 
 // fmtNum formats x with a precision that suits its size.
 func fmtNum(x float64) string {
@@ -182,12 +262,15 @@ func fmtMiB(s Summary) string {
 // RenderMarkdown writes docs/BENCHMARKS.md for r.
 func RenderMarkdown(w io.Writer, r *Report) error {
 	t, err := template.New("benchmarks").Funcs(template.FuncMap{
-		"ms":    fmtMs,
-		"rate":  fmtRate,
-		"ratio": fmtRatio,
-		"mib":   fmtMiB,
-		"num":   fmtNum,
-		"mibf":  func(x float64) string { return strconv.FormatFloat(x, 'f', 1, 64) },
+		"ms":           fmtMs,
+		"rate":         fmtRate,
+		"ratio":        fmtRatio,
+		"mib":          fmtMiB,
+		"num":          fmtNum,
+		"mibf":         func(x float64) string { return strconv.FormatFloat(x, 'f', 1, 64) },
+		"rate1":        func(x float64) string { return fmtThousands(x) },
+		"bytes":        fmtBytes,
+		"receivedRows": receivedRows,
 		"yesno": func(b bool) string {
 			if b {
 				return "stream"
@@ -316,10 +399,11 @@ the run's wall time, i.e. how much of the {{$.Machine.Cores}} cores the run actu
 {{with .Codex}}{{if .Skipped}}Skipped: {{.Skipped}}.{{else -}}
 The same request ("Say hello", one user message) on the real codex binary
 against the zero-latency fake model (internal/testutil/fakemodel): **(a)
-direct** with ` + "`appserver.Pool.Run`" + ` (the thread and turn parameters the codex
-provider sends), and **(b) bus**: a chat completion through the front door,
+direct**: a thread with the parameters the codex provider sends in model mode,
+one turn, the thread closed, on ` + "`appserver.Pool`" + `; and **(b) bus**: a chat completion through the front door,
 the Events API, the worker and the codex provider, on the same pool of
 {{.Processes}} App Server process{{if gt .Processes 1}}es{{end}}. Interleaved A B A B, {{.Pairs}} pairs per run.
+The model received {{.DirectRequestBytes}} bytes from (a) and {{.BusRequestBytes}} from (b){{if eq .DirectRequestBytes .BusRequestBytes}} (the same request){{end}}.
 
 | | p50 | p99 |
 | --- | --- | --- |
@@ -336,7 +420,45 @@ provider's mapping around the turn roughly that − (a).
 
 Pool counters at the end: {{.PoolStarts}} start{{if ne .PoolStarts 1}}s{{end}}, {{.PoolRestarts}} restarts, {{.PoolRetired}} retired.
 {{end}}{{end}}
-## 4. Pool scaling
+## 4. Codex modes: what the model receives, tool steps, CPU
+
+{{with .Modes}}{{if .Skipped}}Skipped: {{.Skipped}}.{{else -}}
+Chat completions through the whole bus path (front door, Events API, worker,
+codex provider on {{.Processes}} App Server process{{if gt .Processes 1}}es{{end}}) against the zero-latency fake model, in
+**model mode** (catalog id ` + "`codex-chatgpt`" + `, the default: the model sees only what the
+caller sent) and **agent mode** (` + "`codex-agent`" + `: Codex as a coding agent with its own
+tools, which is how every request ran before model mode existed).
+
+**What the model receives**, read from the fake model's log (the body Codex
+POSTs to ` + "`/v1/responses`" + `; ≈ tokens = bytes / 4). *Plain* is a system message
+("You are a helpful assistant.") and "Reply ONE"; the function rows add one and four
+client functions (their own sizes, as the client sent them: {{ints .SchemaBytes}} bytes);
+the conversation is a 4-turn chat, each request the whole history plus a new
+question. Input and tools are the bytes of those two arrays of the body.
+
+| Request | Model mode: bytes (≈ tokens) | input items / bytes | tools / bytes | Agent mode: bytes (≈ tokens) | input items / bytes | tools / bytes |
+| --- | --- | --- | --- | --- | --- | --- |
+{{range receivedRows .}}| {{.Name}} | {{with .Model}}{{bytes .Bytes}} ({{bytes .Tokens}}) | {{.InputItems}} / {{bytes .InputBytes}} | {{.Tools}} / {{bytes .ToolsBytes}}{{else}}– | – | –{{end}} | {{with .Agent}}{{bytes .Bytes}} ({{bytes .Tokens}}) | {{.InputItems}} / {{bytes .InputBytes}} | {{.Tools}} / {{bytes .ToolsBytes}}{{else}}– | – | –{{end}} |
+{{end}}
+{{range .Received}}- **{{.Mode}} mode** ({{.ModelID}}): a client function costs {{bytes .OneFunctionExtra}} bytes beyond its own schema (one function), {{bytes .FourFunctionsExtra}} each (four);
+  the 4-turn conversation used {{.ConversationKeys}} prompt_cache_key{{if ne .ConversationKeys 1}}s{{end}}, and {{if .ConversationPrefix}}each request repeated the one before it byte for byte{{else}}**not** every request repeated the one before it byte for byte{{end}};
+  tools the model was offered on the plain request: {{if .CodexTools}}{{join .CodexTools ", "}}{{else}}none{{end}}.
+{{end}}
+**Tool steps, plain answers and CPU.** Per mode and run, one request at a time: {{.Iterations}} plain
+requests; {{.Iterations}} tool loops (the weather question with ` + "`get_weather`" + ` comes back as one call,
+finish_reason ` + "`tool_calls`" + `: the *tool step*; then the call's output gets the answer); {{.Conversations}}
+4-turn conversation{{if gt .Conversations 1}}s{{end}}. *Added* is each run's tool step p50 − plain p50. *Codex CPU* is
+the App Server processes' CPU time (user + system, from /proc, with the helpers they ran) over the phase, per request.
+
+| Mode | Plain p50 | Plain p95 | Tool step p50 | Tool step p95 | Added p50 | Output → answer p50 | Conversation turn p50 | Codex CPU ms/request: plain | tool loop | conversation | Errors |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
+{{range .Timing}}| {{.Mode}} | {{ms .PlainP50}} | {{ms .PlainP95}} | {{ms .ToolStepP50}} | {{ms .ToolStepP95}} | {{ms .ToolAddedP50}} | {{ms .ToolNextP50}} | {{ms .ConversationP50}} | {{ms .CPUPlain}} | {{ms .CPUTool}} | {{ms .CPUConversation}} | {{.Errors}} |
+{{end}}
+The same model-mode plain request run directly on the App Server (section 3's direct path: thread/start
+with the provider's model-mode parameters, one turn, the thread closed; no bus, no provider), one at a time:
+p50 {{ms .DirectP50}} ms, codex CPU {{ms .DirectCPU}} ms per request. That is what Codex itself spends on the request.
+{{end}}{{end}}
+## 5. Pool scaling
 
 {{with .Scaling}}{{if .Skipped}}Skipped: {{.Skipped}}.{{else -}}
 N concurrent codex requests through the whole bus path (front door, Events
@@ -350,7 +472,38 @@ A ratio of N would mean no parallelism at all; 1 would be perfect scaling.
 | --- | --- | --- | --- | --- |
 {{range .Rows}}| {{.N}} | {{ms .Wall}} | {{ratio .Ratio}} | {{with .Throughput}}{{num .Median}}{{end}} | {{.Errors}} |
 {{end}}{{end}}{{end}}{{end}}
-## 5. Memory
+## 6. A waiting model: requests in flight
+
+{{with .Concurrency}}{{if .Skipped}}Skipped: {{.Skipped}}.{{else -}}
+A real model takes seconds per turn, during which the turn costs Codex no CPU. Here the fake
+model waits {{num .ModelDelayMS}} ms before each answer. The worker runs as its own process
+({{.WorkerBinary}}) against an Events API and front door in the bench process; its flags are
+only the connection's plus the ones shown, so *default* is what an operator gets: {{.Processes}}
+App Server process{{if gt .Processes 1}}es{{end}} (one per two CPUs) and ` + "`--concurrency`" + ` {{.PerProcess}} per process. Each row sends
+*N* plain chat completions ("Reply ONE", model mode), *client* at a time, and times them
+until the last answered; *ratio* is that over the same round's single request, and *ideal*
+the ratio if every wave of *client* requests took as long as one. {{.Rounds}} round{{if gt .Rounds 1}}s{{end}} (median, min–max).
+*Codex CPU* is the App Server processes' CPU per request; *peak RSS* their largest
+sampled total; *added RSS* that peak minus their RSS before the row, per request.
+{{range .Configs}}
+**{{.Name}}**{{if .Flags}} (` + "`{{.Flags}}`" + `){{end}}{{if .Skipped}}: skipped ({{.Skipped}}){{else}}: ` + "`--concurrency`" + ` {{.Concurrency}}; App Server RSS after warm-up {{mibf .IdleRSSMiB}} MiB
+
+| N | Client | Wall time | Ratio to one | Ideal | Codex CPU ms/request | Peak RSS MiB | Added RSS KiB/request | Errors |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- |
+{{range .Rows}}| {{.N}} | {{.Client}} | {{ms .Wall}} | {{ratio .Ratio}} | {{.IdealRatio}}× | {{ms .CPUPerRequest}} | {{mib .PeakRSS}} | {{rate .AddedRSSPerRequest}} | {{.Errors}} |
+{{end}}{{end}}{{end}}{{end}}{{end}}
+{{- with .Sizing}}
+**Sizing the default.** {{if .Skipped}}Not computed: {{.Skipped}}.{{else -}}
+The worker admits ` + "`--concurrency`" + ` requests at once, by default {{.PerProcess}} per App Server process
+({{.Processes}} process{{if gt .Processes 1}}es{{end}} by default here). Measured bounds per process, with a {{num .ModelDelayMS}} ms model:
+- *what it carries while waiting*: with every request admitted, the pool answered {{.Carried}} at once within {{num .CarriedRatio}}× of one request{{if eq .Carried .Tried}} (the most tried){{end}};
+- *CPU*: {{num .CPUPerRequestMS}} ms of App Server CPU per request, so {{.CPUBound}} requests waiting {{num .ModelDelayMS}} ms each keep the process's share of the {{.Cores}} cores busy (delay × cores per process / CPU per request; the bound grows with the model's latency);
+- *memory*: {{rate1 .InFlightKiB}} KiB of App Server RSS per request in flight and {{rate1 .LiveKiB}} KiB per live conversation thread (section 7); beside {{mibf .IdleMiB}} MiB idle and {{.LiveThreads}} live threads, {{.MemoryBound}} requests in flight fit under the {{.MaxRSSMiB}} MiB at which a process is recycled.
+
+Verdict: {{.Verdict}}.
+{{end}}
+{{end}}
+## 7. Memory
 
 {{with .Memory}}{{if .Skipped}}Skipped: {{.Skipped}}.{{else -}}
 The worker runs as its own process, {{.WorkerBinary}}, against an Events API
@@ -375,9 +528,55 @@ the sampled peak of the total can catch.
 | Process | At once (seen) | Idle RSS | Peak RSS under load | VmHWM |
 | --- | --- | --- | --- | --- |
 {{range .Processes}}| {{.Role}} | {{.MaxCount}} ({{.Seen}}) | {{mibf .IdleMiB}} | {{mib .Peak}} | {{mibf .HWMMiB}} |
-{{end}}{{end}}{{end}}{{end}}{{end}}
+{{end}}{{end}}{{end}}
+**App Server memory per thread.** {{if .ThreadsSkipped}}Skipped: {{.ThreadsSkipped}}.{{else -}}
+One App Server process that is never recycled, through the bus, 4 requests at a time. *Finished*:
+the same request over and over, each on a fresh thread that is closed (and, with
+thread_unload_delay_secs 0, unloaded) when the next one ends on the same transcript.
+*Live*: distinct one-message conversations, each thread kept loaded for a later turn (the
+provider keeps up to 256). Per thread is the least-squares slope of the process group's RSS,
+read at six points of each series.
+
+| Mode | Finished threads | RSS per finished thread (KiB) | Live threads | RSS per live thread (KiB) | RSS: start → after finished → after live (MiB) |
+| --- | --- | --- | --- | --- | --- |
+{{range .Threads}}| {{.Mode}} | {{.Finished}} | {{rate1 .FinishedKiB}} | {{.Live}} | {{rate1 .LiveKiB}} | {{mibf .StartMiB}} → {{mibf .AfterFinishedMiB}} → {{mibf .AfterLiveMiB}} |
+{{end}}{{end}}{{end}}{{end}}
 {{- with .Notes}}
 ## Notes
 
 {{range .}}- {{.}}
 {{end}}{{end}}`
+
+// receivedRow is one row of the "what the model receives" table.
+type receivedRow struct {
+	Name         string
+	Model, Agent *RequestSize
+}
+
+// receivedRows lays the two modes' requests side by side.
+func receivedRows(m *ModesReport) []receivedRow {
+	names := []string{"plain", "1 function", "4 functions", "conversation turn 1", "conversation turn 2", "conversation turn 3", "conversation turn 4"}
+	pick := func(r *ReceivedMode, i int) *RequestSize {
+		if r == nil {
+			return nil
+		}
+		switch i {
+		case 0:
+			return &r.Plain
+		case 1:
+			return &r.OneFunction
+		case 2:
+			return &r.FourFunctions
+		}
+		if j := i - 3; j < len(r.Conversation) {
+			return &r.Conversation[j]
+		}
+		return nil
+	}
+	model, agent := m.received(catalog.ModeModel), m.received(catalog.ModeAgent)
+	rows := make([]receivedRow, len(names))
+	for i, n := range names {
+		rows[i] = receivedRow{Name: n, Model: pick(model, i), Agent: pick(agent, i)}
+	}
+	return rows
+}

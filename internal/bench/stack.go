@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/busdk/bus-integration-codex/internal/catalog"
 	"github.com/busdk/bus-integration-codex/internal/eventstore"
 	"github.com/busdk/bus-integration-codex/internal/executor"
 	"github.com/busdk/bus-integration-codex/internal/stack"
@@ -23,6 +24,10 @@ type stackConfig struct {
 	// provider runs the turns in an in-process worker; nil starts no
 	// worker (one runs in another process). The stack does not close it.
 	provider turn.Provider
+	// catalog, when set, is the worker's model catalog (the catalog ids
+	// pick the codex provider's mode); without it every request runs in
+	// the provider's default mode.
+	catalog *catalog.Catalog
 	// concurrency is the worker's Concurrency (and so its prefetch).
 	concurrency int
 	// timeout bounds each request.
@@ -37,7 +42,7 @@ func startStack(ctx context.Context, cfg stackConfig) (*stack.Stack, error) {
 	sc := stack.Config{Backend: cfg.backend, Timeout: cfg.timeout, Logger: cfg.log}
 	if cfg.provider != nil {
 		sc.Worker = &stack.WorkerConfig{
-			Executor: &executor.Executor{Provider: cfg.provider},
+			Executor: &executor.Executor{Provider: cfg.provider, Catalog: cfg.catalog},
 			Group:    workerGroup, Consumer: "bench", Concurrency: cfg.concurrency,
 		}
 	}
