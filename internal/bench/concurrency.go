@@ -332,10 +332,12 @@ type Sizing struct {
 	// beside IdleMiB and LiveThreads live threads.
 	InFlightKiB float64 `json:"rss_per_request_in_flight_kib"`
 	LiveKiB     float64 `json:"rss_per_live_thread_kib"`
-	LiveThreads int     `json:"live_threads"`
-	IdleMiB     float64 `json:"idle_rss_mib"`
-	MaxRSSMiB   int64   `json:"max_rss_mib"`
-	MemoryBound int     `json:"memory_bound"`
+	// LiveMeasured says LiveKiB was measured (the memory section ran).
+	LiveMeasured bool    `json:"live_measured"`
+	LiveThreads  int     `json:"live_threads"`
+	IdleMiB      float64 `json:"idle_rss_mib"`
+	MaxRSSMiB    int64   `json:"max_rss_mib"`
+	MemoryBound  int     `json:"memory_bound"`
 	// Verdict is the conclusion in one sentence.
 	Verdict string `json:"verdict"`
 }
@@ -376,7 +378,7 @@ func sizing(r *Report) *Sizing {
 	if m := r.Memory; m != nil {
 		for _, t := range m.Threads {
 			if t.Mode == catalog.ModeModel {
-				s.LiveKiB = t.LiveKiB
+				s.LiveKiB, s.LiveMeasured = t.LiveKiB, true
 			}
 		}
 	}

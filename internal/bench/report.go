@@ -498,7 +498,7 @@ The worker admits ` + "`--concurrency`" + ` requests at once, by default {{.PerP
 ({{.Processes}} process{{if gt .Processes 1}}es{{end}} by default here). Measured bounds per process, with a {{num .ModelDelayMS}} ms model:
 - *what it carries while waiting*: with every request admitted, the pool answered {{.Carried}} at once within {{num .CarriedRatio}}× of one request{{if eq .Carried .Tried}} (the most tried){{end}};
 - *CPU*: {{num .CPUPerRequestMS}} ms of App Server CPU per request, so {{.CPUBound}} requests waiting {{num .ModelDelayMS}} ms each keep the process's share of the {{.Cores}} cores busy (delay × cores per process / CPU per request; the bound grows with the model's latency);
-- *memory*: {{rate1 .InFlightKiB}} KiB of App Server RSS per request in flight and {{rate1 .LiveKiB}} KiB per live conversation thread (section 7); beside {{mibf .IdleMiB}} MiB idle and {{.LiveThreads}} live threads, {{.MemoryBound}} requests in flight fit under the {{.MaxRSSMiB}} MiB at which a process is recycled.
+- *memory*: {{rate1 .InFlightKiB}} KiB of App Server RSS per request in flight and {{if .LiveMeasured}}{{rate1 .LiveKiB}} KiB per live conversation thread (section 7){{else}}live conversation threads not measured (section 7 did not run){{end}}; beside {{mibf .IdleMiB}} MiB idle{{if .LiveMeasured}} and {{.LiveThreads}} live threads{{end}}, {{.MemoryBound}} requests in flight fit under the {{.MaxRSSMiB}} MiB at which a process is recycled.
 
 Verdict: {{.Verdict}}.
 {{end}}
