@@ -145,7 +145,7 @@ type Provider struct {
 	convs  *conversations
 	limits *limits
 	stop   context.CancelFunc
-	wg    sync.WaitGroup
+	wg     sync.WaitGroup
 }
 
 // Errors of New, to check with errors.Is.
@@ -209,9 +209,9 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	pool, err := appserver.NewPool(context.WithoutCancel(ctx), appserver.PoolConfig{
 		Process: appserver.Config{Command: cfg.Command, Dir: cfg.Workdir, Env: cfg.Env, Logger: cfg.Logger, ClientName: "bus-integration-codex",
 			OnRateLimits: p.limits.update},
-		Size:    cfg.Processes,
-		Eager:   true,
-		MaxRSS:  cfg.MaxRSS,
+		Size:   cfg.Processes,
+		Eager:  true,
+		MaxRSS: cfg.MaxRSS,
 	})
 	if err != nil {
 		_ = os.RemoveAll(dir)
