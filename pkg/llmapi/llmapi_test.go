@@ -28,6 +28,8 @@ func TestOperationNames(t *testing.T) {
 			"bus.llm.responses.retrieve.cancel", "/v1/responses/{id}", "responses_retrieve", true},
 		{llmapi.OpResponsesDelete, "bus.llm.responses.delete.request", "bus.llm.responses.delete.response", "bus.llm.responses.delete.chunk",
 			"bus.llm.responses.delete.cancel", "/v1/responses/{id}", "responses_delete", true},
+		{llmapi.OpResponsesInputItems, "bus.llm.responses.input_items.request", "bus.llm.responses.input_items.response", "bus.llm.responses.input_items.chunk",
+			"bus.llm.responses.input_items.cancel", "/v1/responses/{id}/input_items", "responses_input_items", true},
 	}
 	if got := llmapi.AllOperations(); len(got) != len(tests) {
 		t.Fatalf("AllOperations = %v", got)
@@ -59,7 +61,7 @@ func TestOperationNames(t *testing.T) {
 			}
 		}
 	}
-	if len(llmapi.Operations()) != 3 || len(llmapi.StateOperations()) != 2 {
+	if len(llmapi.Operations()) != 3 || len(llmapi.StateOperations()) != 3 {
 		t.Errorf("Operations %v StateOperations %v", llmapi.Operations(), llmapi.StateOperations())
 	}
 }
