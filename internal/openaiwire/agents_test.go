@@ -233,7 +233,8 @@ func TestParseResponsesAgentRejects(t *testing.T) {
 		{name: "custom_tool_call_output without call_id", body: `{"model":"m","input":[{"type":"custom_tool_call_output","output":"x"}]}`, param: "input[0].call_id", code: missingParam},
 		{name: "web_search_call without id", body: `{"model":"m","input":[{"type":"web_search_call","action":{"type":"search"}}]}`, param: "input[0].id", code: missingParam},
 		{name: "item_reference without id", body: `{"model":"m","input":[{"type":"item_reference"}]}`, param: "input[0].id", code: missingParam},
-		{name: "Codex's internal additional_tools item", body: `{"model":"m","input":[{"type":"additional_tools","role":"developer","tools":[]}]}`, param: "input[0].type", code: unsupportedCode},
+		{name: "additional_tools without tools", body: `{"model":"m","input":[{"type":"additional_tools","role":"developer","tools":[]}]}`, param: "input[0].tools", code: missingParam},
+		{name: "hosted tool in additional_tools", caps: agentCaps, body: `{"model":"m","input":[{"type":"additional_tools","role":"developer","tools":[{"type":"code_interpreter"}]}]}`, param: "input[0].tools[0].type", code: unsupportedCode},
 	})
 }
 
@@ -319,6 +320,34 @@ func TestParseCodexCLIRequests(t *testing.T) {
 	}
 	if out.Type != turn.ItemFunctionCallOutput || out.CallID != "call_echo" || !strings.Contains(out.Output, "\nhi\n") || !strings.HasPrefix(out.ID, "fco_") {
 		t.Errorf("function call output %+v", out)
+	}
+}
+
+// Codex's default configuration (its own model, a Responses "lite"
+// request) offers its tools in an additional_tools input item: namespaces
+// of function and custom tools, the custom exec tool with a lark grammar.
+func TestParseCodexCLIDefaultModelRequest(t *testing.T) {
+	c, err := codexCapture(t, "codex-exec-default-model-first-request.json", agentCaps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := c.Request
+	byName := map[string]turn.Tool{}
+	for _, tl := range req.Tools {
+		byName[tl.Namespace+"."+tl.Name] = tl
+	}
+	exec, ok := byName["functions.exec"]
+	var format struct{ Type, Syntax, Definition string }
+	if !ok || exec.Kind != turn.ToolCustom || json.Unmarshal(exec.Format, &format) != nil || format.Type != "grammar" || format.Syntax != "lark" || format.Definition == "" {
+		t.Errorf("functions.exec = %+v", exec)
+	}
+	for _, name := range []string{"functions.wait", "clock.sleep", "collaboration.spawn_agent"} {
+		if tl, ok := byName[name]; !ok || tl.Kind != turn.ToolFunction {
+			t.Errorf("%s = %+v (tools %v)", name, tl, req.Tools)
+		}
+	}
+	if req.ParallelToolCalls || req.Effort != "low" || req.WebSearch != nil || len(req.Input) != 6 || req.Input[0].Role != turn.RoleDeveloper {
+		t.Errorf("request %+v", req)
 	}
 }
 
@@ -706,11 +735,11 @@ func TestListItems(t *testing.T) {
 				t.Fatal(err)
 			}
 			var list struct {
-				Object  string                       `json:"object"`
+				Object  string                        `json:"object"`
 				Data    []responses.ResponseItemUnion `json:"data"`
-				FirstID *string                      `json:"first_id"`
-				LastID  *string                      `json:"last_id"`
-				HasMore bool                         `json:"has_more"`
+				FirstID *string                       `json:"first_id"`
+				LastID  *string                       `json:"last_id"`
+				HasMore bool                          `json:"has_more"`
 			}
 			decode(t, raw, &list)
 			ids := []string{}

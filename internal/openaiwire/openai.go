@@ -49,6 +49,8 @@ type Call struct {
 	// refs are the positions in Request.Input of item_reference
 	// placeholders, until ResolveReferences replaces them.
 	refs []int
+	// extraTools are the tools of additional_tools input items.
+	extraTools []extraTools
 	// webSearchParam names the request field that asked for web search,
 	// webSearchName the hosted tool's type.
 	webSearchParam, webSearchName string

@@ -151,9 +151,16 @@ func parseResponses(body []byte, caps turn.Capabilities) (*Call, error) {
 			echo.verbosity = v
 		}
 	}
-	tools, err := c.parseResponsesTools(r.Tools)
+	tools, err := c.parseResponsesTools("tools", r.Tools)
 	if err != nil {
 		return nil, err
+	}
+	for _, extra := range c.extraTools {
+		more, err := c.parseResponsesTools(extra.param, extra.raws)
+		if err != nil {
+			return nil, err
+		}
+		tools = append(tools, more...)
 	}
 	choice, err := parseToolChoice(r.ToolChoice, tools, func(raw json.RawMessage) (string, bool) {
 		var obj struct {
@@ -182,13 +189,21 @@ func parseResponses(body []byte, caps turn.Capabilities) (*Call, error) {
 	return c, nil
 }
 
-// parseResponsesTools reads the tools: function and custom tools, namespaces
+// extraTools are the tools of an additional_tools input item (param names
+// its list).
+type extraTools struct {
+	param string
+	raws  []json.RawMessage
+}
+
+// parseResponsesTools reads the tools of field (the request's "tools", or
+// an additional_tools item's): function and custom tools, namespaces
 // of them (flattened, each member carrying its namespace), and the hosted
 // web search tool (into Request.WebSearch). Other hosted tools are 400s.
-func (c *Call) parseResponsesTools(raws []json.RawMessage) ([]turn.Tool, error) {
+func (c *Call) parseResponsesTools(field string, raws []json.RawMessage) ([]turn.Tool, error) {
 	tools := make([]turn.Tool, 0, len(raws))
 	for i, raw := range raws {
-		param := fmt.Sprintf("tools[%d]", i)
+		param := fmt.Sprintf("%s[%d]", field, i)
 		var t struct {
 			Type        string            `json:"type"`
 			Name        string            `json:"name"`
@@ -359,6 +374,7 @@ type responsesInputItem struct {
 	Input     *string         `json:"input"`
 	Output    json.RawMessage `json:"output"`
 	Action    json.RawMessage `json:"action"`
+	Tools     json.RawMessage `json:"tools"`
 }
 
 type responsesPart struct {
@@ -442,6 +458,14 @@ func (c *Call) parseResponsesInput(raw json.RawMessage, caps turn.Capabilities) 
 			}
 			c.refs = append(c.refs, len(items))
 			items = append(items, turn.Item{Type: itemReference, ID: it.ID})
+		case "additional_tools":
+			// Tools made available from this point of the conversation;
+			// they are offered for the whole turn, with the request's tools.
+			var raws []json.RawMessage
+			if err := json.Unmarshal(it.Tools, &raws); err != nil || len(raws) == 0 {
+				return llmapi.InvalidRequest(param+".tools", "missing_required_parameter", "additional_tools items need a list of tools")
+			}
+			c.extraTools = append(c.extraTools, extraTools{param: param + ".tools", raws: raws})
 		case "reasoning":
 			// The model's own earlier reasoning (a summary, or content
 			// encrypted for OpenAI's servers) cannot be replayed to another
