@@ -7,8 +7,9 @@
 //
 // or a bare array of model objects. An entry may also carry the alias fields
 // "codex_model" (the Codex model that runs requests for this id) and
-// "reasoning_effort" (none, minimal, low, medium, high or xhigh). The worker
-// uses them; they are never rendered in /v1/models. Unknown fields are
+// "reasoning_effort" (none, minimal, low, medium, high or xhigh), and
+// "web_search": false to turn hosted web search off for that model. The
+// worker uses them; they are never rendered in /v1/models. Unknown fields are
 // ignored so OpenAI model lists load unchanged.
 //
 // It imports only the standard library.
@@ -60,7 +61,13 @@ type Entry struct {
 	CodexModel string `json:"codex_model,omitempty"`
 	// ReasoningEffort, when set, is the reasoning effort to run it with.
 	ReasoningEffort string `json:"reasoning_effort,omitempty"`
+	// WebSearch, when false, turns hosted web search off for this model
+	// (requests that ask for it get a 400); unset allows it.
+	WebSearch *bool `json:"web_search,omitempty"`
 }
+
+// WebSearchAllowed reports whether hosted web search may run for e.
+func (e Entry) WebSearchAllowed() bool { return e.WebSearch == nil || *e.WebSearch }
 
 // Model is the public OpenAI rendering of an Entry (no alias fields).
 type Model struct {
