@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"testing"
 	"time"
 
@@ -284,5 +285,50 @@ func TestPayloadFieldNames(t *testing.T) {
 	b, _ = json.Marshal(llmapi.ExecutionEventCancel{RequestID: "r", Operation: llmapi.OpResponses, Reason: llmapi.ReasonClientDisconnected})
 	if string(b) != `{"requestId":"r","operation":"responses","reason":"client_disconnected"}` {
 		t.Errorf("cancel %s", b)
+	}
+}
+
+func TestInputItemsQuery(t *testing.T) {
+	ok := []struct {
+		query string
+		want  llmapi.InputItemsRequest
+	}{
+		{"", llmapi.InputItemsRequest{ResponseID: "resp_1"}},
+		{"limit=1&order=asc&after=msg_a", llmapi.InputItemsRequest{ResponseID: "resp_1", Limit: 1, Order: "asc", After: "msg_a"}},
+		{"limit=100&order=desc&before=msg_b&include[]=a&include=b", llmapi.InputItemsRequest{ResponseID: "resp_1", Limit: 100, Order: "desc", Before: "msg_b", Include: []string{"b", "a"}}},
+	}
+	for _, tc := range ok {
+		q, _ := url.ParseQuery(tc.query)
+		got, err := llmapi.InputItemsQuery("resp_1", q)
+		if err != nil {
+			t.Errorf("%q: %v", tc.query, err)
+			continue
+		}
+		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("%q: %+v, want %+v", tc.query, got, tc.want)
+		}
+	}
+	if r := (llmapi.InputItemsRequest{}); r.PageSize() != llmapi.DefaultInputItemsLimit || r.Ascending() {
+		t.Errorf("defaults: page %d ascending %v", r.PageSize(), r.Ascending())
+	}
+	bad := []struct{ id, query, param, code string }{
+		{"resp_1", "limit=0", "limit", "integer_below_min_value"},
+		{"resp_1", "limit=-3", "limit", "integer_below_min_value"},
+		{"resp_1", "limit=101", "limit", "integer_above_max_value"},
+		{"resp_1", "limit=2.5", "limit", "invalid_type"},
+		{"resp_1", "order=random", "order", "invalid_value"},
+		{"resp_1", "after=a&before=b", "before", "invalid_value"},
+		{"", "", "response_id", "missing_required_parameter"},
+	}
+	for _, tc := range bad {
+		q, _ := url.ParseQuery(tc.query)
+		_, err := llmapi.InputItemsQuery(tc.id, q)
+		if err == nil || err.Status != 400 || err.Param != tc.param || err.Code != tc.code || err.Type != llmapi.TypeInvalidRequest {
+			t.Errorf("%q: %+v, want 400 %s %s", tc.query, err, tc.param, tc.code)
+		}
+	}
+	// Validate checks bus requests the same way.
+	if err := (&llmapi.InputItemsRequest{ResponseID: "r", Limit: -1}).Validate(); err == nil || err.Param != "limit" {
+		t.Errorf("Validate: %v", err)
 	}
 }
