@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/busdk/bus-integration-codex/internal/catalog"
 	"github.com/busdk/bus-integration-codex/internal/correlator"
 	"github.com/busdk/bus-integration-codex/internal/executor"
 	"github.com/busdk/bus-integration-codex/internal/provider/codex"
@@ -51,7 +52,7 @@ func newStack(t *testing.T, timeout time.Duration, processes int) *stack {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	st, err := pathstack.Start(ctx, pathstack.Config{Timeout: timeout, Worker: &pathstack.WorkerConfig{
-		Executor: &executor.Executor{Provider: p}, Consumer: "codex-test", Concurrency: 8,
+		Executor: &executor.Executor{Provider: p, Catalog: catalog.Default()}, Consumer: "codex-test", Concurrency: 8,
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -73,7 +74,7 @@ func (s *stack) do(t *testing.T, op llmapi.Operation, stream bool, body string) 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	res, err := s.req.Do(ctx, llmapi.ExecutionEventRequest{Operation: op, Model: "codex-chatgpt", Stream: stream, IdentityID: "u1", Body: json.RawMessage(body)}, correlator.DoOptions{})
+	res, err := s.req.Do(ctx, llmapi.ExecutionEventRequest{Operation: op, Model: modelOf(body), Stream: stream, IdentityID: "u1", Body: json.RawMessage(body)}, correlator.DoOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -308,12 +309,14 @@ func TestKilledProcessGivesOneErrorThenRecovers(t *testing.T) {
 	}
 }
 
+// In agent mode Codex offers its own shell tool; with approvals denied (the
+// default) a command the model asks for is declined and never runs.
 func TestShellCommandIsDeniedAndDoesNotRun(t *testing.T) {
 	s := newStack(t, 60*time.Second, 1)
 	marker := filepath.Join(s.workdir, "pwned")
 	s.fake.Enqueue(fakemodel.Reply{ShellCommand: "touch " + marker})
 	s.fake.SetReply(fakemodel.Reply{Text: "I could not run it"})
-	res := s.do(t, llmapi.OpChatCompletions, false, `{"model":"codex-chatgpt","messages":[{"role":"user","content":"create a file"}]}`)
+	res := s.do(t, llmapi.OpChatCompletions, false, `{"model":"codex-agent","messages":[{"role":"user","content":"create a file"}]}`)
 	if res.Response.StatusCode != 200 {
 		t.Fatalf("status %d: %s", res.Response.StatusCode, res.Response.Body)
 	}
@@ -388,4 +391,13 @@ func TestNotLoggedIn(t *testing.T) {
 	if !errors.Is(err, codex.ErrNotLoggedIn) {
 		t.Fatalf("got %v, want ErrNotLoggedIn", err)
 	}
+}
+
+// modelOf is the model a request body asks for.
+func modelOf(body string) string {
+	var b struct {
+		Model string `json:"model"`
+	}
+	_ = json.Unmarshal([]byte(body), &b)
+	return b.Model
 }
