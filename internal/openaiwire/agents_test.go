@@ -73,6 +73,12 @@ func TestParseResponsesAgentTools(t *testing.T) {
 			want: turn.Request{Model: "m", Input: []turn.Item{msg(turn.RoleUser, "x")}, ToolChoice: auto, ParallelToolCalls: true, WebSearch: &turn.WebSearch{}},
 		},
 		{
+			name: "tool_choice required with web search as the only tool",
+			caps: turn.Capabilities{WebSearch: true},
+			body: `{"model":"m","input":"x","tools":[{"type":"web_search"}],"tool_choice":"required"}`,
+			want: turn.Request{Model: "m", Input: []turn.Item{msg(turn.RoleUser, "x")}, ToolChoice: turn.ToolChoice{Mode: turn.ToolChoiceRequired}, ParallelToolCalls: true, WebSearch: &turn.WebSearch{}},
+		},
+		{
 			name: "tool_choice none offers no web search, capability or not",
 			body: `{"model":"m","input":"x","tools":[{"type":"web_search"}],"tool_choice":"none"}`,
 			want: turn.Request{Model: "m", Input: []turn.Item{msg(turn.RoleUser, "x")}, ToolChoice: turn.ToolChoice{Mode: turn.ToolChoiceNone}, ParallelToolCalls: true},

@@ -313,7 +313,8 @@ func applyTools(req *turn.Request, tools []turn.Tool, choice turn.ToolChoice, ca
 	if len(tools) > 0 && !caps.Tools {
 		return unsupported("tools", "this provider cannot call client tools")
 	}
-	if len(tools) == 0 && (choice.Mode == turn.ToolChoiceRequired || choice.Mode == turn.ToolChoiceFunction) {
+	required := choice.Mode == turn.ToolChoiceRequired && req.WebSearch == nil // a hosted tool counts
+	if len(tools) == 0 && (required || choice.Mode == turn.ToolChoiceFunction) {
 		return llmapi.InvalidRequest("tool_choice", "invalid_value", "tool_choice requires tools")
 	}
 	req.Tools = tools
