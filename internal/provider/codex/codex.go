@@ -224,6 +224,7 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	if p.defaultModel, err = p.probeDefaultModel(ctx); err != nil {
 		return fail(fmt.Errorf("codex app-server: default model: %w", err))
 	}
+	p.warnAgentsFile()
 	p.convs = newConversations(cfg.LiveThreads, cfg.LiveThreadTTL)
 	sweepCtx, stop := context.WithCancel(context.Background())
 	p.stop = stop
@@ -249,6 +250,22 @@ func (p *Provider) probeDefaultModel(ctx context.Context) (string, error) {
 		return "", errors.New("thread/start named no model")
 	}
 	return th.Model, nil
+}
+
+// warnAgentsFile warns once when Codex's home holds an AGENTS.md: Codex
+// sends it with every request, model mode included, and no setting turns
+// it off.
+func (p *Provider) warnAgentsFile() {
+	for _, proc := range p.pool.Processes() {
+		home := proc.Info().CodexHome
+		if home == "" {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(home, "AGENTS.md")); err == nil {
+			p.log.Warn("Codex sends this AGENTS.md to the model with every request, model mode included; give the worker a Codex home without one to keep requests to what the caller sent", "file", filepath.Join(home, "AGENTS.md"))
+		}
+		return
+	}
 }
 
 func approve(ctx context.Context, req *appserver.ServerRequest) (any, error) {

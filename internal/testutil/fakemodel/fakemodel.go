@@ -62,6 +62,8 @@ type FunctionCall struct {
 	CallID string
 	// Arguments is the JSON arguments string.
 	Arguments string
+	// Namespace, when set, is the namespace of a namespaced tool.
+	Namespace string
 }
 
 // Reply scripts one model response.
@@ -101,6 +103,28 @@ type Reply struct {
 	// Codex offered in the request's tools (exec_command, shell_command or
 	// shell), with arguments that run this shell command line.
 	ShellCommand string
+
+	// WebSearches are hosted web searches (web_search_call output items)
+	// emitted before the message, with the events the Responses API
+	// streams for them.
+	WebSearches []WebSearch
+	// Annotations are url_citation annotations of the message text.
+	Annotations []Citation
+}
+
+// WebSearch is a web_search_call the fake emits: a search for Query, or,
+// with URL, an open_page action.
+type WebSearch struct {
+	Query string
+	URL   string
+}
+
+// Citation is a url_citation annotation over Text[Start:End] (character
+// indices).
+type Citation struct {
+	Start, End int
+	URL        string
+	Title      string
 }
 
 // Request is one request the fake received.
@@ -189,6 +213,17 @@ func (r Request) ToolNames() []string {
 func (r Request) Tool(name string) map[string]any {
 	for _, t := range r.tools() {
 		if toolName(t) == name {
+			return t
+		}
+	}
+	return nil
+}
+
+// ToolOfType returns the first offered tool whose "type" is typ (e.g.
+// "web_search", which has no name), or nil.
+func (r Request) ToolOfType(typ string) map[string]any {
+	for _, t := range r.tools() {
+		if t["type"] == typ {
 			return t
 		}
 	}
@@ -502,6 +537,25 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, req Request, rep
 	held := false
 	var output []any
 	idx := 0
+	for i, w := range reply.WebSearches {
+		id := fmt.Sprintf("ws_%d_%d", seq, i)
+		action := map[string]any{"type": "search", "query": w.Query, "queries": []string{w.Query}}
+		if w.URL != "" {
+			action = map[string]any{"type": "open_page", "url": w.URL}
+		}
+		ev.send("response.output_item.added", map[string]any{"output_index": idx, "item": map[string]any{"type": "web_search_call", "id": id, "status": "in_progress"}})
+		for _, phase := range []string{"in_progress", "searching", "completed"} {
+			ev.send("response.web_search_call."+phase, map[string]any{"item_id": id, "output_index": idx})
+		}
+		item := map[string]any{"type": "web_search_call", "id": id, "status": "completed", "action": action}
+		ev.send("response.output_item.done", map[string]any{"output_index": idx, "item": item})
+		output = append(output, item)
+		idx++
+	}
+	annotations := []any{}
+	for _, a := range reply.Annotations {
+		annotations = append(annotations, map[string]any{"type": "url_citation", "start_index": a.Start, "end_index": a.End, "url": a.URL, "title": a.Title})
+	}
 	if len(deltas) > 0 {
 		msgID := fmt.Sprintf("msg_%d", seq)
 		ev.send("response.output_item.added", map[string]any{"output_index": idx, "item": map[string]any{
@@ -523,9 +577,12 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, req Request, rep
 				}
 			}
 		}
+		for i, a := range annotations {
+			ev.send("response.output_text.annotation.added", map[string]any{"item_id": msgID, "output_index": idx, "content_index": 0, "annotation_index": i, "annotation": a})
+		}
 		item := map[string]any{
 			"type": "message", "id": msgID, "role": "assistant", "status": "completed",
-			"content": []any{map[string]any{"type": "output_text", "text": full.String(), "annotations": []any{}}},
+			"content": []any{map[string]any{"type": "output_text", "text": full.String(), "annotations": annotations}},
 		}
 		ev.send("response.output_text.done", map[string]any{"item_id": msgID, "output_index": idx, "content_index": 0, "text": full.String()})
 		ev.send("response.output_item.done", map[string]any{"output_index": idx, "item": item})
@@ -545,12 +602,14 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, req Request, rep
 			callID = fmt.Sprintf("call_%d_%d", seq, i)
 		}
 		itemID := fmt.Sprintf("fc_%d_%d", seq, i)
-		ev.send("response.output_item.added", map[string]any{"output_index": idx, "item": map[string]any{
-			"type": "function_call", "id": itemID, "call_id": callID, "name": c.Name, "arguments": "", "status": "in_progress",
-		}})
+		added := map[string]any{"type": "function_call", "id": itemID, "call_id": callID, "name": c.Name, "arguments": "", "status": "in_progress"}
 		item := map[string]any{
 			"type": "function_call", "id": itemID, "call_id": callID, "name": c.Name, "arguments": c.Arguments, "status": "completed",
 		}
+		if c.Namespace != "" {
+			added["namespace"], item["namespace"] = c.Namespace, c.Namespace
+		}
+		ev.send("response.output_item.added", map[string]any{"output_index": idx, "item": added})
 		ev.send("response.function_call_arguments.done", map[string]any{"item_id": itemID, "output_index": idx, "arguments": c.Arguments})
 		ev.send("response.output_item.done", map[string]any{"output_index": idx, "item": item})
 		output = append(output, item)
