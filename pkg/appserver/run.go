@@ -142,9 +142,13 @@ func threadParams(tp *ThreadParams) map[string]any {
 	if tp.ServiceName != "" {
 		params["serviceName"] = tp.ServiceName
 	}
-	if len(tp.Config) > 0 {
-		params["config"] = tp.Config
+	// A closed thread is unloaded at once unless the caller says
+	// otherwise (Codex keeps it loaded for 60 s by default, ≈0.5 MB each).
+	cfg := map[string]any{"thread_unload_delay_secs": 0}
+	for k, v := range tp.Config {
+		cfg[k] = v
 	}
+	params["config"] = cfg
 	if tp.RawEvents {
 		params["experimentalRawEvents"] = true
 	}

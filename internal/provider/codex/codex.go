@@ -119,8 +119,9 @@ type Config struct {
 	// loaded (DefaultLiveThreads, DefaultLiveThreadTTL when 0).
 	LiveThreads   int
 	LiveThreadTTL time.Duration
-	// NoWebSearch refuses hosted web search (Capabilities.WebSearch false).
-	NoWebSearch bool
+	// ExhaustedBackoff is how long an exhausted login rests when Codex
+	// names no reset time (DefaultExhaustedBackoff when 0).
+	ExhaustedBackoff time.Duration
 	// Logger receives logs.
 	Logger *slog.Logger
 }
@@ -139,9 +140,10 @@ type Provider struct {
 	refused      atomic.Bool // the backend refused custom instructions
 	refusedOnce  sync.Once
 
-	convs *conversations
-	stop  context.CancelFunc
-	wg    sync.WaitGroup
+	convs  *conversations
+	limits *limits
+	stop   context.CancelFunc
+	wg     sync.WaitGroup
 }
 
 // Errors of New, to check with errors.Is.
@@ -179,7 +181,11 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	default:
 		return nil, fmt.Errorf("unknown instructions policy %q (auto, caller or codex)", cfg.Instructions)
 	}
-	p := &Provider{cfg: cfg, log: cfg.Logger, handler: appserver.HandlerFunc(appserver.Deny)}
+	if cfg.ExhaustedBackoff <= 0 {
+		cfg.ExhaustedBackoff = DefaultExhaustedBackoff
+	}
+	p := &Provider{cfg: cfg, log: cfg.Logger, handler: appserver.HandlerFunc(appserver.Deny),
+		limits: &limits{backoff: cfg.ExhaustedBackoff, now: time.Now}}
 	switch cfg.Approvals {
 	case "", ApprovalsDeny:
 	case ApprovalsApprove:
@@ -199,10 +205,11 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	// The pool's processes live as long as the provider, not as long as
 	// the caller's start-up context.
 	pool, err := appserver.NewPool(context.WithoutCancel(ctx), appserver.PoolConfig{
-		Process: appserver.Config{Command: cfg.Command, Dir: cfg.Workdir, Env: cfg.Env, Logger: cfg.Logger, ClientName: "bus-integration-codex"},
-		Size:    cfg.Processes,
-		Eager:   true,
-		MaxRSS:  cfg.MaxRSS,
+		Process: appserver.Config{Command: cfg.Command, Dir: cfg.Workdir, Env: cfg.Env, Logger: cfg.Logger, ClientName: "bus-integration-codex",
+			OnRateLimits: p.limits.update},
+		Size:   cfg.Processes,
+		Eager:  true,
+		MaxRSS: cfg.MaxRSS,
 	})
 	if err != nil {
 		_ = os.RemoveAll(dir)
@@ -224,6 +231,8 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	if p.defaultModel, err = p.probeDefaultModel(ctx); err != nil {
 		return fail(fmt.Errorf("codex app-server: default model: %w", err))
 	}
+	p.warnAgentsFile()
+	p.readLimits(ctx)
 	p.convs = newConversations(cfg.LiveThreads, cfg.LiveThreadTTL)
 	sweepCtx, stop := context.WithCancel(context.Background())
 	p.stop = stop
@@ -251,6 +260,22 @@ func (p *Provider) probeDefaultModel(ctx context.Context) (string, error) {
 	return th.Model, nil
 }
 
+// warnAgentsFile warns once when Codex's home holds an AGENTS.md: Codex
+// sends it with every request, model mode included, and no setting turns
+// it off.
+func (p *Provider) warnAgentsFile() {
+	for _, proc := range p.pool.Processes() {
+		home := proc.Info().CodexHome
+		if home == "" {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(home, "AGENTS.md")); err == nil {
+			p.log.Warn("Codex sends this AGENTS.md to the model with every request, model mode included; give the worker a Codex home without one to keep requests to what the caller sent", "file", filepath.Join(home, "AGENTS.md"))
+		}
+		return
+	}
+}
+
 func approve(ctx context.Context, req *appserver.ServerRequest) (any, error) {
 	switch req.Method {
 	case appserver.MethodCommandApproval, appserver.MethodFileChangeApproval:
@@ -261,7 +286,7 @@ func approve(ctx context.Context, req *appserver.ServerRequest) (any, error) {
 
 // Capabilities implements turn.Provider.
 func (p *Provider) Capabilities() turn.Capabilities {
-	return turn.Capabilities{Tools: true, Images: true, Schema: true, WebSearch: !p.cfg.NoWebSearch}
+	return turn.Capabilities{Tools: true, Images: true, Schema: true, WebSearch: true}
 }
 
 // Close stops every App Server process and removes the provider's files.

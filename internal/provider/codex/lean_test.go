@@ -21,6 +21,7 @@ import (
 	pathstack "github.com/busdk/bus-integration-codex/internal/stack"
 	"github.com/busdk/bus-integration-codex/internal/testutil/fakemodel"
 	"github.com/busdk/bus-integration-codex/internal/testutil/testproc"
+	"github.com/busdk/bus-integration-codex/internal/turn"
 	"github.com/busdk/bus-integration-codex/pkg/llmapi"
 )
 
@@ -538,4 +539,178 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// Hosted web search: the request turns Codex's own web search on for that
+// thread only, and the searches and the answer's citations come back.
+func TestWebSearchRunsAsCodexWebSearch(t *testing.T) {
+	s := newStack(t, 0, 1)
+	const text = "Helsinki is 5C today, says Example."
+	s.fake.SetReply(fakemodel.Reply{
+		WebSearches: []fakemodel.WebSearch{{Query: "weather Helsinki"}, {URL: "https://example.com/weather"}},
+		Text:        text,
+		Annotations: []fakemodel.Citation{{Start: 27, End: 34, URL: "https://example.com/weather", Title: "Example Weather"}},
+	})
+	var deltas []turn.Delta
+	res, err := s.provider.Run(testCtx(t), &turn.Request{
+		Model: "codex-chatgpt", Input: []turn.Item{{Type: turn.ItemMessage, Role: turn.RoleUser, Content: []turn.Part{{Type: turn.PartText, Text: "weather in Helsinki?"}}}},
+		ToolChoice: turn.ToolChoice{Mode: turn.ToolChoiceAuto}, ParallelToolCalls: true,
+		WebSearch: &turn.WebSearch{ContextSize: "high", AllowedDomains: []string{"example.com"}},
+	}, func(d turn.Delta) { deltas = append(deltas, d) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws := s.fake.Requests()[0].ToolOfType("web_search")
+	if ws == nil || ws["external_web_access"] != true || ws["search_context_size"] != "high" {
+		t.Fatalf("web search tool offered: %v (request %s)", ws, s.fake.Requests()[0].Body)
+	}
+	if res.Text != text || len(res.WebSearches) != 2 {
+		t.Fatalf("result %+v", res)
+	}
+	var a0, a1 struct {
+		Type  string `json:"type"`
+		Query string `json:"query"`
+		URL   string `json:"url"`
+	}
+	_ = json.Unmarshal(res.WebSearches[0].Action, &a0)
+	_ = json.Unmarshal(res.WebSearches[1].Action, &a1)
+	if a0.Type != "search" || a0.Query != "weather Helsinki" || a1.Type != "open_page" || a1.URL != "https://example.com/weather" {
+		t.Fatalf("actions %s %s", res.WebSearches[0].Action, res.WebSearches[1].Action)
+	}
+	if len(res.Annotations) != 1 || !bytes.Contains(res.Annotations[0], []byte(`"url_citation"`)) || !bytes.Contains(res.Annotations[0], []byte(`"end_index":34`)) {
+		t.Fatalf("annotations %s", res.Annotations)
+	}
+	var kinds []string
+	for _, d := range deltas {
+		switch {
+		case d.Kind == turn.DeltaWebSearch && d.Done:
+			kinds = append(kinds, "search done "+d.WebSearch.ID)
+		case d.Kind == turn.DeltaWebSearch:
+			kinds = append(kinds, "search "+d.WebSearch.ID)
+		case d.Kind == turn.DeltaText && len(kinds) > 0 && kinds[len(kinds)-1] != "text":
+			kinds = append(kinds, "text")
+		}
+	}
+	want := []string{"search " + res.WebSearches[0].ID, "search done " + res.WebSearches[0].ID, "search " + res.WebSearches[1].ID, "search done " + res.WebSearches[1].ID, "text"}
+	if strings.Join(kinds, ",") != strings.Join(want, ",") {
+		t.Fatalf("delta order %q, want %q", kinds, want)
+	}
+	// Without web search in the request the next thread has none.
+	if _, err := s.provider.Run(testCtx(t), &turn.Request{Model: "codex-chatgpt", Input: []turn.Item{{Type: turn.ItemMessage, Role: turn.RoleUser, Content: []turn.Part{{Type: turn.PartText, Text: "hi"}}}}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if s.fake.Requests()[1].ToolOfType("web_search") != nil {
+		t.Fatal("web search offered to a request that did not ask for it")
+	}
+}
+
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func userItem(text string) turn.Item {
+	return turn.Item{Type: turn.ItemMessage, Role: turn.RoleUser, Content: []turn.Part{{Type: turn.PartText, Text: text}}}
+}
+
+// Namespaced tools are offered as one namespace and their calls come back
+// with the namespace; a custom (free-form) tool is offered as a function
+// with one string argument and comes back as a custom call with its input.
+func TestNamespacedAndCustomTools(t *testing.T) {
+	s := newStack(t, 0, 1)
+	schema := json.RawMessage(`{"type":"object","properties":{"city":{"type":"string"}}}`)
+	req := &turn.Request{
+		Model: "codex-chatgpt", ToolChoice: turn.ToolChoice{Mode: turn.ToolChoiceAuto}, ParallelToolCalls: true,
+		Input: []turn.Item{userItem("go")},
+		Tools: []turn.Tool{
+			{Namespace: "weather", NamespaceDescription: "Weather tools.", Name: "get", Description: "Current weather", Parameters: schema},
+			{Namespace: "weather", NamespaceDescription: "Weather tools.", Name: "forecast", Description: "Forecast", Parameters: schema},
+			{Kind: turn.ToolCustom, Name: "apply_patch", Description: "Apply a patch", Format: json.RawMessage(`{"type":"grammar","syntax":"lark","definition":"start: \"*** Begin Patch\""}`)},
+		},
+	}
+	s.fake.Enqueue(fakemodel.Reply{FunctionCalls: []fakemodel.FunctionCall{
+		{Namespace: "weather", Name: "get", CallID: "call_ns", Arguments: `{"city":"Oslo"}`},
+		{Name: "client_apply_patch", CallID: "call_custom", Arguments: `{"input":"*** Begin Patch"}`},
+	}}, fakemodel.Reply{Text: "patched"})
+	res, err := s.provider.Run(testCtx(t), req, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.ToolCalls) != 2 {
+		t.Fatalf("calls %+v", res.ToolCalls)
+	}
+	if c := res.ToolCalls[0]; c.ID != "call_ns" || c.Namespace != "weather" || c.Name != "get" || c.Custom || c.Arguments != `{"city":"Oslo"}` {
+		t.Fatalf("namespaced call %+v", c)
+	}
+	if c := res.ToolCalls[1]; c.ID != "call_custom" || c.Namespace != "" || c.Name != "apply_patch" || !c.Custom || c.Arguments != "*** Begin Patch" {
+		t.Fatalf("custom call %+v", c)
+	}
+	r0 := s.fake.Requests()[0]
+	ns := r0.ToolOfType("namespace")
+	if ns == nil || ns["name"] != "weather" || len(ns["tools"].([]any)) != 2 {
+		t.Fatalf("namespace tool %v", ns)
+	}
+	if custom := r0.Tool("client_apply_patch"); custom == nil || !strings.Contains(fmt.Sprint(custom["description"]), "lark grammar") {
+		t.Fatalf("custom tool offered as %v", custom)
+	}
+	// The client answers both; the turn goes on with the outputs.
+	req.Input = append(req.Input,
+		turn.Item{Type: turn.ItemFunctionCall, CallID: "call_ns", Namespace: "weather", Name: "get", Arguments: `{"city":"Oslo"}`},
+		turn.Item{Type: turn.ItemCustomToolCall, CallID: "call_custom", Name: "apply_patch", Input: "*** Begin Patch"},
+		turn.Item{Type: turn.ItemFunctionCallOutput, CallID: "call_ns", Output: "rainy"},
+		turn.Item{Type: turn.ItemCustomToolCallOutput, CallID: "call_custom", Output: "applied"},
+	)
+	res, err = s.provider.Run(testCtx(t), req, nil)
+	if err != nil || res.Text != "patched" {
+		t.Fatalf("after the outputs: %+v, %v", res, err)
+	}
+	reqs := s.fake.Requests()
+	samePrefix(t, reqs)
+	outs := reqs[1].ItemsOfType("function_call_output")
+	if len(outs) != 2 || outs[0]["output"] != "rainy" || outs[1]["output"] != "applied" {
+		t.Fatalf("outputs %v", outs)
+	}
+}
+
+// The login's rate-limit state follows what Codex reports; a usage limit
+// is a 429 with the reset time, and until then requests are refused at
+// once without a model call.
+func TestUsageLimitExhaustsTheLoginUntilItsReset(t *testing.T) {
+	s := newStack(t, 0, 1)
+	reset := time.Now().Add(90 * time.Second).Unix()
+	s.fake.Enqueue(
+		fakemodel.Reply{Text: "fine", Headers: map[string]string{
+			"x-codex-primary-used-percent": "40", "x-codex-primary-window-minutes": "300", "x-codex-primary-reset-at": fmt.Sprint(reset + 3600),
+		}},
+		fakemodel.Reply{Status: 429, ErrorType: "usage_limit_reached", ErrorMessage: "The usage limit has been reached",
+			ErrorFields: map[string]any{"resets_at": reset, "plan_type": "plus"},
+			Headers:     map[string]string{"x-codex-primary-used-percent": "100", "x-codex-primary-window-minutes": "300", "x-codex-primary-reset-at": fmt.Sprint(reset)}},
+	)
+	req := func(text string) *turn.Request {
+		return &turn.Request{Model: "codex-chatgpt", Input: []turn.Item{userItem(text)}}
+	}
+	if _, err := s.provider.Run(testCtx(t), req("one"), nil); err != nil {
+		t.Fatal(err)
+	}
+	rl, ok := s.provider.RateLimits()
+	if !ok || rl.Primary == nil || rl.Primary.UsedPercent != 40 {
+		t.Fatalf("rate limits after a response: %+v", rl)
+	}
+	_, err := s.provider.Run(testCtx(t), req("two"), nil)
+	apiErr, isAPI := err.(*llmapi.APIError)
+	if !isAPI || apiErr.Status != 429 || apiErr.Code != "insufficient_quota" || apiErr.RetryAfter <= 0 || apiErr.RetryAfter > 91*time.Second {
+		t.Fatalf("usage limit: %#v", err)
+	}
+	until, exhausted := s.provider.Exhausted()
+	if !exhausted || until.Unix() != reset {
+		t.Fatalf("exhausted %v until %v, want until %d", exhausted, until, reset)
+	}
+	n := len(s.fake.Requests())
+	if _, err := s.provider.Run(testCtx(t), req("three"), nil); err == nil || err.(*llmapi.APIError).Status != 429 {
+		t.Fatalf("while exhausted: %v", err)
+	}
+	if len(s.fake.Requests()) != n {
+		t.Fatal("a model request was made while the login is exhausted")
+	}
 }

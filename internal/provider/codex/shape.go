@@ -61,6 +61,9 @@ func applyWebSearch(cfg map[string]any, ws *turn.WebSearch) {
 		return
 	}
 	cfg["web_search"] = "live"
+	if ws.CachedOnly {
+		cfg["web_search"] = "cached"
+	}
 	opts := map[string]any{}
 	if ws.ContextSize != "" {
 		opts["context_size"] = ws.ContextSize
@@ -227,7 +230,7 @@ func (p *Provider) catalogFile(model string, parallel bool) (string, error) {
 		"supported_reasoning_levels": levels, "supports_reasoning_summaries": true,
 		"experimental_supported_tools": []string{}, "input_modalities": []string{"text", "image"},
 		"context_window": 272000, "supports_parallel_tool_calls": parallel,
-		"tool_mode": nil, "use_responses_lite": false, "apply_patch_tool_type": nil,
+		"tool_mode": nil, "use_responses_lite": false, "apply_patch_tool_type": nil, "web_search_tool_type": "text",
 	}
 	b, err := json.Marshal(map[string]any{"models": []any{entry}})
 	if err != nil {
