@@ -74,7 +74,7 @@ bench: test-deps
 # The local compose stack (compose.yaml; README "Local compose").
 COMPOSE_ENV := GO=$(GO) TOOLS=$(TOOLS) CODEX_VERSION=$(CODEX_VERSION) COMPOSE_VERSION=$(COMPOSE_VERSION)
 
-# docker.io, debootstrap and the docker compose plugin, when missing.
+# docker.io, mmdebstrap and the docker compose plugin, when missing.
 compose-install:
 	$(COMPOSE_ENV) scripts/compose/install.sh all
 

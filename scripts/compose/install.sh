@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the local compose stack needs, when it is missing:
-#   packages   Debian's docker.io (engine and CLI), debootstrap, curl (apt-get, root)
+#   packages   Debian's docker.io (engine and CLI), mmdebstrap, curl (apt-get, root)
 #   compose    the `docker compose` v2 CLI plugin, built from its Go module at
 #              COMPOSE_VERSION (Debian 12 does not package it) and installed as
 #              /usr/local/lib/docker/cli-plugins/docker-compose (root) or
@@ -19,7 +19,7 @@ packages() {
 	local want=()
 	command -v dockerd >/dev/null 2>&1 || want+=(docker.io)
 	command -v docker >/dev/null 2>&1 || want+=(docker.io)
-	command -v debootstrap >/dev/null 2>&1 || want+=(debootstrap)
+	command -v mmdebstrap >/dev/null 2>&1 || want+=(mmdebstrap)
 	command -v curl >/dev/null 2>&1 || want+=(curl)
 	[ ${#want[@]} -gt 0 ] || return 0
 	mapfile -t want < <(printf '%s\n' "${want[@]}" | sort -u)

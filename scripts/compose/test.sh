@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make compose-test: the local compose stack end to end, on a machine that may
 # have no Docker, no images and no registry access:
-#   1. install what is missing (Debian's docker.io and debootstrap; the
+#   1. install what is missing (Debian's docker.io and mmdebstrap; the
 #      docker compose v2 plugin, built from its Go module in the background);
 #   2. start dockerd when none answers (and stop it again at the end);
 #   3. make compose-context: Go binaries, Codex binary, local Debian base image;
@@ -52,7 +52,7 @@ trap 'exit 130' INT TERM
 
 step "install what is missing"
 scripts/compose/install.sh packages
-# The compose plugin build is CPU work; debootstrap below is network work.
+# The compose plugin build runs beside the Go build and mmdebstrap below.
 scripts/compose/install.sh compose >"$work/compose-install.log" 2>&1 &
 compose_pid=$!
 
