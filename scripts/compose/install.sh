@@ -68,7 +68,7 @@ compose() {
 	[ -n "$dir" ] && [ -d "$dir" ] || die "go mod download github.com/docker/compose/v2@$COMPOSE_VERSION failed"
 	cp -r "$dir" "$tmp/src"
 	chmod -R u+w "$tmp/src"
-	(cd "$tmp/src" && CGO_ENABLED=0 GOFLAGS=-mod=mod "$GO" build -trimpath \
+	(cd "$tmp/src" && CGO_ENABLED=0 GOFLAGS=-mod=mod "$GO" build -trimpath -buildvcs=false \
 		-ldflags "-s -w -X github.com/docker/compose/v2/internal.Version=$COMPOSE_VERSION" \
 		-o "$tmp/docker-compose" ./cmd) || die "go build of docker compose $COMPOSE_VERSION failed"
 	mkdir -p "$dest"
