@@ -183,9 +183,9 @@ esac
 if [ -n "$(docker compose ps -q --status running redis 2>/dev/null)" ]; then
 	docker compose logs --no-color bus-events 2>&1 | grep -q 'events api listening.*backend=redis' ||
 		fail "the redis profile runs, but the Events API does not use it (recreate the stack: docker compose down; docker compose --profile redis up --build -d)"
-	streams=$(docker compose exec -T redis redis-cli --scan --pattern '*bus.llm.*' 2>&1 | wc -l)
-	[ "$streams" -gt 0 ] || fail "the redis profile runs, but Redis holds no bus.llm event stream"
-	if [ -n "${response_id:-}" ]; then
+	if [ -n "${response_id:-}" ]; then # the calls above went through Redis
+		[ -n "$(docker compose exec -T redis redis-cli --scan --pattern '*bus.llm.chat.completions.request' 2>&1)" ] ||
+			fail "the redis profile runs, but Redis holds no bus.llm event stream"
 		[ -n "$(docker compose exec -T redis redis-cli --scan --pattern "*$response_id" 2>&1)" ] ||
 			fail "the redis profile runs, but the response $response_id is not stored in Redis"
 	fi
