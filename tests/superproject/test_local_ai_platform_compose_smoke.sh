@@ -189,7 +189,7 @@ if [ -n "$(docker compose ps -q --status running redis 2>/dev/null)" ]; then
 		[ -n "$(docker compose exec -T redis redis-cli --scan --pattern "*$response_id" 2>&1)" ] ||
 			fail "the redis profile runs, but the response $response_id is not stored in Redis"
 	fi
-	ok "redis profile: the Events API${response_id:+ and the response store} use Redis"
+	ok "redis profile: Redis backs the Events API${response_id:+ and the response store}"
 	say "stop this stack with: docker compose --profile redis down -v (without --profile, Compose leaves the redis service running)"
 else
 	backend=$(docker compose logs --no-color bus-events 2>&1 | grep -o 'events api listening.*backend=[a-z]*' | tail -n 1 | sed 's/.*backend=//')
