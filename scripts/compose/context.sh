@@ -24,7 +24,7 @@ die() { echo "compose-context: error: $*" >&2; exit 1; }
 start=$(date +%s)
 mkdir -p "$out/bin"
 CGO_ENABLED=0 "$GO" build -trimpath -ldflags "-s -w" -o "$out/bin/" \
-	./cmd/bus ./cmd/bus-operator-token ./cmd/bus-api-provider-events \
+	./cmd/bus-operator-token ./cmd/bus-api-provider-events \
 	./cmd/bus-api-provider-llm ./cmd/bus-integration-codex
 log "Go commands built in $(( $(date +%s) - start ))s"
 
@@ -43,8 +43,9 @@ fi
 [ "$(installed)" = "$CODEX_VERSION" ] || die "could not install @openai/codex@$CODEX_VERSION into $TOOLS/codex"
 src="$TOOLS/codex/node_modules/@openai/$pkg/vendor/$triple"
 [ -d "$src" ] || die "$src is missing: the npm package has no native binary for this platform"
-rm -rf "$out/codex"
-cp -al "$src" "$out/codex" 2>/dev/null || cp -a "$src" "$out/codex"
+mkdir -p "$out/codex"
+find "$out/codex" -mindepth 1 -maxdepth 1 ! -name .keep -exec rm -rf {} +
+cp -al "$src/." "$out/codex/" 2>/dev/null || cp -a "$src/." "$out/codex/"
 # The realtime-voice runtime is not used by codex app-server.
 rm -rf "$out/codex/codex-resources/voice"
 log "Codex $CODEX_VERSION ($pkg) copied to $out/codex"
