@@ -28,9 +28,18 @@ packages() {
 	fi
 	log "apt-get install ${want[*]}"
 	apt-get update -qq
-	# policy-rc.d-less installs may start the packaged service: compose-test
-	# starts (and stops) its own dockerd, so keep the package from starting one.
-	DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq "${want[@]}" >/dev/null
+	# Keep the docker.io package from starting its service: compose-test
+	# starts (and stops) its own dockerd. policy-rc.d is Debian's switch.
+	local policy=
+	if [ ! -e /usr/sbin/policy-rc.d ]; then
+		policy=/usr/sbin/policy-rc.d
+		printf '#!/bin/sh\nexit 101\n' >"$policy"
+		chmod 0755 "$policy"
+	fi
+	local rc=0
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${want[@]}" >/dev/null || rc=$?
+	[ -z "$policy" ] || rm -f "$policy"
+	[ $rc = 0 ] || die "apt-get install ${want[*]} failed"
 }
 
 # usable_compose: `docker compose` runs and is v2.20 or later (depends_on
