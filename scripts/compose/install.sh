@@ -70,7 +70,7 @@ compose() {
 	local start=$SECONDS tmp dir
 	tmp=$(mktemp -d "${TMPDIR:-/tmp}/bus-compose-build.XXXXXX")
 	# shellcheck disable=SC2064
-	trap "rm -rf '$tmp'" RETURN
+	trap "rm -rf '$tmp'" EXIT
 	log "building docker compose $COMPOSE_VERSION from its Go module (a few minutes, once) ..."
 	dir=$(cd "$tmp" && GO111MODULE=on GOFLAGS=-mod=mod "$GO" mod download -json "github.com/docker/compose/v2@$COMPOSE_VERSION" |
 		sed -n 's/^[[:space:]]*"Dir": "\(.*\)",*$/\1/p')
