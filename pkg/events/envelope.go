@@ -109,6 +109,16 @@ func ValidateName(name string) error {
 	return nil
 }
 
+// DeadLetterSuffix ends the dead-letter name of an event name.
+const DeadLetterSuffix = ".dead"
+
+// DeadLetterName is where a consumer moves an event it gave up on (for
+// instance a request delivered too many times): name + ".dead", e.g.
+// bus.llm.chat.completions.request.dead. It is a valid name for every
+// valid name of at most 195 bytes, and it has the same access rules as
+// name (the dead letters of bus.llm.* are service traffic too).
+func DeadLetterName(name string) string { return name + DeadLetterSuffix }
+
 // ValidateKey checks a group or consumer name: 1–128 URL-safe characters
 // (letters, digits, '.', '_', '-'); no spaces, slashes or control
 // characters.
