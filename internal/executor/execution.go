@@ -133,6 +133,7 @@ func (x *Executor) applyCatalog(req *turn.Request) error {
 			fmt.Sprintf("The model '%s' does not exist or you do not have access to it.", req.Model))
 	}
 	req.EngineModel = e.CodexModel
+	req.Mode = turn.Mode(e.Mode)
 	if req.Effort == "" {
 		req.Effort = e.ReasoningEffort
 	}

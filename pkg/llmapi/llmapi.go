@@ -219,6 +219,10 @@ type ExecutionEventResponse struct {
 	// Worker names the worker that answered, for diagnostics
 	// ("bus-integration-codex/<consumer>").
 	Worker string `json:"worker,omitempty"`
+	// RetryAfter, on an error response, is how many seconds until a retry
+	// may succeed (a rate or usage limit that resets); the front door
+	// sends it as the retry-after header. An extension of the contract.
+	RetryAfter int64 `json:"retryAfter,omitempty"`
 }
 
 // IsError reports whether the response carries an error body.
