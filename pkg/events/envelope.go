@@ -1,8 +1,8 @@
 // Package events is the Go client SDK of the Bus Events API: publish events,
-// listen to NDJSON event streams with automatic reconnection and back-off,
-// and acknowledge unicast deliveries. The worker, the REST front door and
-// the tests use it; nothing else in this repository speaks the HTTP API by
-// hand.
+// listen to NDJSON event streams with automatic reconnection, back-off and
+// detection of silent dead connections, and acknowledge unicast deliveries.
+// The worker, the REST front door and the tests use it; nothing else in this
+// repository speaks the HTTP API by hand.
 //
 // It imports only the standard library.
 package events
