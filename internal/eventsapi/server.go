@@ -219,8 +219,8 @@ func (s *Server) authorize(w http.ResponseWriter, claims *auth.Claims, name stri
 	}
 	if protected(name) && !s.cfg.Services.IsService(claims) {
 		writeError(w, http.StatusForbidden, CodeForbidden, fmt.Sprintf(
-			"only service principals may %s %s events, and this token is a caller's: call the REST front door with it (service tokens carry the scope %s)",
-			a.verb(), protectedPrefix+"*", auth.ScopeService))
+			"only service principals may %s %s events; this token is a caller's, good at the REST front door only (a service token carries the scope %s: issue it with --scope \"%s %s\")",
+			a.verb(), protectedPrefix+"*", auth.ScopeService, auth.ScopeLLMProxy, auth.ScopeService))
 		return false
 	}
 	return true
