@@ -61,7 +61,7 @@ func do(t *testing.T, method, u, tok, body string) httpResult {
 	if body != "" {
 		rd = strings.NewReader(body)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, u, rd)
 	if err != nil {
@@ -160,7 +160,7 @@ func TestAuthMatrix(t *testing.T) {
 
 func collect(t *testing.T, c *events.Client, o events.ListenOptions) []events.Envelope {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	o.NoFollow = true
 	var got []events.Envelope
@@ -247,7 +247,7 @@ func listen(t *testing.T, c *events.Client, o events.ListenOptions) <-chan event
 	t.Cleanup(func() { cancel(); <-done })
 	select {
 	case <-connected:
-	case <-time.After(5 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("listener did not connect")
 	}
 	return ch
@@ -282,7 +282,7 @@ func TestBroadcastVersusUnicastOverHTTP(t *testing.T) {
 			seen[env.CorrelationID]++
 		case env := <-u2:
 			seen[env.CorrelationID]++
-		case <-time.After(10 * time.Second):
+		case <-time.After(30 * time.Second):
 			t.Fatalf("unicast group got %d events, want %d", len(seen), n)
 		}
 	}
@@ -304,8 +304,8 @@ func next(t *testing.T, ch <-chan events.Envelope) events.Envelope {
 	select {
 	case env := <-ch:
 		return env
-	case <-time.After(10 * time.Second):
-		t.Fatal("no event within 10s")
+	case <-time.After(30 * time.Second):
+		t.Fatal("no event within 30s")
 		return events.Envelope{}
 	}
 }
@@ -419,7 +419,7 @@ func TestListenerReconnectsAfterRestart(t *testing.T) {
 	defer b2.Close()
 	select {
 	case <-connects:
-	case <-time.After(5 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("listener did not reconnect")
 	}
 	if _, err := c.PublishJSON(context.Background(), "example.ping", "after", 1); err != nil {
@@ -430,7 +430,7 @@ func TestListenerReconnectsAfterRestart(t *testing.T) {
 		if env.CorrelationID != "after" {
 			t.Fatalf("got %+v", env)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("no event after reconnect")
 	}
 }

@@ -42,7 +42,7 @@ func wantForbidden(t *testing.T, what string, err error) {
 // open opens a stream and reports the API's answer.
 func open(t *testing.T, c *events.Client, o events.ListenOptions) error {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	st, err := c.Open(ctx, o)
 	if err == nil {
@@ -273,7 +273,7 @@ func TestFullPrefetchWindowKeepsStreamAlive(t *testing.T) {
 	t.Cleanup(func() { stop(); <-ldone })
 	select {
 	case <-connected:
-	case <-time.After(10 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("the listener did not connect")
 	}
 	for i := range 2 {

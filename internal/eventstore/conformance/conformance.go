@@ -173,7 +173,7 @@ func index(t *testing.T, env events.Envelope) int {
 	return p.I
 }
 
-const wait = 5 * time.Second
+const wait = 15 * time.Second
 
 func testPublish(t *testing.T, s *suite) {
 	b := s.open(t)
