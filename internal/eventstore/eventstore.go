@@ -21,6 +21,20 @@
 //     which then holds it. Each delivery carries Envelope.Deliveries: 1 the
 //     first time, 2 on the first redelivery, and so on. Without Ack,
 //     handing an event over is final (at most once) and Deliveries is 0.
+//   - Release gives pending deliveries back to the group at once, as if
+//     their visibility timeout had passed, but only those the releasing
+//     consumer holds (a release naming another consumer is ignored). A
+//     released delivery does not count: the next delivery of the event
+//     carries the same Deliveries as the released one, since it never
+//     reached a handler that could have failed on it (a redelivery or
+//     dead-letter limit counts only deliveries that timed out). After a
+//     release nobody holds the delivery, so the former holder's Ack or
+//     Release of it is ignored. The group's subscriptions take it within
+//     about their backend's polling interval (at once on memory and
+//     PostgreSQL, within Block on Redis).
+//   - Closing an acknowledged-mode subscription releases the deliveries
+//     it took from the store but never returned from Next (read ahead),
+//     so a consumer that goes away does not hold what it never saw.
 //   - Publish reports how many unicast groups of the event's name exist,
 //     so a publisher can tell that nobody will ever take the event.
 //   - A group that has had no open subscription for the backend's group
@@ -102,6 +116,12 @@ type Backend interface {
 	// deliveries another consumer holds, are ignored; the result is how
 	// many were newly acknowledged.
 	Ack(ctx context.Context, name, group, consumer string, ids []string) (int, error)
+	// Release makes pending unicast deliveries of group on the named event
+	// that consumer holds available to the group again at once, without
+	// counting them (see the package comment). Unknown ids and deliveries
+	// another consumer holds are ignored; the result is how many were
+	// released.
+	Release(ctx context.Context, name, group, consumer string, ids []string) (int, error)
 	// Close releases the backend's resources.
 	Close() error
 }
@@ -112,9 +132,41 @@ type Subscriber interface {
 	// ctx's error when ctx ends first, ErrEndOfSnapshot at the end of a
 	// non-following subscription, and ErrClosed after Close.
 	Next(ctx context.Context) (events.Envelope, error)
-	// Close ends the subscription. Pending acknowledged-mode deliveries stay
-	// pending and are redelivered after their visibility timeout.
+	// Close ends the subscription. Pending acknowledged-mode deliveries
+	// Next returned stay pending and are redelivered after their visibility
+	// timeout; those it took but never returned are released.
 	Close() error
+}
+
+// Unheld is the holder backends record for a released delivery until it is
+// handed out again. No consumer has this name (consumer names cannot
+// contain '/'), so nobody can acknowledge or release it meanwhile.
+const Unheld = "/released"
+
+// ReleaseEnvelopes releases deliveries envs of group that consumer holds,
+// with one Backend.Release call per event name. It returns how many were
+// released and the first error.
+func ReleaseEnvelopes(ctx context.Context, b Backend, group, consumer string, envs []events.Envelope) (int, error) {
+	var (
+		names []string
+		ids   = map[string][]string{}
+	)
+	for _, env := range envs {
+		if ids[env.Name] == nil {
+			names = append(names, env.Name)
+		}
+		ids[env.Name] = append(ids[env.Name], env.ID)
+	}
+	total := 0
+	var first error
+	for _, name := range names {
+		n, err := b.Release(ctx, name, group, consumer, ids[name])
+		total += n
+		if err != nil && first == nil {
+			first = err
+		}
+	}
+	return total, first
 }
 
 // GroupSweepInterval is how often a backend with group idle TTL ttl

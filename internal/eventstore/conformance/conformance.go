@@ -66,6 +66,9 @@ func Run(t *testing.T, h Harness) {
 		{"RedeliveryFollowsTheHoldersVisibility", testHolderVisibility},
 		{"OnlyTheHolderAcknowledges", testAckByHolderOnly},
 		{"DeliveriesAreCounted", testDeliveriesCounted},
+		{"ReleaseHandsOutAtOnce", testRelease},
+		{"OnlyTheHolderReleases", testReleaseByHolderOnly},
+		{"ClosedSubscriptionReleasesWhatItTook", testCloseReleases},
 		{"PublishCountsGroups", testGroupsCounted},
 		{"IdentityTypeIsStored", testIdentityType},
 		{"IdleGroupsExpire", testGroupIdleExpiry},
@@ -879,6 +882,114 @@ func testDeliveriesCounted(t *testing.T, s *suite) {
 	for kind, sub := range map[string]eventstore.Subscriber{"unacknowledged unicast": plain, "broadcast": bc} {
 		if env := next(t, sub, wait); env.ID != id || env.Deliveries != 0 {
 			t.Fatalf("%s delivery %s has deliveries=%d, want %s with 0", kind, env.ID, env.Deliveries, id)
+		}
+	}
+}
+
+// releaseVisibility is the visibility of the release tests: far longer
+// than any wait of theirs, so only a release can explain a redelivery.
+const releaseVisibility = 10 * time.Minute
+
+// testRelease: a released delivery goes to the next consumer of the group
+// at once, long before its visibility timeout, and its count is taken
+// back; after the release nobody holds it, and other deliveries of the
+// holder stay held.
+func testRelease(t *testing.T, s *suite) {
+	b := s.open(t)
+	name := "test.release"
+	sub := unicast("g", "holder", name)
+	sub.Ack = true
+	sub.Visibility = releaseVisibility
+	h := subscribe(t, b, sub)
+	publish(t, b, name, 1)
+	publish(t, b, name, 2)
+	first := next(t, h, wait)
+	second := next(t, h, wait)
+	if n, err := b.Release(ctxT(t), name, "g", "holder", []string{first.ID, "evt_unknown"}); err != nil || n != 1 {
+		t.Fatalf("release by the holder: %d %v, want 1", n, err)
+	}
+	if n, err := b.Release(ctxT(t), name, "g", "holder", []string{first.ID}); err != nil || n != 0 {
+		t.Fatalf("second release: %d %v, want 0 (nobody holds it)", n, err)
+	}
+	if n, err := b.Ack(ctxT(t), name, "g", "holder", []string{first.ID}); err != nil || n != 0 {
+		t.Fatalf("ack by the former holder after its release: %d %v, want 0", n, err)
+	}
+
+	sub.Consumer = "next"
+	x := subscribe(t, b, sub)
+	again := next(t, x, wait)
+	if again.ID != first.ID || index(t, again) != 1 {
+		t.Fatalf("after the release got %s #%d, want %s #1", again.ID, index(t, again), first.ID)
+	}
+	if again.Deliveries != 1 {
+		t.Fatalf("released delivery handed out again with deliveries=%d, want 1 (a release does not count)", again.Deliveries)
+	}
+	nothing(t, x, 700*time.Millisecond) // #2 is still held
+	if n, err := b.Ack(ctxT(t), name, "g", "next", []string{again.ID}); err != nil || n != 1 {
+		t.Fatalf("ack by the new holder: %d %v, want 1", n, err)
+	}
+	if n, err := b.Ack(ctxT(t), name, "g", "holder", []string{second.ID}); err != nil || n != 1 {
+		t.Fatalf("ack of the delivery not released: %d %v, want 1", n, err)
+	}
+}
+
+// testReleaseByHolderOnly: a release naming a consumer that does not hold
+// the delivery (or another group) is ignored: nobody else gets it.
+func testReleaseByHolderOnly(t *testing.T, s *suite) {
+	b := s.open(t)
+	name := "test.releaseholder"
+	sub := unicast("g", "holder", name)
+	sub.Ack = true
+	sub.Visibility = releaseVisibility
+	h := subscribe(t, b, sub)
+	publish(t, b, name, 1)
+	held := next(t, h, wait)
+	for _, intruder := range []string{"intruder", "default", ""} {
+		if n, err := b.Release(ctxT(t), name, "g", intruder, []string{held.ID}); err != nil || n != 0 {
+			t.Fatalf("release by %q, who does not hold the delivery: %d %v, want 0", intruder, n, err)
+		}
+	}
+	if n, err := b.Release(ctxT(t), name, "other-group", "holder", []string{held.ID}); err != nil || n != 0 {
+		t.Fatalf("release in another group: %d %v, want 0", n, err)
+	}
+	sub.Consumer = "rescuer"
+	r := subscribe(t, b, sub)
+	nothing(t, r, 700*time.Millisecond)
+	if n, err := b.Release(ctxT(t), name, "g", "holder", []string{held.ID}); err != nil || n != 1 {
+		t.Fatalf("release by the holder: %d %v, want 1", n, err)
+	}
+	if again := next(t, r, wait); again.ID != held.ID {
+		t.Fatalf("after the holder's release got %s, want %s", again.ID, held.ID)
+	}
+}
+
+// testCloseReleases: an acknowledged-mode subscription closed while a read
+// of it may be taking an event (its Next gave up first) does not keep
+// that event: another consumer gets it long before the visibility timeout,
+// as its first delivery. (Whether the closed subscription's read took the
+// event depends on timing; either way the other consumer must get it.)
+func testCloseReleases(t *testing.T, s *suite) {
+	b := s.open(t)
+	for round := range 3 {
+		name := fmt.Sprintf("test.closerelease.%d", round)
+		sub := unicast("g", "leaver", name)
+		sub.Ack = true
+		sub.Visibility = releaseVisibility
+		x := subscribe(t, b, sub)
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		_, err := x.Next(ctx)
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Next with nothing published: %v, want deadline exceeded", err)
+		}
+		publish(t, b, name, round)
+		_ = x.Close()
+
+		sub.Consumer = "stayer"
+		y := subscribe(t, b, sub)
+		got := next(t, y, wait)
+		if index(t, got) != round || got.Deliveries != 1 {
+			t.Fatalf("round %d: got #%d with deliveries=%d, want #%d with 1", round, index(t, got), got.Deliveries, round)
 		}
 	}
 }

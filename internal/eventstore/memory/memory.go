@@ -337,6 +337,36 @@ func (b *Backend) Ack(ctx context.Context, name, groupName, consumer string, ids
 	return n, nil
 }
 
+// Release implements eventstore.Backend: the deliveries consumer holds
+// expire now, without counting, and wake the group's subscriptions.
+func (b *Backend) Release(ctx context.Context, name, groupName, consumer string, ids []string) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return 0, eventstore.ErrClosed
+	}
+	g := b.groupLocked(name, groupName)
+	if g == nil {
+		return 0, nil
+	}
+	n := 0
+	for _, id := range ids {
+		if p, ok := g.pending[id]; ok && p.consumer == consumer {
+			p.consumer = eventstore.Unheld
+			p.deadline = time.Time{}
+			p.deliveries--
+			n++
+		}
+	}
+	if n > 0 {
+		b.signalLocked()
+	}
+	return n, nil
+}
+
 // Close implements eventstore.Backend; open subscriptions end with ErrClosed.
 func (b *Backend) Close() error {
 	b.mu.Lock()

@@ -21,8 +21,9 @@
 //   - bus_event_pending: acknowledged-mode deliveries not acknowledged yet,
 //     with their holder (consumer), deadline and delivery count. Expired rows
 //     are handed out again (FOR UPDATE SKIP LOCKED), counting the delivery;
-//     Ack deletes the rows its consumer holds. Rows go with their event (ON
-//     DELETE CASCADE).
+//     Ack deletes the rows its consumer holds; Release gives them up (no
+//     holder, deadline now, one delivery less) and notifies. Rows go with
+//     their event (ON DELETE CASCADE).
 //
 // Publish counts the name's groups in the same round trip as the insert.
 // Broadcast reads stop at about eventstore.ReadBudget payload bytes (at
@@ -36,8 +37,9 @@
 // Reads run on a goroutine owned by the subscription, so a cancelled Next
 // never drops an event a claim already took: it is kept for the next call.
 // Without Ack, an event claimed by a read that completes only after its
-// subscription was closed is lost (at most once); with Ack it stays pending
-// and is redelivered. Waiting subscriptions hold no connection.
+// subscription was closed is lost (at most once); with Ack it is released
+// when the subscription closes (or, when that fails, redelivered after its
+// visibility timeout). Waiting subscriptions hold no connection.
 //
 // It imports internal/eventstore, internal/busconfig, pkg/events and the pgx driver.
 package pgstore
@@ -323,6 +325,47 @@ func (b *Backend) Ack(ctx context.Context, name, group, consumer string, ids []s
 		return 0, fmt.Errorf("pgstore: ack %s/%s: %w", name, group, err)
 	}
 	return int(tag.RowsAffected()), nil
+}
+
+// releaseSQL gives back the pending rows consumer holds: no holder
+// (eventstore.Unheld), deadline now, one delivery less.
+const releaseSQL = `
+WITH r AS (
+	UPDATE bus_event_pending SET consumer = $5, deadline = clock_timestamp(), deliveries = greatest(deliveries - 1, 0)
+	WHERE group_name = $1 AND name = $2 AND consumer = $3 AND event_id = ANY($4)
+	RETURNING 1
+)
+SELECT count(*) FROM r`
+
+// Release implements eventstore.Backend: the pending rows consumer holds
+// expire now, without counting; a notification wakes the name's
+// subscriptions on every replica.
+func (b *Backend) Release(ctx context.Context, name, group, consumer string, ids []string) (int, error) {
+	if b.ctx.Err() != nil {
+		return 0, eventstore.ErrClosed
+	}
+	var nums []int64
+	for _, id := range ids {
+		if n, ok := parseID(id); ok {
+			nums = append(nums, n)
+		}
+	}
+	if len(nums) == 0 {
+		return 0, nil
+	}
+	var n int64
+	if err := b.pool.QueryRow(ctx, releaseSQL, group, name, consumer, nums, eventstore.Unheld).Scan(&n); err != nil {
+		return 0, fmt.Errorf("pgstore: release %s/%s: %w", name, group, err)
+	}
+	if n > 0 {
+		b.hub.wake(name)
+		// Other replicas poll at least every PollInterval: a lost
+		// notification only delays the redelivery there.
+		if _, err := b.pool.Exec(ctx, "SELECT pg_notify($1, $2)", notifyChannel, name); err != nil && ctx.Err() == nil {
+			b.cfg.Logger.Warn("pgstore: release notification failed", "name", name, "err", err)
+		}
+	}
+	return int(n), nil
 }
 
 // Close ends every subscription, waits for their reads, stops listening

@@ -177,13 +177,26 @@ func (b *Backend) Subscribe(ctx context.Context, sub eventstore.Subscription) (e
 		}
 	}
 	s.wake = b.hub.add(sub.Names)
-	s.r = b.reads.NewReader(b.ctx, s.read)
+	s.r = b.reads.NewReader(b.ctx, s.read, b.giveBack(sub))
 	context.AfterFunc(s.r.Context(), func() { b.hub.remove(sub.Names, s.wake) })
 	return s, nil
 }
 
+// giveBack returns the release of what an acknowledged-mode subscription
+// read but never handed out (nil for other subscriptions).
+func (b *Backend) giveBack(sub eventstore.Subscription) eventstore.ReleaseFunc {
+	if !sub.Ack {
+		return nil
+	}
+	return func(ctx context.Context, envs []events.Envelope) {
+		if _, err := eventstore.ReleaseEnvelopes(ctx, b, sub.Group, sub.Consumer, envs); err != nil && b.ctx.Err() == nil {
+			b.cfg.Logger.Warn("pgstore: deliveries read ahead not released; they are redelivered after their visibility timeout", "group", sub.Group, "consumer", sub.Consumer, "err", err)
+		}
+	}
+}
+
 // Close implements eventstore.Subscriber. Pending acknowledged-mode
-// deliveries stay pending.
+// deliveries Next returned stay pending; those read ahead are released.
 func (s *subscriber) Close() error {
 	s.closeOnce.Do(func() {
 		s.r.Close()
@@ -259,9 +272,16 @@ func (s *subscriber) readBroadcast(ctx context.Context) eventstore.ReadResult {
 // group's next event. With nothing to hand out it returns how long to wait
 // at most: delay, or less when a pending delivery expires sooner.
 func (s *subscriber) readUnicast(ctx context.Context, delay time.Duration) (eventstore.ReadResult, time.Duration) {
+	if ctx.Err() != nil {
+		return eventstore.ReadResult{}, 0
+	}
+	// The claims run to completion even when the subscription closes
+	// meanwhile: what they take is released, not lost.
+	cctx, cancel := eventstore.ClaimContext(ctx)
+	defer cancel()
 	vis := s.sub.EffectiveVisibility().Microseconds()
 	if s.sub.Ack {
-		env, found, err := s.queryOne(ctx, redeliverSQL, s.sub.Group, s.sub.Names, s.sub.Consumer, vis)
+		env, found, err := s.queryOne(cctx, redeliverSQL, s.sub.Group, s.sub.Names, s.sub.Consumer, vis)
 		if err != nil {
 			return eventstore.ReadResult{Err: fmt.Errorf("pgstore: redeliver: %w", err)}, 0
 		}
@@ -269,7 +289,7 @@ func (s *subscriber) readUnicast(ctx context.Context, delay time.Duration) (even
 			return eventstore.ReadResult{Envs: []events.Envelope{env}}, 0
 		}
 	}
-	env, found, err := s.queryOne(ctx, claimSQL, s.sub.Group, s.sub.Names, s.ends, s.sub.Consumer, vis, s.sub.Ack)
+	env, found, err := s.queryOne(cctx, claimSQL, s.sub.Group, s.sub.Names, s.ends, s.sub.Consumer, vis, s.sub.Ack)
 	if err != nil {
 		return eventstore.ReadResult{Err: fmt.Errorf("pgstore: claim: %w", err)}, 0
 	}

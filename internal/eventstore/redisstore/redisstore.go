@@ -22,7 +22,10 @@
 // XACK, and entries idle for longer than the subscription's Visibility are
 // taken over (XCLAIM, which counts the delivery). An acknowledgement
 // XACKs only the entries the group's pending list assigns to the
-// acknowledging consumer.
+// acknowledging consumer. A release moves the entries the releasing
+// consumer holds to a placeholder consumer (eventstore.Unheld) with the
+// delivery count one less and the recorded deadline 0, so the next reclaim
+// takes them and counts that delivery again.
 //
 // Group expiry: the hash Prefix+"groups" maps "<name> <group>" to when the
 // group last had an open subscription (Redis time, milliseconds). Every
@@ -34,7 +37,8 @@
 // so a cancelled Next never drops a reply: what arrives after Next gave up
 // is kept for the next call. Without Ack, an entry claimed by a read that
 // completes only after its subscription was closed is lost (at most once);
-// with Ack it stays pending and is redelivered.
+// with Ack it is released when the subscription closes (or, when that
+// fails, redelivered after its visibility timeout).
 //
 // The claim script touches all streams of a subscription, so on Redis
 // Cluster every key must hash to one slot: use a Prefix with a hash tag,
@@ -182,7 +186,7 @@ type Backend struct {
 
 // scripts are the backend's Lua scripts.
 type scripts struct {
-	publish, ack, claim, reclaim, rangeRead, refresh, sweep *redis.Script
+	publish, ack, release, claim, reclaim, rangeRead, refresh, sweep *redis.Script
 }
 
 // Open connects to Redis and checks that it answers.
@@ -206,7 +210,7 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 	}
 	bctx, cancel := context.WithCancel(context.Background())
 	b := &Backend{cfg: cfg, rdb: rdb, ctx: bctx, cancel: cancel, open: map[string]int{}, left: map[string]bool{}, scripts: scripts{
-		publish: redis.NewScript(publishSource), ack: redis.NewScript(ackSource),
+		publish: redis.NewScript(publishSource), ack: redis.NewScript(ackSource), release: redis.NewScript(releaseSource),
 		claim: redis.NewScript(claimSource), reclaim: redis.NewScript(reclaimSource),
 		rangeRead: redis.NewScript(rangeSource), refresh: redis.NewScript(refreshSource), sweep: redis.NewScript(sweepSource),
 	}}
@@ -302,6 +306,56 @@ func (b *Backend) Ack(ctx context.Context, name, group, consumer string, ids []s
 	n, err := b.scripts.ack.Run(ctx, b.rdb, []string{b.streamKey(name)}, args...).Int()
 	if err != nil {
 		return 0, fmt.Errorf("redisstore: ack %s/%s: %w", name, group, err)
+	}
+	return n, nil
+}
+
+// releaseSource gives back the entries of ARGV[4:] that the group's pending
+// list assigns to consumer ARGV[2]: each is moved to the placeholder holder
+// ARGV[3] (XCLAIM ... JUSTID, with RETRYCOUNT one less, so the release does
+// not count and the next holder's XCLAIM counts the same delivery again)
+// and its deadline set to 0, so the next reclaim of any consumer takes it.
+// KEYS[1] is the stream, ARGV[1] the group. Replies how many were released.
+const releaseSource = `
+local group, consumer, unheld = ARGV[1], ARGV[2], ARGV[3]
+local dkey = KEYS[1] .. ':deadlines:' .. group
+local n = 0
+for i = 4, #ARGV do
+  local ok, p = pcall(redis.call, 'XPENDING', KEYS[1], group, ARGV[i], ARGV[i], 1, consumer)
+  if not ok then return 0 end
+  if #p > 0 then
+    local count = tonumber(p[1][4])
+    redis.call('XCLAIM', KEYS[1], group, unheld, 0, ARGV[i], 'RETRYCOUNT', math.max(count - 1, 0), 'JUSTID')
+    redis.call('HSET', dkey, ARGV[i], 0)
+    n = n + 1
+  end
+end
+return n
+`
+
+// Release implements eventstore.Backend with one script: the entries
+// consumer holds pass to a placeholder holder with their deadline passed.
+// Waiting subscriptions of the group take them at their next look for
+// expired deliveries (within Block).
+func (b *Backend) Release(ctx context.Context, name, group, consumer string, ids []string) (int, error) {
+	if err := events.ValidateName(name); err != nil {
+		return 0, fmt.Errorf("redisstore: %w", err)
+	}
+	if b.ctx.Err() != nil {
+		return 0, eventstore.ErrClosed
+	}
+	args := []any{group, consumer, eventstore.Unheld}
+	for _, id := range ids {
+		if e, ok := entryID(id); ok {
+			args = append(args, e)
+		}
+	}
+	if len(args) == 3 {
+		return 0, nil
+	}
+	n, err := b.scripts.release.Run(ctx, b.rdb, []string{b.streamKey(name)}, args...).Int()
+	if err != nil {
+		return 0, fmt.Errorf("redisstore: release %s/%s: %w", name, group, err)
 	}
 	return n, nil
 }
@@ -502,8 +556,21 @@ func (b *Backend) Subscribe(ctx context.Context, sub eventstore.Subscription) (e
 			s.finished[i] = last[i] == "0-0" || !idLess(s.cursors[i], last[i])
 		}
 	}
-	s.r = b.reads.NewReader(b.ctx, s.read)
+	s.r = b.reads.NewReader(b.ctx, s.read, b.giveBack(sub))
 	return s, nil
+}
+
+// giveBack returns the release of what an acknowledged-mode subscription
+// read but never handed out (nil for other subscriptions).
+func (b *Backend) giveBack(sub eventstore.Subscription) eventstore.ReleaseFunc {
+	if !sub.Ack {
+		return nil
+	}
+	return func(ctx context.Context, envs []events.Envelope) {
+		if _, err := eventstore.ReleaseEnvelopes(ctx, b, sub.Group, sub.Consumer, envs); err != nil && b.ctx.Err() == nil {
+			b.cfg.Logger.Warn("redisstore: deliveries read ahead not released; they are redelivered after their visibility timeout", "group", sub.Group, "consumer", sub.Consumer, "err", err)
+		}
+	}
 }
 
 // lastIDs returns the ID of the last entry of every key ("0-0" when empty),

@@ -203,7 +203,8 @@ type subscriber struct {
 }
 
 // Close implements eventstore.Subscriber. A read in flight ends within the
-// backend's Block; pending acknowledged-mode deliveries stay pending.
+// backend's Block; pending acknowledged-mode deliveries Next returned stay
+// pending, those read ahead are released.
 func (s *subscriber) Close() error {
 	s.closeOnce.Do(func() {
 		s.r.Close()
@@ -390,16 +391,10 @@ func (s *subscriber) release() []events.Envelope {
 func (s *subscriber) readUnicast(ctx context.Context) eventstore.ReadResult {
 	waited := false
 	for {
-		if s.sub.Ack && !time.Now().Before(s.nextScan) {
-			e, err := s.autoclaim(ctx)
-			if err != nil {
-				return eventstore.ReadResult{Err: err}
-			}
-			if e != nil {
-				return eventstore.ReadResult{Envs: []events.Envelope{e.env}}
-			}
+		if ctx.Err() != nil {
+			return eventstore.ReadResult{}
 		}
-		e, lastIDs, err := s.claim(ctx)
+		e, lastIDs, err := s.claimOnce(ctx)
 		if err != nil {
 			return eventstore.ReadResult{Err: err}
 		}
@@ -428,6 +423,22 @@ func (s *subscriber) readUnicast(ctx context.Context) eventstore.ReadResult {
 		}
 		waited = true
 	}
+}
+
+// claimOnce takes an expired pending delivery (Ack), else the group's next
+// entry. Its scripts run to completion even when ctx ends meanwhile (the
+// subscription closing): what they take is released, not lost. Without an
+// entry it returns the last entry ID of every stream.
+func (s *subscriber) claimOnce(ctx context.Context) (*entry, []string, error) {
+	cctx, cancel := eventstore.ClaimContext(ctx)
+	defer cancel()
+	if s.sub.Ack && !time.Now().Before(s.nextScan) {
+		e, err := s.autoclaim(cctx)
+		if e != nil || err != nil {
+			return e, nil, err
+		}
+	}
+	return s.claim(cctx)
 }
 
 // claim runs the claim script. It returns the claimed entry, or the last
