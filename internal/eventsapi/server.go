@@ -1,6 +1,7 @@
 // Package eventsapi is the HTTP server of the Bus Events API: publish
-// (POST /api/v1/events), NDJSON event streams (GET /api/v1/events/stream) and
-// the acknowledgement extension (POST /api/v1/events/ack), with HS256 JWT
+// (POST /api/v1/events), NDJSON event streams (GET /api/v1/events/stream,
+// ended early by POST /api/v1/events/stream/end) and the acknowledgement
+// extension (POST /api/v1/events/ack and /release), with HS256 JWT
 // authorization, on top of any eventstore.Backend.
 //
 // Trust model: bus.llm.* events are service traffic. Only service
@@ -12,14 +13,22 @@
 // identity's events unless they hold events:admin. Every stored event is
 // stamped with the publisher's identity (identity_id, the token's sub) and
 // kind (identity_type, "service" or "user"); what a publisher sends there
-// is ignored. An acknowledgement counts only from the consumer that holds
-// the delivery.
+// is ignored. An acknowledgement or a release counts only from the
+// consumer that holds the delivery; a stream is ended only by its own
+// identity.
+//
+// Nothing a stream takes is held for a client that never received it: a
+// delivery the stream took from the backend but could not write (the
+// client went away, the stream was ended, the server is stopping, or the
+// write failed) is released at once, not left pending until its
+// visibility timeout.
 //
 // It imports internal/auth, internal/eventstore and pkg/events; the concrete backends are chosen by its caller.
 package eventsapi
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -74,7 +83,14 @@ type Server struct {
 	stop     context.Context
 	stopAll  context.CancelFunc
 	inflight sync.Map // ackKey -> *creditWindow: unacknowledged deliveries of prefetch-limited streams
+	open     sync.Map // stream id -> *openStream
 	streams  sync.WaitGroup
+}
+
+// openStream is what POST /api/v1/events/stream/end needs of a stream.
+type openStream struct {
+	subject string             // only this identity may end it
+	end     context.CancelFunc // stops the stream taking events
 }
 
 // New returns a Server for cfg.
@@ -97,7 +113,9 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /api/v1/events", s.handlePublish)
 	mux.HandleFunc("GET /api/v1/events/stream", s.handleStream)
+	mux.HandleFunc("POST /api/v1/events/stream/end", s.handleEndStream)
 	mux.HandleFunc("POST /api/v1/events/ack", s.handleAck)
+	mux.HandleFunc("POST /api/v1/events/release", s.handleRelease)
 	mux.HandleFunc("GET /healthz", s.handleHealth)
 	mux.HandleFunc("GET /readyz", s.handleHealth)
 	return mux
@@ -178,6 +196,7 @@ const (
 	actPublish action = iota
 	actListen
 	actAck
+	actRelease
 )
 
 func (a action) verb() string {
@@ -186,6 +205,8 @@ func (a action) verb() string {
 		return "publish"
 	case actListen:
 		return "listen to"
+	case actRelease:
+		return "release"
 	}
 	return "acknowledge"
 }
@@ -198,8 +219,8 @@ const protectedPrefix = "bus.llm."
 func protected(name string) bool { return strings.HasPrefix(name, protectedPrefix) }
 
 // requiredScope is the scope a token needs to act on name: llm:proxy for
-// bus.llm.*, else events:send to publish or events:listen to listen and
-// acknowledge.
+// bus.llm.*, else events:send to publish or events:listen to listen,
+// acknowledge and release.
 func requiredScope(name string, a action) string {
 	if protected(name) {
 		return auth.ScopeLLMProxy
@@ -425,6 +446,10 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	stopStream := context.AfterFunc(s.stop, cancel)
 	defer stopStream()
+	// take ends when the stream stops taking events: the client went away,
+	// the server is stopping, or the client asked to end the stream.
+	take, endTaking := context.WithCancel(ctx)
+	defer endTaking()
 
 	sub, err := s.cfg.Backend.Subscribe(ctx, p.sub)
 	if err != nil {
@@ -434,17 +459,25 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 	}
 	defer sub.Close()
 
-	flusher, _ := w.(http.Flusher)
+	id := newStreamID()
+	s.open.Store(id, &openStream{subject: claims.Subject, end: endTaking})
+	defer s.open.Delete(id)
+
+	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.Header().Set("X-Accel-Buffering", "no")
+	w.Header().Set(events.StreamIDHeader, id)
 	w.WriteHeader(http.StatusOK)
-	flush := func() {
-		if flusher != nil {
-			flusher.Flush()
+	flush := func() error {
+		if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+			return err
 		}
+		return nil
 	}
-	flush()
+	if flush() != nil {
+		return
+	}
 
 	var window *creditWindow
 	if p.prefetch > 0 {
@@ -455,8 +488,25 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 		if _, err := io.WriteString(w, "\n"); err != nil {
 			return false
 		}
-		flush()
-		return true
+		return flush() == nil
+	}
+	// giveBack releases a delivery the stream took but the client never
+	// received, so the group has it again at once.
+	giveBack := func(env events.Envelope) {
+		if !p.sub.Ack {
+			return // at most once: handing it over was final
+		}
+		if window != nil {
+			key := ackKey{name: env.Name, group: p.sub.Group, consumer: p.sub.Consumer, id: env.ID}
+			if v, ok := s.inflight.LoadAndDelete(key); ok {
+				v.(*creditWindow).release(key)
+			}
+		}
+		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+		defer rcancel()
+		if _, err := s.cfg.Backend.Release(rctx, env.Name, p.sub.Group, p.sub.Consumer, []string{env.ID}); err != nil {
+			s.log.Warn("delivery not written and not released; it is redelivered after its visibility timeout", "name", env.Name, "id", env.ID, "err", err)
+		}
 	}
 	enc := json.NewEncoder(w)
 	for {
@@ -464,7 +514,7 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 			// A full window may last long (the consumer works on what it
 			// holds): keep the stream visibly alive meanwhile.
 			for {
-				err := window.wait(ctx, s, s.cfg.Keepalive)
+				err := window.wait(take, s, s.cfg.Keepalive)
 				if err == nil {
 					break
 				}
@@ -473,12 +523,12 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 				}
 			}
 		}
-		nctx, ncancel := context.WithTimeout(ctx, s.cfg.Keepalive)
+		nctx, ncancel := context.WithTimeout(take, s.cfg.Keepalive)
 		env, err := sub.Next(nctx)
 		ncancel()
 		switch {
 		case err == nil:
-		case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
+		case errors.Is(err, context.DeadlineExceeded) && take.Err() == nil:
 			if !keepalive() {
 				return
 			}
@@ -486,9 +536,14 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 		case errors.Is(err, eventstore.ErrEndOfSnapshot):
 			return
 		default:
-			if ctx.Err() == nil {
+			if take.Err() == nil {
 				s.log.Warn("stream ended", "names", p.sub.Names, "err", err)
 			}
+			return
+		}
+		if take.Err() != nil {
+			// Taken as the stream was ending: the client will not read it.
+			giveBack(env)
 			return
 		}
 		if scoped[env.Name] && env.IdentityID != claims.Subject {
@@ -505,16 +560,65 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 			s.inflight.Store(key, window)
 		}
 		if err := enc.Encode(env); err != nil {
+			giveBack(env)
 			return
 		}
-		flush()
+		if err := flush(); err != nil {
+			giveBack(env)
+			return
+		}
 	}
 }
 
-// AckRequest is the body of POST /api/v1/events/ack. Consumer names the
-// consumer that holds the deliveries (the one named when its stream was
-// opened; events.DefaultConsumer when empty): deliveries another consumer
-// holds are not acknowledged.
+// releaseTimeout bounds the release of a delivery a stream could not write.
+const releaseTimeout = 10 * time.Second
+
+// newStreamID returns a fresh, unguessable stream id.
+func newStreamID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return "str_" + hex.EncodeToString(b[:])
+}
+
+// EndStreamRequest is the body of POST /api/v1/events/stream/end: Stream is
+// the id the stream's answer carried in its Bus-Stream-Id header.
+type EndStreamRequest struct {
+	Stream string `json:"stream"`
+}
+
+// EndStreamResponse answers an EndStreamRequest: Ended reports whether an
+// open stream of the caller's identity had that id.
+type EndStreamResponse struct {
+	Ended bool `json:"ended"`
+}
+
+// handleEndStream ends a stream gracefully: it takes no more events, and
+// its answer ends once what it already wrote is sent, so the client can
+// read every event up to the end and release those it will not handle.
+func (s *Server) handleEndStream(w http.ResponseWriter, r *http.Request) {
+	claims, ok := s.authenticate(w, r)
+	if !ok {
+		return
+	}
+	var req EndStreamRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<10)).Decode(&req); err != nil || req.Stream == "" {
+		writeError(w, http.StatusBadRequest, CodeBadRequest, "request body is not a JSON object naming a stream: {\"stream\": \"str_...\"}")
+		return
+	}
+	v, found := s.open.Load(req.Stream)
+	// Another identity's stream is answered like an unknown one.
+	ended := found && v.(*openStream).subject == claims.Subject
+	if ended {
+		v.(*openStream).end()
+	}
+	writeJSON(w, http.StatusOK, EndStreamResponse{Ended: ended})
+}
+
+// AckRequest is the body of POST /api/v1/events/ack and of POST
+// /api/v1/events/release. Consumer names the consumer that holds the
+// deliveries (the one named when its stream was opened;
+// events.DefaultConsumer when empty): deliveries another consumer holds are
+// neither acknowledged nor released.
 type AckRequest struct {
 	Name     string   `json:"name"`
 	Group    string   `json:"group"`
@@ -522,60 +626,101 @@ type AckRequest struct {
 	IDs      []string `json:"ids"`
 }
 
-// AckResponse answers an AckRequest.
+// AckResponse answers an acknowledgement.
 type AckResponse struct {
 	Acknowledged int `json:"acknowledged"`
 }
 
+// ReleaseResponse answers a release: how many deliveries went back to the
+// group.
+type ReleaseResponse struct {
+	Released int `json:"released"`
+}
+
 func (s *Server) handleAck(w http.ResponseWriter, r *http.Request) {
-	claims, ok := s.authenticate(w, r)
+	req, group, ok := s.deliveriesRequest(w, r, actAck)
 	if !ok {
 		return
 	}
-	var req AckRequest
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, CodeBadRequest, "request body is not a JSON ack object: "+err.Error())
-		return
-	}
-	if err := events.ValidateName(req.Name); err != nil {
-		writeError(w, http.StatusBadRequest, CodeBadRequest, err.Error())
-		return
-	}
-	if req.Group == "" {
-		req.Group = events.DefaultGroup
-	}
-	if err := events.ValidateKey("group", req.Group); err != nil {
-		writeError(w, http.StatusBadRequest, CodeBadRequest, err.Error())
-		return
-	}
-	if req.Consumer == "" {
-		req.Consumer = events.DefaultConsumer
-	}
-	if err := events.ValidateKey("consumer", req.Consumer); err != nil {
-		writeError(w, http.StatusBadRequest, CodeBadRequest, err.Error())
-		return
-	}
-	if len(req.IDs) == 0 || len(req.IDs) > 10000 {
-		writeError(w, http.StatusBadRequest, CodeBadRequest, "ids must list 1 to 10000 event ids")
-		return
-	}
-	if !s.authorize(w, claims, req.Name, actAck) {
-		return
-	}
-	group := internalGroup(claims, []string{req.Name}, req.Group)
 	n, err := s.cfg.Backend.Ack(r.Context(), req.Name, group, req.Consumer, req.IDs)
 	if err != nil {
 		s.log.Error("ack failed", "name", req.Name, "err", err)
 		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "event store is unavailable")
 		return
 	}
+	s.settled(req, group)
+	writeJSON(w, http.StatusOK, AckResponse{Acknowledged: n})
+}
+
+// handleRelease gives deliveries the consumer will not handle back to its
+// group at once (eventstore.Backend.Release): a consumer that is stopping
+// releases what it received but will not run, instead of holding it until
+// its visibility timeout.
+func (s *Server) handleRelease(w http.ResponseWriter, r *http.Request) {
+	req, group, ok := s.deliveriesRequest(w, r, actRelease)
+	if !ok {
+		return
+	}
+	n, err := s.cfg.Backend.Release(r.Context(), req.Name, group, req.Consumer, req.IDs)
+	if err != nil {
+		s.log.Error("release failed", "name", req.Name, "err", err)
+		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "event store is unavailable")
+		return
+	}
+	s.settled(req, group)
+	writeJSON(w, http.StatusOK, ReleaseResponse{Released: n})
+}
+
+// deliveriesRequest authenticates, parses and authorizes an
+// acknowledgement or release; it returns the request with its defaults and
+// the backend group, or writes the error and reports false.
+func (s *Server) deliveriesRequest(w http.ResponseWriter, r *http.Request, a action) (AckRequest, string, bool) {
+	var req AckRequest
+	claims, ok := s.authenticate(w, r)
+	if !ok {
+		return req, "", false
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, CodeBadRequest, `request body is not a JSON object {"name", "group", "consumer", "ids"}: `+err.Error())
+		return req, "", false
+	}
+	if err := events.ValidateName(req.Name); err != nil {
+		writeError(w, http.StatusBadRequest, CodeBadRequest, err.Error())
+		return req, "", false
+	}
+	if req.Group == "" {
+		req.Group = events.DefaultGroup
+	}
+	if err := events.ValidateKey("group", req.Group); err != nil {
+		writeError(w, http.StatusBadRequest, CodeBadRequest, err.Error())
+		return req, "", false
+	}
+	if req.Consumer == "" {
+		req.Consumer = events.DefaultConsumer
+	}
+	if err := events.ValidateKey("consumer", req.Consumer); err != nil {
+		writeError(w, http.StatusBadRequest, CodeBadRequest, err.Error())
+		return req, "", false
+	}
+	if len(req.IDs) == 0 || len(req.IDs) > 10000 {
+		writeError(w, http.StatusBadRequest, CodeBadRequest, "ids must list 1 to 10000 event ids")
+		return req, "", false
+	}
+	if !s.authorize(w, claims, req.Name, a) {
+		return req, "", false
+	}
+	return req, internalGroup(claims, []string{req.Name}, req.Group), true
+}
+
+// settled frees the prefetch window slots of deliveries acknowledged or
+// released through this server.
+func (s *Server) settled(req AckRequest, group string) {
 	for _, id := range req.IDs {
 		key := ackKey{name: req.Name, group: group, consumer: req.Consumer, id: id}
 		if v, ok := s.inflight.LoadAndDelete(key); ok {
 			v.(*creditWindow).release(key)
 		}
 	}
-	writeJSON(w, http.StatusOK, AckResponse{Acknowledged: n})
 }
 
 // ackKey names one unacknowledged delivery and its holder.

@@ -125,7 +125,8 @@ func (w *Worker) Run(ctx context.Context) error {
 			select {
 			case slots <- struct{}{}:
 			case <-ctx.Done():
-				return nil // not acknowledged: redelivered to another worker
+				w.release(env) // not run here: another worker takes it at once
+				return nil
 			}
 			inflight.Go(func() {
 				defer func() { <-slots }()
@@ -277,6 +278,16 @@ func (w *Worker) ack(ctx context.Context, env events.Envelope) {
 	defer cancel()
 	if _, err := w.cfg.Client.Ack(actx, env.Name, w.cfg.Group, w.cfg.Consumer, env.ID); err != nil {
 		w.log.Warn("ack failed; the request may be redelivered", "event", env.ID, "err", err)
+	}
+}
+
+// release gives a delivery this worker will not run back to its group.
+// When that fails it is redelivered after its visibility timeout.
+func (w *Worker) release(env events.Envelope) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := w.cfg.Client.Release(ctx, env.Name, w.cfg.Group, w.cfg.Consumer, env.ID); err != nil {
+		w.log.Warn("release failed; the request is redelivered after its visibility timeout", "event", env.ID, "err", err)
 	}
 }
 

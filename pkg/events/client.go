@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -258,6 +259,37 @@ func (c *Client) Ack(ctx context.Context, name, group, consumer string, ids ...s
 	return out.Acknowledged, err
 }
 
+// Release gives unicast deliveries of group on name that consumer holds
+// back to the group at once (the acknowledgement extension): a consumer
+// that received deliveries it will not handle — it is stopping — releases
+// them instead of holding them until their visibility timeout. A released
+// delivery does not count: its next delivery carries the same Deliveries.
+// Deliveries another consumer holds, unknown and already settled ids are
+// ignored. It returns how many were released.
+func (c *Client) Release(ctx context.Context, name, group, consumer string, ids ...string) (int, error) {
+	var out struct {
+		Released int `json:"released"`
+	}
+	err := c.do(ctx, "/api/v1/events/release", map[string]any{"name": name, "group": group, "consumer": consumer, "ids": ids}, &out)
+	return out.Released, err
+}
+
+// StreamIDHeader is the header of a stream's answer that carries its id,
+// for EndStream.
+const StreamIDHeader = "Bus-Stream-Id"
+
+// EndStream asks the Events API to end the stream with id (Stream.ID)
+// gracefully: it takes no more events and its answer ends once what it
+// already wrote is sent, so the reader sees every event up to io.EOF. It
+// reports whether an open stream of this client's identity had that id.
+func (c *Client) EndStream(ctx context.Context, id string) (bool, error) {
+	var out struct {
+		Ended bool `json:"ended"`
+	}
+	err := c.do(ctx, "/api/v1/events/stream/end", map[string]string{"stream": id}, &out)
+	return out.Ended, err
+}
+
 // ListenOptions describe a stream.
 type ListenOptions struct {
 	// Names to listen to (one or more).
@@ -271,7 +303,10 @@ type ListenOptions struct {
 	// NoFollow ends the stream after the replayed snapshot (follow=false).
 	NoFollow bool
 	// Ack asks for acknowledged unicast delivery; call Client.Ack for every
-	// event handled, or it is redelivered after Visibility.
+	// event handled, or it is redelivered after Visibility (Client.Release
+	// gives an event back at once). When ctx ends, Listen ends such a
+	// stream gracefully (EndStream) and releases the events that arrive
+	// until its end instead of handing them to the handler.
 	Ack bool
 	// Visibility is the acknowledgement deadline (server default when 0).
 	Visibility time.Duration
@@ -346,11 +381,15 @@ func (o ListenOptions) query() url.Values {
 type Stream struct {
 	body io.ReadCloser
 	r    *bufio.Reader
+	id   string // the server's id of the stream, for EndStream ("" if none)
 
 	cancel   context.CancelFunc // ends the request
 	idle     time.Duration      // 0: no watchdog
 	watchdog *time.Timer        // ends the request after idle without data
 	silent   atomic.Bool        // the watchdog fired
+
+	mu       sync.Mutex
+	deadline *time.Timer // closeWithin's timer
 }
 
 // maxLine bounds one NDJSON line.
@@ -387,8 +426,22 @@ func (c *Client) Open(ctx context.Context, o ListenOptions) (*Stream, error) {
 		return nil, readAPIError(resp)
 	}
 	s.body, s.r = resp.Body, bufio.NewReaderSize(resp.Body, 64<<10)
+	s.id = resp.Header.Get(StreamIDHeader)
 	s.disarm()
 	return s, nil
+}
+
+// ID returns the Events API's id of the stream, for EndStream ("" when the
+// server sent none).
+func (s *Stream) ID() string { return s.id }
+
+// closeWithin closes the stream after d unless it is closed before.
+func (s *Stream) closeWithin(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.deadline == nil {
+		s.deadline = time.AfterFunc(d, s.stop)
+	}
 }
 
 // arm (re)starts the watchdog: the stream must deliver data within idle.
@@ -462,6 +515,11 @@ func (s *Stream) readLine() ([]byte, error) {
 
 // Close ends the stream.
 func (s *Stream) Close() error {
+	s.mu.Lock()
+	if s.deadline != nil {
+		s.deadline.Stop()
+	}
+	s.mu.Unlock()
 	s.stop()
 	return s.body.Close()
 }
@@ -478,14 +536,14 @@ func (c *Client) Listen(ctx context.Context, o ListenOptions, h Handler) error {
 	connected := false
 	delay := c.retry.Min
 	for {
-		st, err := c.Open(ctx, o)
+		st, err := c.openFor(ctx, o)
 		if err == nil {
 			connected = true
 			delay = c.retry.Min
 			if o.OnConnect != nil {
 				o.OnConnect()
 			}
-			err = c.pump(ctx, st, h)
+			err = c.pump(ctx, o, st, h)
 			st.Close()
 			var herr *handlerError
 			if errors.As(err, &herr) {
@@ -522,21 +580,88 @@ func (c *Client) Listen(ctx context.Context, o ListenOptions, h Handler) error {
 	}
 }
 
+// openFor opens a stream for Listen. An acknowledged-mode stream outlives
+// ctx, so that when ctx ends, stopStream can end it gracefully and pump
+// can still read (and release) what the server wrote before its end; ctx
+// still aborts the connection attempt.
+func (c *Client) openFor(ctx context.Context, o ListenOptions) (*Stream, error) {
+	if !o.Ack {
+		return c.Open(ctx, o)
+	}
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, cancel)
+	st, err := c.Open(sctx, o)
+	if !stop() { // ctx ended while connecting
+		if err == nil {
+			st.Close()
+		}
+		return nil, fmt.Errorf("events: connect %s: %w", c.base.Host, ctx.Err())
+	}
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	inner := st.cancel
+	st.cancel = func() { inner(); cancel() }
+	return st, nil
+}
+
 type handlerError struct{ err error }
 
 func (e *handlerError) Error() string { return e.err.Error() }
 
-func (c *Client) pump(ctx context.Context, st *Stream, h Handler) error {
-	stop := context.AfterFunc(ctx, func() { st.Close() })
+// drainTimeout bounds how long a listener that stops waits for the end of
+// its acknowledged-mode stream.
+const drainTimeout = 10 * time.Second
+
+func (c *Client) pump(ctx context.Context, o ListenOptions, st *Stream, h Handler) error {
+	stop := context.AfterFunc(ctx, func() { c.stopStream(o, st) })
 	defer stop()
 	for {
 		env, err := st.Next()
 		if err != nil {
 			return err
 		}
+		if ctx.Err() != nil {
+			// Listening has stopped: the handler will not see it.
+			c.giveBack(o, env)
+			continue
+		}
 		if err := h(ctx, env); err != nil {
 			return &handlerError{err}
 		}
+	}
+}
+
+// stopStream ends st once its listener stops. Without Ack it closes it.
+// With Ack, closing could lose what the server wrote just before (it would
+// stay with this consumer until its visibility timeout), so it asks the
+// server to end the stream and lets pump read up to the end, releasing
+// what arrives; it closes the stream when the server cannot end it or the
+// end takes longer than drainTimeout.
+func (c *Client) stopStream(o ListenOptions, st *Stream) {
+	if !o.Ack || st.ID() == "" {
+		st.Close()
+		return
+	}
+	st.closeWithin(drainTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+	defer cancel()
+	if ended, err := c.EndStream(ctx, st.ID()); err != nil || !ended {
+		st.Close()
+	}
+}
+
+// giveBack releases an acknowledged-mode delivery that arrived after its
+// listener stopped.
+func (c *Client) giveBack(o ListenOptions, env Envelope) {
+	if !o.Ack {
+		return // at most once: nothing to give back
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+	defer cancel()
+	if _, err := c.Release(ctx, env.Name, o.Group, o.Consumer, env.ID); err != nil {
+		c.log.Warn("events: delivery received while stopping not released; it is redelivered after its visibility timeout", "name", env.Name, "id", env.ID, "err", err)
 	}
 }
 
