@@ -102,6 +102,8 @@ func TestAuthMatrix(t *testing.T) {
 	noScope.Scopes = []string{"events:listen"}
 
 	publishURL := b.URL + "/api/v1/events"
+	releaseURL := b.URL + "/api/v1/events/release"
+	endURL := b.URL + "/api/v1/events/stream/end"
 	streamURL := func(q string) string { return b.URL + "/api/v1/events/stream?" + q + "&follow=false" }
 	llmEvent := `{"name":"bus.llm.chat.completions.request","payload":{}}`
 	cases := []struct {
@@ -131,6 +133,15 @@ func TestAuthMatrix(t *testing.T) {
 		{"stream group with slash", "GET", streamURL("name=example.ping&delivery=unicast&group=a/b"), sign(b.Secret(), good), "", 400, "bad_request"},
 		{"stream consumer with space", "GET", streamURL("name=example.ping&delivery=unicast&consumer=" + url.QueryEscape("a b")), sign(b.Secret(), good), "", 400, "bad_request"},
 		{"stream ack on broadcast", "GET", streamURL("name=example.ping&ack=true"), sign(b.Secret(), good), "", 400, "bad_request"},
+		{"release without token", "POST", releaseURL, "", `{"name":"example.ping","ids":["evt_1"]}`, 401, "invalid_auth"},
+		{"release bus.llm without llm:proxy", "POST", releaseURL, sign(b.Secret(), noScope), `{"name":"bus.llm.chat.completions.request","ids":["evt_1"]}`, 403, "forbidden"},
+		{"release plain event without events:listen", "POST", releaseURL, token(t, b, "u2", "events:send"), `{"name":"example.ping","ids":["evt_1"]}`, 403, "forbidden"},
+		{"release without ids", "POST", releaseURL, sign(b.Secret(), good), `{"name":"example.ping","ids":[]}`, 400, "bad_request"},
+		{"release malformed JSON", "POST", releaseURL, sign(b.Secret(), good), `{"name":`, 400, "bad_request"},
+		{"release bad consumer", "POST", releaseURL, sign(b.Secret(), good), `{"name":"example.ping","consumer":"a/b","ids":["evt_1"]}`, 400, "bad_request"},
+		{"end stream without token", "POST", endURL, "", `{"stream":"str_x"}`, 401, "invalid_auth"},
+		{"end stream without id", "POST", endURL, sign(b.Secret(), good), `{}`, 400, "bad_request"},
+		{"end unknown stream", "POST", endURL, sign(b.Secret(), good), `{"stream":"str_x"}`, 200, ""},
 		{"publish ok", "POST", publishURL, sign(b.Secret(), good), `{"name":"example.ping","correlationId":"c1","payload":{"x":1}}`, 202, ""},
 		{"stream ok", "GET", streamURL("name=example.ping"), sign(b.Secret(), good), "", 200, ""},
 	}
@@ -151,7 +162,10 @@ func TestAuthMatrix(t *testing.T) {
 			if tc.status == 202 && (r.body["accepted"] != true || r.body["id"] == "" || r.body["name"] != "example.ping") {
 				t.Fatalf("accept body %v", r.body)
 			}
-			if tc.status == 200 && !strings.HasPrefix(r.ctype, "application/x-ndjson") {
+			if tc.url == endURL && tc.status == 200 && r.body["ended"] != false {
+				t.Fatalf("end body %v, want ended=false", r.body)
+			}
+			if tc.status == 200 && tc.method == "GET" && !strings.HasPrefix(r.ctype, "application/x-ndjson") {
 				t.Fatalf("stream content type %q", r.ctype)
 			}
 		})
