@@ -25,6 +25,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -82,6 +83,16 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// MaxBodyBytes bounds request bodies (DefaultMaxBodyBytes when 0).
 	MaxBodyBytes int64
+	// StreamBufferBytes bounds the stream data one request holds for a
+	// client that reads slowly; past it the stream ends with a
+	// stream_buffer_exceeded error (correlator.DefaultMaxBufferedBytes
+	// when 0).
+	StreamBufferBytes int64
+	// TrustUnstamped accepts response and chunk events without an
+	// identity_type, for an Events API that does not stamp publishers (the
+	// bus is then not a trust boundary). By default only events a service
+	// published are accepted.
+	TrustUnstamped bool
 	// Logger receives the logs (slog.Default when nil). Tokens and request
 	// bodies are never logged.
 	Logger *slog.Logger
@@ -110,9 +121,10 @@ type Server struct {
 	ready     chan struct{}
 	readyOnce sync.Once
 
-	calls    *correlator.Correlator
-	draining atomic.Bool
-	served   atomic.Bool
+	calls          *correlator.Correlator
+	untrustedNoted atomic.Bool
+	draining       atomic.Bool
+	served         atomic.Bool
 
 	// hardStop is the base context of every HTTP request; it is cancelled
 	// when the shutdown drain runs out of time, so waiting requests give up.
@@ -151,7 +163,7 @@ func New(cfg Config) (*Server, error) {
 		log:   cfg.Logger,
 		byKey: map[listenerKey]*listener{},
 		ready: make(chan struct{}),
-		calls: correlator.New(correlator.Options{}),
+		calls: correlator.New(correlator.Options{MaxBufferedBytes: cfg.StreamBufferBytes, TrustUnstamped: cfg.TrustUnstamped}),
 	}
 	s.hardStop, s.hardCancel = context.WithCancel(context.Background())
 	for _, op := range llmapi.AllOperations() {
@@ -197,7 +209,9 @@ func (s *Server) canExecute(op llmapi.Operation, stream bool) bool {
 }
 
 // Handler returns the HTTP handler of the front door. Execution requests
-// need Serve to be running (it owns the response listeners).
+// need Serve to be running (it owns the response listeners). Every path
+// outside the routes, a non-canonical one included (//v1/models,
+// /v1/models/), gets an OpenAI error object, never a redirect.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	for _, op := range llmapi.Operations() {
@@ -209,11 +223,21 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/v1/models/{id...}", s.handleModel)
 	mux.HandleFunc("/readyz", s.handleReady)
 	mux.HandleFunc("/healthz", s.handleHealth)
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, llmapi.NewError(http.StatusNotFound, llmapi.TypeInvalidRequest, "unknown_url",
-			"", fmt.Sprintf("Unknown request URL: %s %s.", r.Method, r.URL.Path)))
+	mux.HandleFunc("/", unknownURL)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// ServeMux would redirect a path that is not canonical.
+		if p := r.URL.Path; p == "" || p[0] != '/' || path.Clean(p) != p {
+			unknownURL(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
 	})
-	return mux
+}
+
+// unknownURL answers a path outside the routes.
+func unknownURL(w http.ResponseWriter, r *http.Request) {
+	writeError(w, llmapi.NewError(http.StatusNotFound, llmapi.TypeInvalidRequest, "unknown_url",
+		"", fmt.Sprintf("Unknown request URL: %s %s.", r.Method, r.URL.Path)))
 }
 
 // Serve opens the response and chunk listeners and serves HTTP on l until
@@ -383,11 +407,11 @@ func (s *Server) handleEmbeddings(w http.ResponseWriter, r *http.Request) {
 	if !allow(w, r, http.MethodPost) {
 		return
 	}
-	if _, apiErr := s.readBody(w, r); apiErr != nil {
-		writeError(w, apiErr)
+	if _, apiErr := s.authorize(r, ""); apiErr != nil {
+		rejectUnread(w, apiErr)
 		return
 	}
-	if _, apiErr := s.authorize(r, ""); apiErr != nil {
+	if _, apiErr := s.readBody(w, r); apiErr != nil {
 		writeError(w, apiErr)
 		return
 	}
