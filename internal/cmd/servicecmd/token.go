@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -140,38 +139,31 @@ func jwtExpiry(token string) time.Time {
 	return time.Unix(int64(sec), 0)
 }
 
-// fileToken is a token read from a file, read again when the file changes
-// (checked at most once per recheck interval, and re-read at least every
-// reread interval whatever its metadata says). A file that cannot be read,
-// is empty or does not hold a token keeps the last good token in use.
+// fileToken is a token read from a file, read again at most once per
+// recheck interval (the file is small; comparing metadata would miss a
+// same-size rewrite within the file system's timestamp granularity). A
+// file that cannot be read, is empty or does not hold a token keeps the
+// last good token in use.
 type fileToken struct {
-	path string
-	log  *slog.Logger
-	now  func() time.Time
+	path    string
+	log     *slog.Logger
+	now     func() time.Time
+	recheck time.Duration
 
-	mu       sync.Mutex
-	token    string
-	exp      time.Time
-	checked  time.Time // last stat
-	read     time.Time // last read
-	info     fs.FileInfo
-	problem  string // the last complaint logged, to log each once
-	recheck  time.Duration
-	rereadAt time.Duration
+	mu      sync.Mutex
+	token   string
+	exp     time.Time
+	checked time.Time
+	problem string // the last complaint logged, to log each once
 }
 
 func newFileToken(path string, log *slog.Logger) (*fileToken, error) {
-	f := &fileToken{path: path, log: log, now: time.Now, recheck: time.Second, rereadAt: 10 * time.Second}
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil, fmt.Errorf("cannot read the token file: %w", err)
-	}
 	tok, err := readToken(path)
 	if err != nil {
 		return nil, err
 	}
-	now := f.now()
-	f.token, f.exp, f.info, f.checked, f.read = tok, jwtExpiry(tok), st, now, now
+	f := &fileToken{path: path, log: log, now: time.Now, recheck: time.Second, token: tok, exp: jwtExpiry(tok)}
+	f.checked = f.now()
 	return f, nil
 }
 
@@ -208,29 +200,20 @@ func (f *fileToken) Expiry() time.Time {
 	return f.exp
 }
 
-// reload checks the file when due. Caller holds f.mu.
+// reload reads the file when due. Caller holds f.mu.
 func (f *fileToken) reload() {
 	now := f.now()
 	if now.Sub(f.checked) < f.recheck {
 		return
 	}
 	f.checked = now
-	st, err := os.Stat(f.path)
-	if err != nil {
-		f.complain("the token file cannot be read; keeping the last good token", err)
-		return
-	}
-	same := f.info != nil && os.SameFile(st, f.info) && st.ModTime().Equal(f.info.ModTime()) && st.Size() == f.info.Size()
-	if same && now.Sub(f.read) < f.rereadAt {
-		return
-	}
 	tok, err := readToken(f.path)
 	if err != nil {
-		// Perhaps half written: try again at the next check.
+		// Gone, or perhaps half written: try again at the next check.
 		f.complain("the token file does not hold a usable token; keeping the last good token", err)
 		return
 	}
-	f.info, f.read, f.problem = st, now, ""
+	f.problem = ""
 	if tok == f.token {
 		return
 	}
