@@ -36,7 +36,7 @@ type options struct {
 	usageBackend, billingBackend, runtimeBackend string
 	timeout, connectTimeout, shutdownTimeout     time.Duration
 	streamErrorGrace                             time.Duration
-	listenerRequired                             bool
+	listenerRequired, trustUnstamped             bool
 	logLevel                                     string
 }
 
@@ -68,6 +68,10 @@ func parse(args []string, io cliutil.IO) (*options, error) {
 	if err != nil {
 		return nil, err
 	}
+	trustUnstamped, err := cliutil.Bool(env, "BUS_EVENTS_TRUST_UNSTAMPED", false)
+	if err != nil {
+		return nil, err
+	}
 	fs := flag.NewFlagSet(Name, flag.ContinueOnError)
 	fs.StringVar(&o.addr, "addr", cliutil.String(env, "BUS_LLM_ADDR", "127.0.0.1:8080"), "listen address (env BUS_LLM_ADDR)")
 	fs.StringVar(&o.execBackend, "execution-backend", cliutil.String(env, "BUS_LLM_EXECUTION_BACKEND", "http"),
@@ -85,6 +89,7 @@ func parse(args []string, io cliutil.IO) (*options, error) {
 	for i, d := range durations {
 		fs.DurationVar(d.dst, d.flag, defaults[i], d.usage+" (env "+d.key+")")
 	}
+	fs.BoolVar(&o.trustUnstamped, "trust-unstamped", trustUnstamped, "accept responses without identity_type, for an Events API that does not stamp publishers; the bus is then no trust boundary (env BUS_EVENTS_TRUST_UNSTAMPED)")
 	fs.StringVar(&o.logLevel, "log-level", cliutil.String(env, "BUS_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env BUS_LOG_LEVEL)")
 	if err := cliutil.ParseFlags(fs, args, io.Stdout); err != nil {
 		return nil, err
@@ -159,6 +164,7 @@ func run(ctx context.Context, o *options, io cliutil.IO) error {
 		ConnectTimeout:   o.connectTimeout,
 		ErrorGrace:       o.streamErrorGrace,
 		ShutdownTimeout:  o.shutdownTimeout,
+		TrustUnstamped:   o.trustUnstamped,
 		Logger:           log,
 	})
 	if err != nil {
@@ -169,6 +175,6 @@ func run(ctx context.Context, o *options, io cliutil.IO) error {
 		return fmt.Errorf("listen on %s: %w", o.addr, err)
 	}
 	log.Info("starting front door", "execution_backend", o.execBackend, "events_url", bus.URL,
-		"catalog", cat.Source(), "jwt_secret_from", source, "listener_required", o.listenerRequired)
+		"catalog", cat.Source(), "jwt_secret_from", source, "token_from", bus.TokenFrom, "listener_required", o.listenerRequired)
 	return bus.Explain(srv.Serve(ctx, l))
 }
