@@ -67,8 +67,9 @@ func (x *Executor) Execute(ctx context.Context, req *llmapi.ExecutionEventReques
 	if err := x.applyCatalog(&call.Request); err != nil {
 		return llmapi.ErrorResponse(req, err)
 	}
+	var history int // items resumed from previous_response_id
 	if call.Responses != nil {
-		if err := x.resume(ctx, call, req.IdentityID); err != nil {
+		if history, err = x.resume(ctx, call, req.IdentityID); err != nil {
 			return llmapi.ErrorResponse(req, err)
 		}
 	}
@@ -98,7 +99,7 @@ func (x *Executor) Execute(ctx context.Context, req *llmapi.ExecutionEventReques
 		return llmapi.ErrorResponse(req, apiErr)
 	}
 	body := call.Build(meta, res)
-	if err := x.save(ctx, call, req.IdentityID, meta.ID, res, body); err != nil {
+	if err := x.save(ctx, call, req.IdentityID, meta.ID, history, res, body); err != nil {
 		x.log().Error("response not stored", "request", req.RequestID, "response", meta.ID, "err", err)
 	}
 	if stream != nil {

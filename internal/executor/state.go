@@ -26,36 +26,43 @@ func previousNotFound(id string) *llmapi.APIError {
 }
 
 // resume prepends the stored conversation of previous_response_id to the
-// call's input: the earlier input and output items, as if sent again
-// (instructions are not carried over).
-func (x *Executor) resume(ctx context.Context, call *openaiwire.Call, identity string) error {
+// call's input: the items of its chain, as if sent again (instructions are
+// not carried over). It returns how many items it prepended.
+func (x *Executor) resume(ctx context.Context, call *openaiwire.Call, identity string) (int, error) {
 	prev := call.Responses.PreviousResponseID
 	if prev == "" {
 		if len(call.Request.Input) == 0 {
-			return llmapi.InvalidRequest("input", "missing_required_parameter", "input is required")
+			return 0, llmapi.InvalidRequest("input", "missing_required_parameter", "input is required")
 		}
-		return nil
+		return 0, nil
 	}
 	if x.Store == nil {
-		return previousNotFound(prev)
+		return 0, previousNotFound(prev)
 	}
-	rec, err := x.Store.Get(ctx, identity, prev)
+	chain, err := x.Store.Chain(ctx, identity, prev)
 	switch {
 	case errors.Is(err, respstore.ErrNotFound):
-		return previousNotFound(prev)
+		return 0, previousNotFound(prev)
+	case errors.Is(err, respstore.ErrHistoryTooLong):
+		return 0, llmapi.InvalidRequest("previous_response_id", "conversation_too_long",
+			fmt.Sprintf("The conversation of '%s' is too long to continue; start a new one.", prev))
 	case err != nil:
-		return storeUnavailable()
+		x.log().Error("stored conversation not read", "response", prev, "err", err)
+		return 0, storeUnavailable()
 	}
-	call.Request.Input = append(append([]turn.Item(nil), rec.Items...), call.Request.Input...)
-	return nil
+	history := respstore.History(chain)
+	call.Request.Input = append(history, call.Request.Input...)
+	return len(history), nil
 }
 
-// save stores a completed response for later continuation and retrieval.
-func (x *Executor) save(ctx context.Context, call *openaiwire.Call, identity, id string, res *turn.Result, body json.RawMessage) error {
+// save stores a completed response for later continuation and retrieval:
+// a link to the response it continued and its own items (its new input
+// after the history resumed items, then its output).
+func (x *Executor) save(ctx context.Context, call *openaiwire.Call, identity, id string, history int, res *turn.Result, body json.RawMessage) error {
 	if x.Store == nil || call.Responses == nil || !call.Responses.Store {
 		return nil
 	}
-	items := append([]turn.Item(nil), call.Request.Input...)
+	items := append([]turn.Item(nil), call.Request.Input[min(history, len(call.Request.Input)):]...)
 	if res.Text != "" {
 		items = append(items, turn.Item{Type: turn.ItemMessage, Role: turn.RoleAssistant, Content: []turn.Part{{Type: turn.PartText, Text: res.Text}}})
 	}
@@ -66,7 +73,8 @@ func (x *Executor) save(ctx context.Context, call *openaiwire.Call, identity, id
 	if ttl <= 0 {
 		ttl = respstore.DefaultTTL
 	}
-	return x.Store.Put(ctx, respstore.Record{ID: id, Identity: identity, CreatedAt: x.now().UTC(), Items: items, Response: body}, ttl)
+	return x.Store.Put(ctx, respstore.Record{ID: id, Identity: identity, CreatedAt: x.now().UTC(), Previous: call.Responses.PreviousResponseID,
+		Items: items, Response: body}, ttl)
 }
 
 // state serves the stored-response operations.

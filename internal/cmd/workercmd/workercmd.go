@@ -62,6 +62,7 @@ type Options struct {
 	ModelCatalog   string
 	ResponseStore  string
 	ResponseTTL    time.Duration
+	ResponseBytes  int
 	MetricsAddr    string
 	MaxDeliveries  int
 	AuthRecovery   time.Duration
@@ -100,6 +101,10 @@ func parse(args []string, io cliutil.IO) (*Options, error) {
 	if err != nil {
 		return nil, err
 	}
+	responseBytes, err := cliutil.Int(env, "BUS_CODEX_RESPONSE_STORE_BYTES", respstore.DefaultMaxMemoryBytes)
+	if err != nil {
+		return nil, err
+	}
 	maxDeliveries, err := cliutil.Int(env, "BUS_CODEX_MAX_DELIVERIES", worker.DefaultMaxDeliveries)
 	if err != nil {
 		return nil, err
@@ -130,6 +135,7 @@ func parse(args []string, io cliutil.IO) (*Options, error) {
 	fs.StringVar(&o.ModelCatalog, "model-catalog", cliutil.String(env, "BUS_LLM_MODEL_CATALOG", ""), "model catalog file shared with the front door: unknown ids get 404, aliases pick the Codex model and effort (env BUS_LLM_MODEL_CATALOG; default: built-in codex-chatgpt)")
 	fs.StringVar(&o.ResponseStore, "response-store", cliutil.String(env, "BUS_CODEX_RESPONSE_STORE", "memory"), "where Responses API responses are stored: memory, redis (BUS_EVENTS_REDIS_*) or postgres (BUS_EVENTS_POSTGRES_DSN) (env BUS_CODEX_RESPONSE_STORE)")
 	fs.DurationVar(&o.ResponseTTL, "response-ttl", ttl, "how long stored responses are kept (env BUS_CODEX_RESPONSE_TTL)")
+	fs.IntVar(&o.ResponseBytes, "response-store-bytes", responseBytes, "bound of the memory response store; the oldest responses are dropped past it (env BUS_CODEX_RESPONSE_STORE_BYTES)")
 	fs.StringVar(&o.MetricsAddr, "metrics-addr", cliutil.String(env, "BUS_CODEX_METRICS_ADDR", ""), "serve GET /healthz and /readyz on this address, e.g. 127.0.0.1:9464 (env BUS_CODEX_METRICS_ADDR; default: off)")
 	fs.IntVar(&o.MaxDeliveries, "max-deliveries", maxDeliveries, "a request delivered more often than this is answered with an error and dead-lettered (env BUS_CODEX_MAX_DELIVERIES)")
 	fs.DurationVar(&o.AuthRecovery, "auth-recovery-timeout", authRecovery, "exit when the Events API refuses the token for longer than this (env BUS_CODEX_AUTH_RECOVERY_TIMEOUT)")
@@ -153,6 +159,8 @@ func parse(args []string, io cliutil.IO) (*Options, error) {
 		return nil, cliutil.Usagef("--response-store must be memory, redis or postgres, not %q", o.ResponseStore)
 	case o.ResponseTTL <= 0:
 		return nil, cliutil.Usagef("--response-ttl must be positive")
+	case o.ResponseBytes < 1<<20:
+		return nil, cliutil.Usagef("--response-store-bytes must be at least 1048576 (1 MiB)")
 	case o.Processes < 1:
 		return nil, cliutil.Usagef("--codex-processes must be at least 1")
 	case o.MaxDeliveries < 1:
@@ -235,7 +243,7 @@ func serve(ctx context.Context, o *Options, svc contract.Service, io cliutil.IO)
 	if err != nil {
 		return err
 	}
-	store, err := OpenResponseStore(ctx, o.ResponseStore, io.Env)
+	store, err := OpenResponseStore(ctx, o, io.Env)
 	if err != nil {
 		return err
 	}
@@ -332,7 +340,7 @@ func NewExecutor(ctx context.Context, o *Options, log *slog.Logger, env busconfi
 	if err != nil {
 		return nil, nil, err
 	}
-	store, err := OpenResponseStore(ctx, o.ResponseStore, env)
+	store, err := OpenResponseStore(ctx, o, env)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -345,10 +353,10 @@ func NewExecutor(ctx context.Context, o *Options, log *slog.Logger, env busconfi
 	return x, func() { provider.Close(); store.Close() }, nil
 }
 
-// OpenResponseStore opens the response store called kind, configured like
-// the durable Events backends.
-func OpenResponseStore(ctx context.Context, kind string, env busconfig.Env) (respstore.Store, error) {
-	switch kind {
+// OpenResponseStore opens the response store o names, configured like the
+// durable Events backends.
+func OpenResponseStore(ctx context.Context, o *Options, env busconfig.Env) (respstore.Store, error) {
+	switch o.ResponseStore {
 	case "redis":
 		cfg, err := redisstore.FromEnv(env)
 		if err != nil {
@@ -365,7 +373,7 @@ func OpenResponseStore(ctx context.Context, kind string, env busconfig.Env) (res
 		}
 		return respstore.OpenPostgres(ctx, dsn)
 	default:
-		return respstore.NewMemory(), nil
+		return respstore.NewMemory(respstore.WithMaxBytes(int64(o.ResponseBytes))), nil
 	}
 }
 
