@@ -99,12 +99,12 @@ func (g *authGate) wait(ctx context.Context, stop <-chan struct{}) error {
 	}
 }
 
-// state returns the current refusal (nil while accepted) and when its
-// outage began.
-func (g *authGate) state() (refused error, since time.Time) {
+// state returns when the current outage began and its refusal (nil while
+// accepted).
+func (g *authGate) state() (since time.Time, refused error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.refused, g.since
+	return g.since, g.refused
 }
 
 // setStopTaking installs the function that closes the current request

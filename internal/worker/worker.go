@@ -170,7 +170,7 @@ func (w *Worker) Name() string { return "bus-integration-codex/" + w.cfg.Consume
 // "not_subscribed" (a listener is not connected) or "starting" (no
 // executor yet).
 func (w *Worker) Readiness() (ready bool, reason string) {
-	refused, _ := w.auth.state()
+	_, refused := w.auth.state()
 	switch {
 	case w.stopped.Load():
 		return false, "stopping"
@@ -347,7 +347,7 @@ func (w *Worker) watchAuth(ctx context.Context) error {
 				w.refused(fmt.Errorf("the token expired at %s", exp.UTC().Format(time.RFC3339)))
 			}
 		}
-		refused, since := w.auth.state()
+		since, refused := w.auth.state()
 		if refused == nil {
 			delay, next = probeMin, time.Time{}
 			continue
