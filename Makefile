@@ -6,7 +6,7 @@
 
 GO            ?= go
 PREFIX        ?= /usr/local
-CODEX_VERSION := 0.169.0
+CODEX_VERSION := 0.171.0
 TOOLS         := $(CURDIR)/.tools
 CODEX         := $(TOOLS)/codex/node_modules/.bin/codex
 ASYNCAPI_VERSION := 3.6.6
@@ -14,7 +14,7 @@ ASYNCAPI      := $(TOOLS)/asyncapi/node_modules/@asyncapi/parser
 STATICCHECK   := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 ARGS          ?=
 
-.PHONY: all build install run test test-deps codex asyncapi servers lint bench selftest clean
+.PHONY: all build install run test test-deps codex asyncapi servers lint bench selftest clean test-codex-latest
 
 all: build
 
@@ -56,6 +56,20 @@ test-deps: codex asyncapi servers
 
 test: test-deps
 	BUS_TEST_CODEX_COMMAND=$(CODEX) BUS_TEST_ASYNCAPI_PARSER=$(ASYNCAPI) $(GO) test -race -count=1 -timeout 45m ./...
+
+# The packages whose tests drive the real codex binary.
+CODEX_TEST_PKGS := ./pkg/appserver ./internal/provider/codex ./internal/agents ./internal/e2e
+
+# The codex tests again, against the newest published @openai/codex, so
+# protocol drift fails CI with a clear message instead of production.
+test-codex-latest:
+	@latest=$$(npm view @openai/codex version) || { echo "test-codex-latest: cannot ask the npm registry for the newest @openai/codex"; exit 1; }; \
+	echo "== codex: pinned $(CODEX_VERSION), newest published $$latest"; \
+	if [ "$$latest" = "$(CODEX_VERSION)" ]; then echo "the pinned codex is the newest: make test covered it"; exit 0; fi; \
+	dir=$(TOOLS)/codex-$$latest; \
+	[ -x $$dir/node_modules/.bin/codex ] || npm install --prefix $$dir --no-audit --no-fund --loglevel=error @openai/codex@$$latest || exit 1; \
+	BUS_TEST_CODEX_COMMAND=$$dir/node_modules/.bin/codex BUS_TEST_REQUIRE_CODEX=1 $(GO) test -race -count=1 -timeout 30m $(CODEX_TEST_PKGS) || { \
+		echo "FAIL: the codex tests fail on the newest @openai/codex $$latest (pinned: $(CODEX_VERSION)). Codex's App Server protocol or behaviour drifted: read the failures above, regenerate the schema with 'codex app-server generate-json-schema --experimental', adapt pkg/appserver and internal/provider/codex, then move CODEX_VERSION."; exit 1; }
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

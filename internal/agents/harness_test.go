@@ -55,7 +55,7 @@ func (b *bridge) startWorker(consumer string) (stop func()) {
 	t.Helper()
 	p, err := codex.New(context.Background(), codex.Config{
 		Command: b.cmd, Workdir: t.TempDir(), Env: []string{"CODEX_HOME=" + b.home},
-		ToolSettle: 200 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
+		Logger: slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -33,14 +33,10 @@ func twoCalls() fakemodel.Reply {
 	}, Usage: fakemodel.Usage{InputTokens: 60, OutputTokens: 8}}
 }
 
-// wantTwoCalls checks both calls of the step came back. Codex dispatches
-// parallel calls concurrently, so their order is not the model's: compare
-// them sorted by id.
+// wantTwoCalls checks both calls of the step came back, in the order the
+// model emitted them.
 func wantTwoCalls(t *testing.T, ids, names, args []string) {
 	t.Helper()
-	if len(ids) == 2 && ids[0] > ids[1] {
-		ids, names, args = []string{ids[1], ids[0]}, []string{names[1], names[0]}, []string{args[1], args[0]}
-	}
 	if !slices.Equal(ids, []string{"call_paris", "call_rome"}) || !slices.Equal(names, []string{"get_weather", "get_weather"}) ||
 		!slices.Equal(args, []string{`{"city":"Paris"}`, `{"city":"Rome"}`}) {
 		t.Fatalf("tool calls ids %q names %q args %q", ids, names, args)
@@ -58,7 +54,6 @@ func checkToolResultsReachedModel(t *testing.T, fake *fakemodel.Server) {
 		t.Fatalf("model saw calls %v and outputs %v", calls, outs)
 	}
 	callIDs := []string{fmt.Sprint(calls[0]["call_id"]), fmt.Sprint(calls[1]["call_id"])}
-	slices.Sort(callIDs)
 	if !slices.Equal(callIDs, []string{"call_paris", "call_rome"}) || outs[0]["call_id"] != "call_paris" ||
 		outs[0]["output"] != "sunny" || outs[1]["output"] != "rainy" {
 		t.Fatalf("model saw calls %v and outputs %v", calls, outs)

@@ -30,9 +30,9 @@ type MemoryReport struct {
 	Skipped string `json:"skipped,omitempty"`
 	// WorkerBinary says how the worker was run.
 	WorkerBinary string `json:"worker_binary"`
-	// MaxRunsPerProcess is the pool's retirement threshold.
-	MaxRunsPerProcess int            `json:"max_runs_per_process"`
-	Workers           []MemoryWorker `json:"workers"`
+	// MaxRSSMiB is the pool's retirement threshold (resident memory).
+	MaxRSSMiB int64          `json:"max_rss_mib"`
+	Workers   []MemoryWorker `json:"workers"`
 }
 
 // MemoryWorker is one worker process on one provider.
@@ -52,7 +52,7 @@ type ProcMemory struct {
 	Role string `json:"role"`
 	// MaxCount is the most processes of the role seen at once under load;
 	// Seen is how many distinct ones the load phases saw (the pool
-	// replaces an App Server after MaxRunsPerProcess runs).
+	// replaces an App Server whose memory passes MaxRSSMiB).
 	MaxCount int `json:"max_count"`
 	Seen     int `json:"seen"`
 	// IdleMiB is VmRSS after start-up and a short warm-up, with no
@@ -73,7 +73,7 @@ func (b *bencher) memorySection(ctx context.Context, codexEnv *codexEnv) (*Memor
 	if err != nil {
 		return nil, err
 	}
-	rep := &MemoryReport{WorkerBinary: desc, MaxRunsPerProcess: appserver.DefaultMaxRunsPerProcess}
+	rep := &MemoryReport{WorkerBinary: desc, MaxRSSMiB: appserver.DefaultMaxRSS >> 20}
 	providers := []string{"static"}
 	if codexEnv != nil {
 		providers = append([]string{"codex"}, providers...)

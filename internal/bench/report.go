@@ -364,11 +364,11 @@ each load phase (median, min–max over phases; for several processes, of
 their sum at one sample). **VmHWM**: the kernel's peak RSS over a process's
 life, read at the end (for several processes, the sum over those still
 alive). *At once (seen)*: the most processes of the row at one sample, and
-how many distinct ones the load phases saw. MiB. The native App Server
-keeps every finished ephemeral thread loaded (about 1 MiB per run), so its
-RSS grows with the runs it has served until the pool retires it after
-{{.MaxRunsPerProcess}} runs and starts a fresh one; while the old one drains both are
-alive, which the sampled peak of the total can catch.
+how many distinct ones the load phases saw. MiB. A finished
+thread is unloaded at once (thread_unload_delay_secs 0), so the App Server's
+RSS stays flat; the pool retires a process only when its resident memory
+passes {{.MaxRSSMiB}} MiB, and while the old one drains both are alive, which
+the sampled peak of the total can catch.
 {{range .Workers}}
 **Worker on the {{.Provider}} provider**{{if .Skipped}}: skipped ({{.Skipped}}){{else}}: {{.Phases}} phase{{if gt .Phases 1}}s{{end}} of {{.Load}}; {{.Requests}} requests, {{.Errors}} errors
 

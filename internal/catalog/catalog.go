@@ -7,8 +7,10 @@
 //
 // or a bare array of model objects. An entry may also carry the alias fields
 // "codex_model" (the Codex model that runs requests for this id) and
-// "reasoning_effort" (none, minimal, low, medium, high or xhigh). The worker
-// uses them; they are never rendered in /v1/models. Unknown fields are
+// "reasoning_effort" (none, minimal, low, medium, high or xhigh), and
+// "mode" (model, the default, or agent), and "web_search": false to turn
+// hosted web search off for that model. The worker uses them; they are
+// never rendered in /v1/models. Unknown fields are
 // ignored so OpenAI model lists load unchanged.
 //
 // It imports only the standard library.
@@ -60,7 +62,26 @@ type Entry struct {
 	CodexModel string `json:"codex_model,omitempty"`
 	// ReasoningEffort, when set, is the reasoning effort to run it with.
 	ReasoningEffort string `json:"reasoning_effort,omitempty"`
+	// WebSearch, when false, turns hosted web search off for this model
+	// (requests that ask for it get a 400); unset allows it.
+	WebSearch *bool `json:"web_search,omitempty"`
+	// Mode is how the worker runs this id: ModeModel (the default: the
+	// model sees only what the caller sent) or ModeAgent (Codex as a
+	// coding agent with its own tools in the worker's workspace).
+	Mode string `json:"mode,omitempty"`
 }
+
+// Execution modes of an Entry.
+const (
+	ModeModel = "model"
+	ModeAgent = "agent"
+)
+
+// AgentModelID is the id of the built-in catalog's agent-mode model.
+const AgentModelID = "codex-agent"
+
+// WebSearchAllowed reports whether hosted web search may run for e.
+func (e Entry) WebSearchAllowed() bool { return e.WebSearch == nil || *e.WebSearch }
 
 // Model is the public OpenAI rendering of an Entry (no alias fields).
 type Model struct {
@@ -98,7 +119,10 @@ type Catalog struct {
 // Default returns the built-in catalog used when no file is configured: the
 // single model codex-chatgpt owned by bus-codex.
 func Default() *Catalog {
-	c, err := newCatalog("built-in catalog", []Entry{{ID: DefaultModelID, Object: ObjectModel, Created: 0, OwnedBy: DefaultOwner}})
+	c, err := newCatalog("built-in catalog", []Entry{
+		{ID: DefaultModelID, Object: ObjectModel, Created: 0, OwnedBy: DefaultOwner, Mode: ModeModel},
+		{ID: AgentModelID, Object: ObjectModel, Created: 0, OwnedBy: DefaultOwner, Mode: ModeAgent},
+	})
 	if err != nil {
 		panic(err) // the built-in entry is valid by construction
 	}
@@ -202,6 +226,13 @@ func normalize(e *Entry) error {
 	}
 	if e.CodexModel != strings.TrimSpace(e.CodexModel) || strings.ContainsAny(e.CodexModel, "\r\n\t") {
 		return fmt.Errorf("codex_model %q has surrounding or embedded whitespace", e.CodexModel)
+	}
+	switch e.Mode {
+	case "":
+		e.Mode = ModeModel
+	case ModeModel, ModeAgent:
+	default:
+		return fmt.Errorf("mode %q is not %s or %s", e.Mode, ModeModel, ModeAgent)
 	}
 	if e.ReasoningEffort != "" && !slices.Contains(ReasoningEfforts(), e.ReasoningEffort) {
 		return fmt.Errorf("reasoning_effort %q is not one of %s", e.ReasoningEffort, strings.Join(ReasoningEfforts(), ", "))

@@ -19,12 +19,15 @@ func TestDefault(t *testing.T) {
 	if !ok {
 		t.Fatal("default catalog lacks codex-chatgpt")
 	}
-	want := catalog.Entry{ID: "codex-chatgpt", Object: "model", Created: 0, OwnedBy: "bus-codex"}
+	want := catalog.Entry{ID: "codex-chatgpt", Object: "model", Created: 0, OwnedBy: "bus-codex", Mode: catalog.ModeModel}
 	if e != want {
 		t.Fatalf("entry = %+v, want %+v", e, want)
 	}
+	if a, ok := c.Lookup(catalog.AgentModelID); !ok || a.Mode != catalog.ModeAgent {
+		t.Fatalf("agent entry = %+v, %v", a, ok)
+	}
 	got, _ := json.Marshal(c.Models())
-	if string(got) != `{"object":"list","data":[{"id":"codex-chatgpt","object":"model","created":0,"owned_by":"bus-codex"}]}` {
+	if string(got) != `{"object":"list","data":[{"id":"codex-chatgpt","object":"model","created":0,"owned_by":"bus-codex"},{"id":"codex-agent","object":"model","created":0,"owned_by":"bus-codex"}]}` {
 		t.Fatalf("models = %s", got)
 	}
 	if _, ok := c.Lookup("gpt-4o"); ok {
@@ -42,17 +45,17 @@ func TestParse(t *testing.T) {
 		{
 			name: "openai list",
 			data: `{"object":"list","data":[{"id":"a","object":"model","created":1700000000,"owned_by":"me"},{"id":"b","object":"model","created":0,"owned_by":"you"}]}`,
-			want: []catalog.Entry{{ID: "a", Object: "model", Created: 1700000000, OwnedBy: "me"}, {ID: "b", Object: "model", OwnedBy: "you"}},
+			want: []catalog.Entry{{ID: "a", Object: "model", Created: 1700000000, OwnedBy: "me", Mode: "model"}, {ID: "b", Object: "model", OwnedBy: "you", Mode: "model"}},
 		},
 		{
 			name: "bare array with aliases and defaults",
-			data: `[{"id":"fast","codex_model":"gpt-5-codex-mini","reasoning_effort":"low"}]`,
-			want: []catalog.Entry{{ID: "fast", Object: "model", OwnedBy: "bus-codex", CodexModel: "gpt-5-codex-mini", ReasoningEffort: "low"}},
+			data: `[{"id":"fast","codex_model":"gpt-5-codex-mini","reasoning_effort":"low"},{"id":"ag","mode":"agent"}]`,
+			want: []catalog.Entry{{ID: "fast", Object: "model", OwnedBy: "bus-codex", CodexModel: "gpt-5-codex-mini", ReasoningEffort: "low", Mode: "model"}, {ID: "ag", Object: "model", OwnedBy: "bus-codex", Mode: "agent"}},
 		},
 		{
 			name: "list without object and unknown fields ignored",
 			data: `{"data":[{"id":"x","object":"model","created":0,"owned_by":"o","permission":[]}]}`,
-			want: []catalog.Entry{{ID: "x", Object: "model", OwnedBy: "o"}},
+			want: []catalog.Entry{{ID: "x", Object: "model", OwnedBy: "o", Mode: "model"}},
 		},
 		{name: "empty file", data: "  ", wantErr: []string{"models.json", "empty"}},
 		{name: "not json", data: `{"data":`, wantErr: []string{"models.json"}},
@@ -66,6 +69,7 @@ func TestParse(t *testing.T) {
 		{name: "wrong object", data: `[{"id":"a","object":"engine"}]`, wantErr: []string{`entry 0 (id "a")`, "engine"}},
 		{name: "negative created", data: `[{"id":"a","created":-1}]`, wantErr: []string{`entry 0 (id "a")`, "created"}},
 		{name: "bad effort", data: `[{"id":"ok"},{"id":"a","reasoning_effort":"extreme"}]`, wantErr: []string{"models.json", `entry 1 (id "a")`, "reasoning_effort", "extreme"}},
+		{name: "bad mode", data: `[{"id":"a","mode":"robot"}]`, wantErr: []string{`entry 0 (id "a")`, "mode", "robot"}},
 		{name: "bad codex model", data: `[{"id":"a","codex_model":" gpt "}]`, wantErr: []string{`entry 0 (id "a")`, "codex_model"}},
 		{name: "wrong field type", data: `[{"id":"a","created":"yesterday"}]`, wantErr: []string{"models.json", "entry 0"}},
 	}

@@ -652,3 +652,33 @@ func assertGroupGone(t *testing.T, pgid int) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// A finished run's thread is unloaded at once: nothing stays loaded for
+// Codex's default 60 s.
+func TestFinishedThreadsAreUnloaded(t *testing.T) {
+	e := newEnv(t)
+	p := e.start(t)
+	for range 3 {
+		if _, err := p.Run(testCtx(t), appserver.RunRequest{Input: []appserver.UserInput{appserver.TextInput("hi")}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	loaded := func() []string {
+		var res struct {
+			Data []string `json:"data"`
+		}
+		if err := p.Call(testCtx(t), "thread/loaded/list", map[string]any{}, &res); err != nil {
+			t.Fatal(err)
+		}
+		return res.Data
+	}
+	// Codex's default keeps them 60 s; half of that is a generous bound
+	// for "at once" that still tells the two apart.
+	deadline := time.Now().Add(30 * time.Second)
+	for l := loaded(); len(l) > 0; l = loaded() {
+		if time.Now().After(deadline) {
+			t.Fatalf("threads still loaded: %v", l)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -2,7 +2,8 @@
 // JSON-RPC over stdio, from OpenAI's Codex CLI): process lifecycle, the
 // JSON-RPC connection, threads, turns, streamed events and server-initiated
 // requests (approvals, dynamic tool calls). It was written against
-// codex-cli 0.169.0 and its generated protocol schema.
+// codex-cli 0.169.0 and 0.171.0 (the pinned version) and their generated
+// protocol schemas.
 //
 // # Use
 //

@@ -60,6 +60,8 @@ const (
 	KindUnauthorized                   = "unauthorized"
 	KindBadRequest                     = "badRequest"
 	KindSandboxError                   = "sandboxError"
+	KindBioPolicy                      = "bioPolicy"
+	KindCyberPolicy                    = "cyberPolicy"
 	KindOther                          = "other"
 	KindHTTPConnectionFailed           = "httpConnectionFailed"
 	KindResponseStreamConnectionFailed = "responseStreamConnectionFailed"

@@ -39,7 +39,7 @@ func fakeServerRequests() []string {
 	return []string{
 		MethodCommandApproval, MethodFileChangeApproval, MethodPermissionsApproval,
 		MethodToolUserInput, MethodMCPElicitation, MethodDynamicToolCall,
-		MethodAuthTokensRefresh, MethodAttestationGenerate, MethodCurrentTimeRead,
+		MethodAuthTokensRefresh, MethodAttestationGenerate,
 		MethodLegacyApplyPatch, MethodLegacyExecCommand, "weird/unknownRequest",
 	}
 }
@@ -213,9 +213,6 @@ func TestFakeDenyAnswersEveryServerRequest(t *testing.T) {
 		if a := answers[meth]; a.Error == nil || a.Error.Code != code {
 			t.Errorf("%s: error %+v, want code %d", meth, a.Error, code)
 		}
-	}
-	if a := answers[MethodCurrentTimeRead]; !strings.Contains(string(a.Result), "currentTimeAt") {
-		t.Errorf("currentTime/read: %s", a.Result)
 	}
 	if !res.HasUsage || res.Usage.Total.TotalTokens != 5 {
 		t.Errorf("usage = %+v", res.Usage)

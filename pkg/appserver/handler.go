@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"time"
 )
 
 // Server-initiated request methods (app-server → client) of the pinned
@@ -18,7 +17,6 @@ const (
 	MethodDynamicToolCall     = "item/tool/call"
 	MethodAuthTokensRefresh   = "account/chatgptAuthTokens/refresh"
 	MethodAttestationGenerate = "attestation/generate"
-	MethodCurrentTimeRead     = "currentTime/read"
 	MethodLegacyApplyPatch    = "applyPatchApproval"
 	MethodLegacyExecCommand   = "execCommandApproval"
 )
@@ -60,7 +58,7 @@ func (f HandlerFunc) HandleServerRequest(ctx context.Context, req *ServerRequest
 // declined, permission requests get an empty grant, user input gets no
 // answers, MCP elicitations are declined, dynamic tool calls fail, legacy
 // approvals are denied, auth-token refresh and attestation get a JSON-RPC
-// error, currentTime/read gets the local clock, and unknown methods get
+// error, and unknown methods get
 // -32601.
 func Deny(_ context.Context, req *ServerRequest) (any, error) {
 	switch req.Method {
@@ -80,8 +78,6 @@ func Deny(_ context.Context, req *ServerRequest) (any, error) {
 		return map[string]any{"decision": "denied"}, nil
 	case MethodAuthTokensRefresh, MethodAttestationGenerate:
 		return nil, &RPCError{Code: CodeRequestDenied, Message: req.Method + " is not supported by this client"}
-	case MethodCurrentTimeRead:
-		return map[string]any{"currentTimeAt": time.Now().Unix()}, nil
 	}
 	return nil, &RPCError{Code: CodeMethodNotFound, Message: "method not found: " + req.Method}
 }

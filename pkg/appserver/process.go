@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,8 +45,14 @@ type Config struct {
 	ShellSnapshot bool
 	// Dir is the process's working directory ("" = the caller's).
 	Dir string
-	// Env is added to the caller's environment (e.g. "CODEX_HOME=/path").
+	// Env is the child's environment beyond what it inherits (e.g.
+	// "CODEX_HOME=/path"). The child inherits only the variables named by
+	// InheritEnv from the caller: never the caller's tokens, secrets, DSNs
+	// or passwords.
 	Env []string
+	// InheritEnv names the caller's variables the child inherits
+	// (DefaultInheritEnv when nil); a name ending in "*" is a prefix.
+	InheritEnv []string
 	// Logger receives debug logs (stderr lines, server requests by method
 	// and id). Nil discards.
 	Logger *slog.Logger
@@ -60,6 +67,41 @@ type Config struct {
 	// InterruptTimeout bounds how long a cancelled run waits for the
 	// interrupted turn to end (and other cleanup calls). Default 5s.
 	InterruptTimeout time.Duration
+	// OnRateLimits, if set, receives every account/rateLimits/updated
+	// notification (on the reader goroutine: return quickly).
+	OnRateLimits func(RateLimits)
+}
+
+// DefaultInheritEnv is what the codex child inherits from its parent by
+// default: where it runs (PATH, HOME, user, locale, time zone, temporary
+// directory, terminal), its own home (CODEX_HOME), and how it reaches the
+// network (CA certificates, proxies). Nothing else: the parent's
+// BUS_API_TOKEN, JWT secrets, DSNs and passwords never reach Codex, nor
+// the commands a model runs.
+func DefaultInheritEnv() []string {
+	return []string{
+		"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "LC_*", "TZ", "TMPDIR", "TERM",
+		"CODEX_HOME", "SSL_CERT_FILE", "SSL_CERT_DIR",
+		"HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "no_proxy", "all_proxy",
+	}
+}
+
+// inheritedEnv keeps the entries of environ named by allow.
+func inheritedEnv(environ, allow []string) []string {
+	if allow == nil {
+		allow = DefaultInheritEnv()
+	}
+	var out []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		for _, a := range allow {
+			if name == a || (strings.HasSuffix(a, "*") && strings.HasPrefix(name, strings.TrimSuffix(a, "*"))) {
+				out = append(out, kv)
+				break
+			}
+		}
+	}
+	return out
 }
 
 func (c Config) withDefaults() Config {
@@ -178,7 +220,7 @@ func start(life, startCtx context.Context, cfg Config) (*Process, error) {
 	}
 	cmd := exec.Command(path, args...)
 	cmd.Dir = cfg.Dir
-	cmd.Env = append(os.Environ(), cfg.Env...)
+	cmd.Env = append(inheritedEnv(os.Environ(), cfg.InheritEnv), cfg.Env...)
 	setProcAttr(cmd)
 
 	var files []*os.File
@@ -553,6 +595,14 @@ func (p *Process) notification(msg rpcMessage) {
 	_ = json.Unmarshal(msg.Params, &refs)
 	tid := refs.thread()
 	if tid == "" {
+		if msg.Method == "account/rateLimits/updated" && p.cfg.OnRateLimits != nil {
+			var n struct {
+				RateLimits RateLimits `json:"rateLimits"`
+			}
+			if json.Unmarshal(msg.Params, &n) == nil {
+				p.cfg.OnRateLimits(n.RateLimits)
+			}
+		}
 		return
 	}
 	p.mu.Lock()
@@ -576,6 +626,11 @@ func (p *Process) serverRequest(msg rpcMessage) {
 	h, ctx := p.cfg.Handler, p.ctx
 	var subWG *sync.WaitGroup
 	p.mu.Lock()
+	if sub := p.threads[req.ThreadID]; req.ThreadID != "" && sub != nil && sub.hold && req.Method == MethodDynamicToolCall {
+		p.mu.Unlock()
+		sub.push(msg) // for the turn's reader to answer
+		return
+	}
 	if sub := p.threads[req.ThreadID]; req.ThreadID != "" && sub != nil {
 		if sub.handler != nil {
 			h = sub.handler
@@ -598,31 +653,38 @@ func (p *Process) serverRequest(msg rpcMessage) {
 // answer runs h and always sends a response.
 func (p *Process) answer(ctx context.Context, h Handler, req *ServerRequest) {
 	result, err := callHandler(ctx, h, req)
-	resp := struct {
-		ID     json.RawMessage `json:"id"`
-		Result any             `json:"result,omitempty"`
-		Error  *RPCError       `json:"error,omitempty"`
-	}{ID: req.ID}
-	if err != nil {
-		var rpcErr *RPCError
-		if !errors.As(err, &rpcErr) {
-			rpcErr = &RPCError{Code: CodeInternalError, Message: err.Error()}
-		}
-		resp.Error = rpcErr
+	var rpcErr *RPCError
+	if err != nil && !errors.As(err, &rpcErr) {
+		rpcErr = &RPCError{Code: CodeInternalError, Message: err.Error()}
+	}
+	if rpcErr != nil {
 		p.log.Debug("codex server request answered with error", "method", req.Method, "id", string(req.ID), "code", rpcErr.Code)
 	} else {
-		if result == nil {
-			result = struct{}{}
-		}
-		resp.Result = result
 		p.log.Debug("codex server request answered", "method", req.Method, "id", string(req.ID))
 	}
 	// Answer even if the run's ctx is gone: the turn waits on it.
 	sctx, cancel := context.WithTimeout(p.ctx, p.cfg.InterruptTimeout)
 	defer cancel()
-	if err := p.send(sctx, resp); err != nil {
+	if err := p.respond(sctx, req.ID, result, rpcErr); err != nil {
 		p.log.Debug("codex server request: answer not sent", "method", req.Method, "id", string(req.ID), "err", err)
 	}
+}
+
+// respond sends the answer to server request id: result, or rpcErr when
+// set.
+func (p *Process) respond(ctx context.Context, id json.RawMessage, result any, rpcErr *RPCError) error {
+	resp := struct {
+		ID     json.RawMessage `json:"id"`
+		Result any             `json:"result,omitempty"`
+		Error  *RPCError       `json:"error,omitempty"`
+	}{ID: id, Error: rpcErr}
+	if rpcErr == nil {
+		if result == nil {
+			result = struct{}{}
+		}
+		resp.Result = result
+	}
+	return p.send(ctx, resp)
 }
 
 func callHandler(ctx context.Context, h Handler, req *ServerRequest) (result any, err error) {

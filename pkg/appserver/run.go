@@ -3,19 +3,23 @@ package appserver
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"time"
 )
 
-// subscription receives the notifications and server requests of one
-// thread. The reader goroutine pushes into an unbounded queue so a slow
+// subscription receives the notifications (and held server requests) of
+// one thread. The reader goroutine pushes into an unbounded queue so a slow
 // consumer never stalls other threads.
 type subscription struct {
 	threadID string
 	handler  Handler
-	ctx      context.Context // handler ctx: the run's ctx, ended with the run
-	wg       sync.WaitGroup  // handler goroutines of this thread
+	hold     bool               // dynamic tool calls are queued, not handled
+	ctx      context.Context    // handler ctx: ends with the thread
+	cancel   context.CancelFunc // ends ctx
+	wg       sync.WaitGroup     // handler goroutines of this thread
 
 	mu     sync.Mutex
 	queue  []rpcMessage
@@ -40,8 +44,27 @@ func (s *subscription) take() []rpcMessage {
 	return q
 }
 
-func (p *Process) subscribe(ctx context.Context, threadID string, h Handler) *subscription {
-	s := &subscription{threadID: threadID, handler: h, ctx: ctx, signal: make(chan struct{}, 1)}
+func (s *subscription) pop() (rpcMessage, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.queue) == 0 {
+		return rpcMessage{}, false
+	}
+	m := s.queue[0]
+	s.queue[0] = rpcMessage{}
+	s.queue = s.queue[1:]
+	return m, true
+}
+
+// unpop puts m back at the head of the queue.
+func (s *subscription) unpop(m rpcMessage) {
+	s.mu.Lock()
+	s.queue = append([]rpcMessage{m}, s.queue...)
+	s.mu.Unlock()
+}
+
+func (p *Process) subscribe(ctx context.Context, threadID string, h Handler, hold bool) *subscription {
+	s := &subscription{threadID: threadID, handler: h, hold: hold, ctx: ctx, signal: make(chan struct{}, 1)}
 	p.mu.Lock()
 	p.threads[threadID] = s
 	p.mu.Unlock()
@@ -84,12 +107,6 @@ func (p *Process) graceCtx(parent context.Context, d time.Duration) (context.Con
 	}
 }
 
-type threadStartResult struct {
-	Thread struct {
-		ID string `json:"id"`
-	} `json:"thread"`
-}
-
 type wireTurn struct {
 	ID     string            `json:"id"`
 	Status string            `json:"status"`
@@ -97,77 +114,99 @@ type wireTurn struct {
 	Items  []json.RawMessage `json:"items"`
 }
 
-type turnStartResult struct {
-	Turn wireTurn `json:"turn"`
-}
-
-func threadStartParams(req *RunRequest) map[string]any {
-	params := map[string]any{"ephemeral": true}
-	approval := req.ApprovalPolicy
+// threadParams renders thread/start params.
+func threadParams(tp *ThreadParams) map[string]any {
+	params := map[string]any{"ephemeral": !tp.Persist}
+	approval := tp.ApprovalPolicy
 	if approval == "" {
 		approval = ApprovalUntrusted
 	}
 	params["approvalPolicy"] = approval
-	sandbox := req.Sandbox
+	sandbox := tp.Sandbox
 	if sandbox == "" {
 		sandbox = SandboxReadOnly
 	}
 	params["sandbox"] = sandbox
-	if req.Cwd != "" {
-		params["cwd"] = req.Cwd
+	if tp.Cwd != "" {
+		params["cwd"] = tp.Cwd
 	}
-	if req.Model != "" && req.Model != "auto" {
-		params["model"] = req.Model
+	if tp.Model != "" && tp.Model != "auto" {
+		params["model"] = tp.Model
 	}
-	if req.BaseInstructions != "" {
-		params["baseInstructions"] = req.BaseInstructions
+	if tp.BaseInstructions != "" {
+		params["baseInstructions"] = tp.BaseInstructions
 	}
-	if req.DeveloperInstructions != "" {
-		params["developerInstructions"] = req.DeveloperInstructions
+	if tp.DeveloperInstructions != "" {
+		params["developerInstructions"] = tp.DeveloperInstructions
 	}
-	if req.ServiceName != "" {
-		params["serviceName"] = req.ServiceName
+	if tp.ServiceName != "" {
+		params["serviceName"] = tp.ServiceName
 	}
-	if len(req.Config) > 0 {
-		params["config"] = req.Config
+	// A closed thread is unloaded at once unless the caller says
+	// otherwise (Codex keeps it loaded for 60 s by default, ≈0.5 MB each).
+	cfg := map[string]any{"thread_unload_delay_secs": 0}
+	for k, v := range tp.Config {
+		cfg[k] = v
 	}
-	if len(req.DynamicTools) > 0 {
-		tools := make([]map[string]any, 0, len(req.DynamicTools))
-		for _, t := range req.DynamicTools {
-			schema := t.InputSchema
-			if len(schema) == 0 {
-				schema = json.RawMessage(`{"type":"object","properties":{}}`)
-			}
-			tools = append(tools, map[string]any{
-				"type": "function", "name": t.Name, "description": t.Description, "inputSchema": schema,
-			})
-		}
-		params["dynamicTools"] = tools
+	params["config"] = cfg
+	if tp.RawEvents {
+		params["experimentalRawEvents"] = true
+	}
+	if len(tp.DynamicTools) > 0 {
+		params["dynamicTools"] = dynamicToolSpecs(tp.DynamicTools)
 	}
 	return params
 }
 
-func turnStartParams(threadID string, req *RunRequest) map[string]any {
-	input := req.Input
+// dynamicToolSpecs renders DynamicToolSpec values: top-level functions in
+// order, and the tools of each namespace grouped into one namespace spec
+// where the namespace first appears.
+func dynamicToolSpecs(tools []DynamicTool) []map[string]any {
+	out := make([]map[string]any, 0, len(tools))
+	namespaces := map[string]map[string]any{}
+	for _, t := range tools {
+		schema := t.InputSchema
+		if len(schema) == 0 || string(schema) == "null" {
+			schema = json.RawMessage(`{"type":"object","properties":{}}`)
+		}
+		fn := map[string]any{"type": "function", "name": t.Name, "description": t.Description, "inputSchema": schema}
+		if t.Namespace == "" {
+			out = append(out, fn)
+			continue
+		}
+		ns := namespaces[t.Namespace]
+		if ns == nil {
+			ns = map[string]any{"type": "namespace", "name": t.Namespace, "description": t.NamespaceDescription, "tools": []map[string]any{}}
+			namespaces[t.Namespace] = ns
+			out = append(out, ns)
+		}
+		ns["tools"] = append(ns["tools"].([]map[string]any), fn)
+	}
+	return out
+}
+
+// turnParams renders turn/start params.
+func turnParams(threadID string, tp *TurnParams) map[string]any {
+	input := tp.Input
 	if input == nil {
 		input = []UserInput{}
 	}
 	params := map[string]any{"threadId": threadID, "input": input}
-	if req.Model != "" && req.Model != "auto" {
-		params["model"] = req.Model
+	if tp.Model != "" && tp.Model != "auto" {
+		params["model"] = tp.Model
 	}
-	if req.Effort != "" {
-		params["effort"] = req.Effort
+	if tp.Effort != "" {
+		params["effort"] = tp.Effort
 	}
-	if len(req.OutputSchema) > 0 {
-		params["outputSchema"] = req.OutputSchema
+	if len(tp.OutputSchema) > 0 {
+		params["outputSchema"] = tp.OutputSchema
 	}
 	return params
 }
 
 // Run runs one request on a fresh ephemeral thread: thread/start,
 // thread/inject_items (if History), turn/start, then streams the turn's
-// events to req.OnEvent until turn/completed.
+// events to req.OnEvent until turn/completed, and closes the thread.
 //
 // It returns a RunResult whenever the turn started (also alongside an
 // error) and an error when:
@@ -179,63 +218,52 @@ func turnStartParams(threadID string, req *RunRequest) map[string]any {
 //   - the process exited: ErrProcessExited;
 //   - a JSON-RPC call failed: *RPCError.
 func (p *Process) Run(ctx context.Context, req RunRequest) (*RunResult, error) {
-	if err := p.beginRun(); err != nil {
-		return nil, err
-	}
-	defer p.endRun()
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("appserver: run: %w", err)
 	}
-
 	// Setup calls get a short grace after ctx ends so we learn the ids we
 	// need to clean up (and never leave a started turn running).
 	setupCtx, cancelSetup := p.graceCtx(ctx, p.cfg.InterruptTimeout)
 	defer cancelSetup()
-
-	var ts threadStartResult
-	if err := p.Call(setupCtx, "thread/start", threadStartParams(&req), &ts); err != nil {
+	th, err := p.StartThread(setupCtx, req.threadParams())
+	if err != nil {
 		return nil, p.runErr(ctx, err)
 	}
-	threadID := ts.Thread.ID
-	if threadID == "" {
-		return nil, fmt.Errorf("appserver: thread/start: empty thread id")
-	}
-	h := req.Handler
-	if h == nil {
-		h = p.cfg.Handler
-	}
-	hctx, cancelHandlers := context.WithCancel(ctx)
-	sub := p.subscribe(hctx, threadID, h)
-	defer func() {
-		cancelHandlers()
-		p.unsubscribe(sub)
-		p.releaseThread(threadID)
-	}()
-	res := &RunResult{ThreadID: threadID}
+	defer th.Close()
+	return th.run(ctx, setupCtx, req)
+}
 
-	if len(req.History) > 0 {
-		params := map[string]any{"threadId": threadID, "items": req.History}
-		if err := p.Call(setupCtx, "thread/inject_items", params, nil); err != nil {
-			return nil, p.runErr(ctx, err)
-		}
-		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("appserver: run: %w", err)
-		}
+// run injects req.History, runs one turn and collects its result.
+func (th *Thread) run(ctx, setupCtx context.Context, req RunRequest) (*RunResult, error) {
+	p := th.proc
+	if err := th.Inject(setupCtx, req.History); err != nil {
+		return nil, p.runErr(ctx, err)
 	}
-
 	if err := ctx.Err(); err != nil { // do not start a model request for nobody
 		return nil, fmt.Errorf("appserver: run: %w", err)
 	}
-	var tr turnStartResult
-	if err := p.Call(setupCtx, "turn/start", turnStartParams(threadID, &req), &tr); err != nil {
+	tu, err := th.StartTurn(setupCtx, TurnParams{Input: req.Input, Model: req.Model, Effort: req.Effort, OutputSchema: req.OutputSchema})
+	if err != nil {
 		return nil, p.runErr(ctx, err)
 	}
-	res.TurnID = tr.Turn.ID
-	st := &runState{p: p, req: &req, res: res}
-	if err := st.consume(ctx, sub); err != nil {
-		return res, err
+	res := &RunResult{ThreadID: th.ID, TurnID: tu.ID}
+	c := collector{res: res}
+	for {
+		ev, err := tu.Next(ctx)
+		switch {
+		case errors.Is(err, io.EOF):
+			return res, tu.Err()
+		case err != nil && ctx.Err() != nil:
+			c.interrupt(ctx, tu, p.cfg.InterruptTimeout)
+			return res, fmt.Errorf("appserver: turn %s: %w", tu.ID, ctx.Err())
+		case err != nil:
+			return res, err
+		}
+		c.add(ev)
+		if req.OnEvent != nil {
+			req.OnEvent(ev)
+		}
 	}
-	return res, st.outcome()
 }
 
 // runErr prefers the caller's ctx error over the error of a cut-short call.
@@ -246,8 +274,8 @@ func (p *Process) runErr(ctx context.Context, err error) error {
 	return err
 }
 
-// releaseThread unloads the ephemeral thread without waiting for the
-// answer (the response, with an id nobody waits for, is dropped).
+// releaseThread unloads the thread without waiting for the answer (the
+// response, with an id nobody waits for, is dropped).
 func (p *Process) releaseThread(threadID string) {
 	if !p.Alive() {
 		return
@@ -262,180 +290,57 @@ func (p *Process) releaseThread(threadID string) {
 	_ = p.send(ctx, msg)
 }
 
-type runState struct {
-	p   *Process
-	req *RunRequest
-	res *RunResult
-
+// collector builds a RunResult from a turn's events.
+type collector struct {
+	res       *RunResult
 	finalSeen bool // an agentMessage with phase final_answer was seen
-	done      bool
-	status    string
-	turnErr   *TurnError
 }
 
-// consume processes events until turn/completed. On ctx end it interrupts
-// the turn and returns an error matching ctx.Err().
-func (st *runState) consume(ctx context.Context, sub *subscription) error {
-	for !st.done {
-		select {
-		case <-sub.signal:
-			st.handleAll(sub.take())
-		case <-st.p.dead:
-			st.handleAll(sub.take())
-			if st.done {
-				return nil
-			}
-			return fmt.Errorf("appserver: turn %s: %w", st.res.TurnID, st.p.exitErr)
-		case <-ctx.Done():
-			st.handleAll(sub.take())
-			if st.done {
-				return nil
-			}
-			st.interrupt(ctx, sub)
-			return fmt.Errorf("appserver: turn %s: %w", st.res.TurnID, ctx.Err())
-		}
-	}
-	return nil
-}
-
-// interrupt sends turn/interrupt and waits (bounded) for the turn to end.
-func (st *runState) interrupt(ctx context.Context, sub *subscription) {
-	p := st.p
-	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.InterruptTimeout)
+// interrupt ends tu (bounded by d) and collects its last events.
+func (c *collector) interrupt(ctx context.Context, tu *Turn, d time.Duration) {
+	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d)
 	defer cancel()
-	params := map[string]any{"threadId": st.res.ThreadID, "turnId": st.res.TurnID}
-	if err := p.Call(ictx, "turn/interrupt", params, nil); err != nil {
-		p.log.Debug("turn/interrupt failed", "thread_id", st.res.ThreadID, "turn_id", st.res.TurnID, "err", err)
-	}
-	for !st.done {
-		select {
-		case <-sub.signal:
-			st.handleAll(sub.take())
-		case <-p.dead:
-			return
-		case <-ictx.Done():
-			p.log.Debug("interrupted turn did not end in time", "thread_id", st.res.ThreadID, "turn_id", st.res.TurnID)
+	_ = tu.RequestInterrupt(ictx)
+	for {
+		ev, err := tu.Next(ictx)
+		if err != nil {
 			return
 		}
+		c.add(ev)
 	}
 }
 
-func (st *runState) handleAll(msgs []rpcMessage) {
-	for _, m := range msgs {
-		if st.done {
-			return
+func (c *collector) add(ev Event) {
+	switch ev.Kind {
+	case EventItemCompleted:
+		c.item(*ev.Item)
+	case EventTokenUsage:
+		if ev.Usage != nil {
+			c.res.Usage, c.res.HasUsage = *ev.Usage, true
 		}
-		st.handle(m)
-	}
-}
-
-func (st *runState) emit(ev Event) {
-	if st.req.OnEvent != nil {
-		st.req.OnEvent(ev)
-	}
-}
-
-func (st *runState) handle(m rpcMessage) {
-	var base struct {
-		ThreadID string `json:"threadId"`
-		TurnID   string `json:"turnId"`
-		ItemID   string `json:"itemId"`
-	}
-	_ = json.Unmarshal(m.Params, &base)
-	if base.TurnID != "" && st.res.TurnID != "" && base.TurnID != st.res.TurnID {
-		return // another turn of this thread (not started by us)
-	}
-	ev := Event{Method: m.Method, ThreadID: st.res.ThreadID, TurnID: base.TurnID, ItemID: base.ItemID, Raw: m.Params}
-	switch m.Method {
-	case "turn/started":
-		ev.Kind = EventTurnStarted
-	case "item/agentMessage/delta":
-		var d struct {
-			Delta string `json:"delta"`
-		}
-		_ = json.Unmarshal(m.Params, &d)
-		ev.Kind, ev.Delta = EventAgentMessageDelta, d.Delta
-	case "item/started", "item/completed":
-		var n struct {
-			Item json.RawMessage `json:"item"`
-		}
-		_ = json.Unmarshal(m.Params, &n)
-		it := parseItem(n.Item)
-		ev.Item, ev.ItemID = &it, it.ID
-		ev.Kind = EventItemStarted
-		if m.Method == "item/completed" {
-			ev.Kind = EventItemCompleted
-			st.itemCompleted(it)
-		}
-	case "thread/tokenUsage/updated":
-		var n struct {
-			TokenUsage TokenUsage `json:"tokenUsage"`
-		}
-		if json.Unmarshal(m.Params, &n) == nil {
-			st.res.Usage, st.res.HasUsage = n.TokenUsage, true
-			u := n.TokenUsage
-			ev.Usage = &u
-		}
-		ev.Kind = EventTokenUsage
-	case "error":
-		var n struct {
-			Error     *wireTurnError `json:"error"`
-			WillRetry bool           `json:"willRetry"`
-		}
-		_ = json.Unmarshal(m.Params, &n)
-		ev.Kind, ev.WillRetry = EventError, n.WillRetry
-		ev.Error = n.Error.toError(st.res.ThreadID, st.res.TurnID)
-	case "turn/completed":
-		var n struct {
-			Turn wireTurn `json:"turn"`
-		}
-		_ = json.Unmarshal(m.Params, &n)
-		if n.Turn.ID != "" && n.Turn.ID != st.res.TurnID {
-			return
-		}
-		ev.Kind, ev.TurnID, ev.Status = EventTurnCompleted, st.res.TurnID, n.Turn.Status
-		ev.Error = n.Turn.Error.toError(st.res.ThreadID, st.res.TurnID)
-		st.done, st.status, st.turnErr = true, n.Turn.Status, ev.Error
-		st.res.Status, st.res.Error = n.Turn.Status, ev.Error
-		if len(st.res.Items) == 0 {
+	case EventTurnCompleted:
+		c.res.Status, c.res.Error = ev.Status, ev.Error
+		if len(c.res.Items) == 0 {
 			// Fall back to the items carried by turn/completed.
-			for _, raw := range n.Turn.Items {
-				st.itemCompleted(parseItem(raw))
+			for _, it := range ev.TurnItems {
+				c.item(it)
 			}
 		}
-	default:
-		ev.Kind = EventNotification
 	}
-	st.emit(ev)
 }
 
-func (st *runState) itemCompleted(it Item) {
-	st.res.Items = append(st.res.Items, it)
+func (c *collector) item(it Item) {
+	c.res.Items = append(c.res.Items, it)
 	if it.Type != "agentMessage" {
 		return
 	}
 	final := it.Phase == "final_answer"
-	if final || !st.finalSeen {
-		st.res.Text = it.Text
+	if final || !c.finalSeen {
+		c.res.Text = it.Text
 	}
 	if final {
-		st.finalSeen = true
+		c.finalSeen = true
 	}
-}
-
-func (st *runState) outcome() error {
-	switch st.status {
-	case StatusCompleted:
-		return nil
-	case StatusFailed:
-		if st.turnErr != nil {
-			return st.turnErr
-		}
-		return &TurnError{Message: "turn failed without error details", ThreadID: st.res.ThreadID, TurnID: st.res.TurnID}
-	case StatusInterrupted:
-		return fmt.Errorf("appserver: turn %s: %w", st.res.TurnID, ErrTurnInterrupted)
-	}
-	return fmt.Errorf("appserver: turn %s ended with status %q", st.res.TurnID, st.status)
 }
 
 func parseItem(raw json.RawMessage) Item {

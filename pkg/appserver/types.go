@@ -70,11 +70,25 @@ type RunRequest struct {
 	Handler Handler
 }
 
+func (r *RunRequest) threadParams() ThreadParams {
+	return ThreadParams{
+		Cwd: r.Cwd, ApprovalPolicy: r.ApprovalPolicy, Sandbox: r.Sandbox, Model: r.Model,
+		BaseInstructions: r.BaseInstructions, DeveloperInstructions: r.DeveloperInstructions,
+		DynamicTools: r.DynamicTools, Config: r.Config, ServiceName: r.ServiceName, Handler: r.Handler,
+	}
+}
+
 // DynamicTool is a client-side function tool offered to the model.
 type DynamicTool struct {
 	Name        string          `json:"name"`
 	Description string          `json:"description"`
 	InputSchema json.RawMessage `json:"inputSchema"`
+	// Namespace, when set, groups the tool with the others of the same
+	// Namespace into one namespace tool (NamespaceDescription describes
+	// it); the model then calls it with that namespace, and
+	// item/tool/call carries it.
+	Namespace            string `json:"-"`
+	NamespaceDescription string `json:"-"`
 }
 
 // UserInput is one element of turn/start "input".
@@ -148,6 +162,7 @@ func FunctionCallOutputItem(callID, output string) map[string]any {
 type TokenUsageBreakdown struct {
 	InputTokens           int64 `json:"inputTokens"`
 	CachedInputTokens     int64 `json:"cachedInputTokens"`
+	CacheWriteInputTokens int64 `json:"cacheWriteInputTokens,omitempty"`
 	OutputTokens          int64 `json:"outputTokens"`
 	ReasoningOutputTokens int64 `json:"reasoningOutputTokens"`
 	TotalTokens           int64 `json:"totalTokens"`
@@ -181,6 +196,17 @@ const (
 	EventError EventKind = "error"
 	// EventTurnCompleted: turn/completed; Status (and Error) set.
 	EventTurnCompleted EventKind = "turnCompleted"
+	// EventToolCall: a dynamic tool call (item/tool/call) held for the
+	// reader of a thread started with HoldToolCalls; ToolCall set. Answer
+	// it with Turn.Respond.
+	EventToolCall EventKind = "toolCall"
+	// EventRawItem: rawResponseItem/completed (threads with RawEvents):
+	// an item appended to the history — model output, and also user
+	// messages, tool outputs and harness items; RawItem set.
+	EventRawItem EventKind = "rawItem"
+	// EventRawResponse: rawResponse/completed (threads with RawEvents):
+	// a model response ended; ResponseID and ResponseUsage set.
+	EventRawResponse EventKind = "rawResponse"
 	// EventNotification: any other notification for the thread; only
 	// Method and Raw set.
 	EventNotification EventKind = "notification"
@@ -205,6 +231,16 @@ type Event struct {
 	WillRetry bool
 	// Status is the turn status of EventTurnCompleted.
 	Status string
+	// TurnItems are the items turn/completed carried (EventTurnCompleted).
+	TurnItems []Item
+	// ToolCall is the held dynamic tool call of EventToolCall.
+	ToolCall *ToolCall
+	// RawItem is the Responses API item of EventRawItem.
+	RawItem json.RawMessage
+	// ResponseID and ResponseUsage describe the model response of
+	// EventRawResponse (ResponseUsage nil when the provider sent none).
+	ResponseID    string
+	ResponseUsage *TokenUsageBreakdown
 	// Raw is the notification's params.
 	Raw json.RawMessage
 }

@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"time"
 
@@ -22,8 +21,10 @@ import (
 	"github.com/busdk/bus-integration-codex/internal/catalog"
 	"github.com/busdk/bus-integration-codex/internal/cliutil"
 	"github.com/busdk/bus-integration-codex/internal/cmd/workercmd"
+	"github.com/busdk/bus-integration-codex/internal/provider/codex"
 	"github.com/busdk/bus-integration-codex/internal/respstore"
 	"github.com/busdk/bus-integration-codex/internal/stack"
+	"github.com/busdk/bus-integration-codex/pkg/appserver"
 	"github.com/busdk/bus-integration-codex/pkg/llmapi"
 )
 
@@ -56,7 +57,7 @@ func parse(args []string, io cliutil.IO) (*options, error) {
 	fs.StringVar(&o.worker.CodexCommand, "codex-command", cliutil.String(env, "BUS_CODEX_COMMAND", "codex"), "Codex executable (env BUS_CODEX_COMMAND)")
 	fs.StringVar(&o.worker.Sandbox, "sandbox", cliutil.String(env, "BUS_CODEX_SANDBOX", "read-only"), "Codex sandbox (env BUS_CODEX_SANDBOX)")
 	fs.DurationVar(&o.worker.Timeout, "timeout", 60*time.Second, "request timeout")
-	fs.IntVar(&o.worker.Concurrency, "concurrency", runtime.NumCPU(), "requests run at once")
+	fs.IntVar(&o.worker.Concurrency, "concurrency", 0, fmt.Sprintf("requests run at once (default: %d per App Server process)", workercmd.ConcurrencyPerProcess))
 	fs.StringVar(&o.catalogPath, "model-catalog", cliutil.String(env, "BUS_LLM_MODEL_CATALOG", ""), "model catalog file (env BUS_LLM_MODEL_CATALOG; default: codex-chatgpt)")
 	fs.DurationVar(&o.tokenTTL, "token-ttl", 12*time.Hour, "lifetime of the token written to auth/api-token")
 	logLevel := fs.String("log-level", cliutil.String(env, "BUS_LOG_LEVEL", "warn"), "log level: debug, info, warn, error (env BUS_LOG_LEVEL)")
@@ -68,7 +69,13 @@ func parse(args []string, io cliutil.IO) (*options, error) {
 	}
 	o.worker.LogLevel = *logLevel
 	o.worker.Approvals = "deny"
-	o.worker.Processes = max(1, runtime.NumCPU()/2)
+	o.worker.Processes = workercmd.DefaultProcesses()
+	if o.worker.Concurrency <= 0 {
+		o.worker.Concurrency = workercmd.ConcurrencyPerProcess * o.worker.Processes
+	}
+	o.worker.Instructions = codex.InstructionsAuto
+	o.worker.LiveThreads, o.worker.LiveThreadTTL = codex.DefaultLiveThreads, codex.DefaultLiveThreadTTL
+	o.worker.MaxRSSMiB = appserver.DefaultMaxRSS >> 20
 	o.worker.Group = workercmd.DefaultGroup
 	o.worker.Consumer = "local-stack"
 	o.worker.ResponseStore = "memory"

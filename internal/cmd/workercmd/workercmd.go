@@ -30,6 +30,7 @@ import (
 	"github.com/busdk/bus-integration-codex/internal/selftest"
 	"github.com/busdk/bus-integration-codex/internal/turn"
 	"github.com/busdk/bus-integration-codex/internal/worker"
+	"github.com/busdk/bus-integration-codex/pkg/appserver"
 	"github.com/busdk/bus-integration-codex/pkg/events"
 )
 
@@ -58,7 +59,10 @@ type Options struct {
 	Sandbox        string
 	Approvals      string
 	Processes      int
-	ToolSettle     time.Duration
+	Instructions   string
+	LiveThreads    int
+	LiveThreadTTL  time.Duration
+	MaxRSSMiB      int
 	ModelCatalog   string
 	ResponseStore  string
 	ResponseTTL    time.Duration
@@ -67,6 +71,9 @@ type Options struct {
 	MaxDeliveries  int
 	AuthRecovery   time.Duration
 	TrustUnstamped bool
+	// WebSearch lets requests use hosted web search (when the provider
+	// can); false answers them with a 400.
+	WebSearch bool
 
 	SelfTest  bool
 	Events    bool
@@ -81,7 +88,12 @@ func parse(args []string, io cliutil.IO) (*Options, error) {
 	if err != nil {
 		return nil, err
 	}
-	concurrency, err := cliutil.Int(env, "BUS_CODEX_CONCURRENCY", runtime.NumCPU())
+	defProcesses := DefaultProcesses()
+	processes, err := cliutil.Int(env, "BUS_CODEX_PROCESSES", defProcesses)
+	if err != nil {
+		return nil, err
+	}
+	concurrency, err := cliutil.Int(env, "BUS_CODEX_CONCURRENCY", 0)
 	if err != nil {
 		return nil, err
 	}
@@ -89,11 +101,15 @@ func parse(args []string, io cliutil.IO) (*Options, error) {
 	if err != nil {
 		return nil, err
 	}
-	processes, err := cliutil.Int(env, "BUS_CODEX_PROCESSES", max(1, runtime.NumCPU()/2))
+	liveThreads, err := cliutil.Int(env, "BUS_CODEX_LIVE_THREADS", codex.DefaultLiveThreads)
 	if err != nil {
 		return nil, err
 	}
-	settle, err := cliutil.Duration(env, "BUS_CODEX_TOOL_SETTLE", codex.DefaultToolSettle)
+	liveTTL, err := cliutil.Duration(env, "BUS_CODEX_LIVE_THREAD_TTL", codex.DefaultLiveThreadTTL)
+	if err != nil {
+		return nil, err
+	}
+	maxRSS, err := cliutil.Int(env, "BUS_CODEX_MAX_RSS_MIB", appserver.DefaultMaxRSS>>20)
 	if err != nil {
 		return nil, err
 	}
@@ -117,6 +133,10 @@ func parse(args []string, io cliutil.IO) (*Options, error) {
 	if err != nil {
 		return nil, err
 	}
+	webSearch, err := cliutil.Bool(env, "BUS_CODEX_WEB_SEARCH", true)
+	if err != nil {
+		return nil, err
+	}
 	fs := flag.NewFlagSet(Name, flag.ContinueOnError)
 	fs.StringVar(&o.EventsURL, "events-url", cliutil.String(env, "BUS_EVENTS_API_URL", "http://127.0.0.1:8081"), "Bus Events API base URL (env BUS_EVENTS_API_URL)")
 	fs.StringVar(&o.Provider, "provider", cliutil.String(env, "BUS_CODEX_PROVIDER", "codex"), "execution provider: codex or static (env BUS_CODEX_PROVIDER)")
@@ -124,14 +144,17 @@ func parse(args []string, io cliutil.IO) (*Options, error) {
 	fs.StringVar(&o.Model, "model", cliutil.String(env, "BUS_CODEX_MODEL", "auto"), "Codex model; auto or empty lets Codex choose (env BUS_CODEX_MODEL)")
 	fs.StringVar(&o.CodexCommand, "codex-command", cliutil.String(env, "BUS_CODEX_COMMAND", "codex"), "Codex executable (env BUS_CODEX_COMMAND)")
 	fs.DurationVar(&o.Timeout, "timeout", timeout, "request and turn timeout (env BUS_CODEX_TIMEOUT)")
-	fs.IntVar(&o.Concurrency, "concurrency", concurrency, "requests run at once (env BUS_CODEX_CONCURRENCY; default: number of CPUs)")
+	fs.IntVar(&o.Concurrency, "concurrency", concurrency, fmt.Sprintf("requests run at once (env BUS_CODEX_CONCURRENCY; default: %d per App Server process)", ConcurrencyPerProcess))
 	fs.StringVar(&o.Group, "group", cliutil.String(env, "BUS_CODEX_GROUP", DefaultGroup), "unicast group shared by workers (env BUS_CODEX_GROUP)")
 	fs.StringVar(&o.Consumer, "consumer", cliutil.String(env, "BUS_CODEX_CONSUMER", ""), "this worker's consumer name in the group (env BUS_CODEX_CONSUMER; default: host-pid)")
 	fs.DurationVar(&o.ConnectTimeout, "connect-timeout", connect, "how long to retry the first connection to the Events API (env BUS_EVENTS_CONNECT_TIMEOUT)")
 	fs.StringVar(&o.Sandbox, "sandbox", cliutil.String(env, "BUS_CODEX_SANDBOX", "read-only"), "Codex sandbox: read-only, workspace-write or danger-full-access (env BUS_CODEX_SANDBOX)")
 	fs.StringVar(&o.Approvals, "approvals", cliutil.String(env, "BUS_CODEX_APPROVALS", codex.ApprovalsDeny), "answer to Codex command/file approval requests: deny or approve (env BUS_CODEX_APPROVALS)")
 	fs.IntVar(&o.Processes, "codex-processes", processes, "App Server processes in the warm pool (env BUS_CODEX_PROCESSES; default: CPUs/2)")
-	fs.DurationVar(&o.ToolSettle, "tool-call-settle", settle, "wait this long after a client tool call for more calls of the same model step (env BUS_CODEX_TOOL_SETTLE)")
+	fs.StringVar(&o.Instructions, "instructions", cliutil.String(env, "BUS_CODEX_INSTRUCTIONS", codex.InstructionsAuto), "model mode's base prompt: auto (the caller's; Codex's own once the backend refuses them), caller or codex (env BUS_CODEX_INSTRUCTIONS)")
+	fs.IntVar(&o.LiveThreads, "live-threads", liveThreads, "conversation threads kept loaded for later turns (env BUS_CODEX_LIVE_THREADS)")
+	fs.DurationVar(&o.LiveThreadTTL, "live-thread-ttl", liveTTL, "how long an idle conversation thread stays loaded (env BUS_CODEX_LIVE_THREAD_TTL)")
+	fs.IntVar(&o.MaxRSSMiB, "codex-max-rss", maxRSS, "recycle an App Server process whose resident memory passes this many MiB (env BUS_CODEX_MAX_RSS_MIB; 0: never)")
 	fs.StringVar(&o.ModelCatalog, "model-catalog", cliutil.String(env, "BUS_LLM_MODEL_CATALOG", ""), "model catalog file shared with the front door: unknown ids get 404, aliases pick the Codex model and effort (env BUS_LLM_MODEL_CATALOG; default: built-in codex-chatgpt)")
 	fs.StringVar(&o.ResponseStore, "response-store", cliutil.String(env, "BUS_CODEX_RESPONSE_STORE", "memory"), "where Responses API responses are stored: memory, redis (BUS_EVENTS_REDIS_*) or postgres (BUS_EVENTS_POSTGRES_DSN) (env BUS_CODEX_RESPONSE_STORE)")
 	fs.DurationVar(&o.ResponseTTL, "response-ttl", ttl, "how long stored responses are kept (env BUS_CODEX_RESPONSE_TTL)")
@@ -140,6 +163,7 @@ func parse(args []string, io cliutil.IO) (*Options, error) {
 	fs.IntVar(&o.MaxDeliveries, "max-deliveries", maxDeliveries, "a request delivered more often than this is answered with an error and dead-lettered (env BUS_CODEX_MAX_DELIVERIES)")
 	fs.DurationVar(&o.AuthRecovery, "auth-recovery-timeout", authRecovery, "exit when the Events API refuses the token for longer than this (env BUS_CODEX_AUTH_RECOVERY_TIMEOUT)")
 	fs.BoolVar(&o.TrustUnstamped, "trust-unstamped", trustUnstamped, "trust events without identity_type, for an Events API that does not stamp publishers; the bus is then no trust boundary (env BUS_EVENTS_TRUST_UNSTAMPED)")
+	fs.BoolVar(&o.WebSearch, "web-search", webSearch, "let requests use hosted web search (Responses web_search tools, chat web_search_options); false answers them with a 400 (env BUS_CODEX_WEB_SEARCH)")
 	fs.StringVar(&o.LogLevel, "log-level", cliutil.String(env, "BUS_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env BUS_LOG_LEVEL)")
 	fs.BoolVar(&o.SelfTest, "self-test", false, "run every operation through an in-process Events API and the static provider, then exit")
 	fs.BoolVar(&o.Events, "events", false, "print the declared event contract and exit (see --format)")
@@ -153,8 +177,16 @@ func parse(args []string, io cliutil.IO) (*Options, error) {
 		return nil, cliutil.Usagef("--provider must be codex or static, not %q", o.Provider)
 	case o.Timeout <= 0:
 		return nil, cliutil.Usagef("--timeout must be positive")
-	case o.Concurrency < 1:
-		return nil, cliutil.Usagef("--concurrency must be at least 1")
+	case o.Concurrency < 0:
+		return nil, cliutil.Usagef("--concurrency must be at least 1 (0: %d per App Server process)", ConcurrencyPerProcess)
+	case o.Instructions != codex.InstructionsAuto && o.Instructions != codex.InstructionsCaller && o.Instructions != codex.InstructionsCodex:
+		return nil, cliutil.Usagef("--instructions must be auto, caller or codex, not %q", o.Instructions)
+	case o.LiveThreads < 1:
+		return nil, cliutil.Usagef("--live-threads must be at least 1")
+	case o.LiveThreadTTL <= 0:
+		return nil, cliutil.Usagef("--live-thread-ttl must be positive")
+	case o.MaxRSSMiB < 0:
+		return nil, cliutil.Usagef("--codex-max-rss must not be negative")
 	case o.ResponseStore != "memory" && o.ResponseStore != "redis" && o.ResponseStore != "postgres":
 		return nil, cliutil.Usagef("--response-store must be memory, redis or postgres, not %q", o.ResponseStore)
 	case o.ResponseTTL <= 0:
@@ -182,7 +214,28 @@ func parse(args []string, io cliutil.IO) (*Options, error) {
 	if err := events.ValidateKey("consumer", o.Consumer); err != nil {
 		return nil, cliutil.Usagef("--consumer: %v", err)
 	}
+	if o.Concurrency == 0 {
+		o.Concurrency = ConcurrencyPerProcess * o.Processes
+	}
 	return o, nil
+}
+
+// ConcurrencyPerProcess is how many requests one App Server process
+// carries at once by default: a turn waiting for its model costs no CPU,
+// so a process holds many (measured in docs/BENCHMARKS.md: with a 1 s
+// model, 8 requests at once take about as long as one).
+const ConcurrencyPerProcess = 16
+
+// DefaultProcesses is the default pool size: one App Server process per
+// two CPUs, at least one.
+func DefaultProcesses() int { return max(1, runtime.NumCPU()/2) }
+
+// maxRSSBytes turns --codex-max-rss into appserver.PoolConfig.MaxRSS.
+func maxRSSBytes(mib int) int64 {
+	if mib == 0 {
+		return -1
+	}
+	return int64(mib) << 20
 }
 
 func sanitize(s string) string {
@@ -291,7 +344,7 @@ func serve(ctx context.Context, o *Options, svc contract.Service, io cliutil.IO)
 			<-runDone
 			return b.err
 		}
-		w.SetExecutor(&executor.Executor{Provider: b.p, Catalog: cat, Store: store, StoreTTL: o.ResponseTTL, Logger: log})
+		w.SetExecutor(newExecutor(o, log, b.p, cat, store))
 		log.Debug("provider ready", "provider", o.Provider)
 		runErr = <-runDone
 		b.p.Close()
@@ -349,8 +402,12 @@ func NewExecutor(ctx context.Context, o *Options, log *slog.Logger, env busconfi
 		store.Close()
 		return nil, nil, err
 	}
-	x := &executor.Executor{Provider: provider, Catalog: cat, Store: store, StoreTTL: o.ResponseTTL, Logger: log}
-	return x, func() { provider.Close(); store.Close() }, nil
+	return newExecutor(o, log, provider, cat, store), func() { provider.Close(); store.Close() }, nil
+}
+
+// newExecutor is the executor o describes on provider p.
+func newExecutor(o *Options, log *slog.Logger, p turn.Provider, cat *catalog.Catalog, store respstore.Store) *executor.Executor {
+	return &executor.Executor{Provider: p, Catalog: cat, Store: store, StoreTTL: o.ResponseTTL, Logger: log, DisableWebSearch: !o.WebSearch}
 }
 
 // OpenResponseStore opens the response store o names, configured like the
@@ -396,7 +453,8 @@ func NewProvider(ctx context.Context, o *Options, log *slog.Logger, env busconfi
 	}
 	p, err := codex.New(ctx, codex.Config{
 		Command: o.CodexCommand, Workdir: workdir, Model: o.Model, Sandbox: o.Sandbox,
-		Approvals: o.Approvals, Processes: o.Processes, ToolSettle: o.ToolSettle, Logger: log,
+		Approvals: o.Approvals, Processes: o.Processes, Instructions: o.Instructions,
+		LiveThreads: o.LiveThreads, LiveThreadTTL: o.LiveThreadTTL, MaxRSS: maxRSSBytes(o.MaxRSSMiB), Logger: log,
 	})
 	switch {
 	case errors.Is(err, codex.ErrNotInstalled):

@@ -15,9 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/busdk/bus-integration-codex/internal/catalog"
 	"github.com/busdk/bus-integration-codex/internal/correlator"
 	"github.com/busdk/bus-integration-codex/internal/executor"
 	"github.com/busdk/bus-integration-codex/internal/provider/codex"
+	"github.com/busdk/bus-integration-codex/internal/respstore"
 	"github.com/busdk/bus-integration-codex/internal/selftest"
 	pathstack "github.com/busdk/bus-integration-codex/internal/stack"
 	"github.com/busdk/bus-integration-codex/internal/testutil/fakemodel"
@@ -29,34 +31,59 @@ type stack struct {
 	provider *codex.Provider
 	req      *correlator.Requester
 	workdir  string
+	home     string
+	cmd      string
+	st       *pathstack.Stack
+	store    respstore.Store
+}
+
+// options tune newStackWith.
+type options struct {
+	timeout   time.Duration
+	processes int
+	cfg       func(*codex.Config) // adjusts the provider's config
 }
 
 // newStack runs the whole bus path on the real codex binary: an in-process
 // Events API, a worker on the codex provider (package stack), and a
 // requester on the bus.
 func newStack(t *testing.T, timeout time.Duration, processes int) *stack {
+	return newStackWith(t, options{timeout: timeout, processes: processes})
+}
+
+func newStackWith(t *testing.T, o options) *stack {
 	t.Helper()
-	cmd := fakemodel.CodexCommand(t)
-	fake := fakemodel.New(t)
-	home := fake.WriteCodexHome(t)
-	workdir := t.TempDir()
-	p, err := codex.New(context.Background(), codex.Config{
-		Command: cmd, Workdir: workdir, Processes: processes,
-		Env: []string{"CODEX_HOME=" + home}, Logger: slog.New(slog.DiscardHandler),
-	})
+	if o.timeout == 0 {
+		o.timeout = 60 * time.Second
+	}
+	if o.processes == 0 {
+		o.processes = 1
+	}
+	s := &stack{cmd: fakemodel.CodexCommand(t), fake: fakemodel.New(t), workdir: t.TempDir(), store: respstore.NewMemory()}
+	s.home = s.fake.WriteCodexHome(t)
+	cfg := codex.Config{
+		Command: s.cmd, Workdir: s.workdir, Processes: o.processes,
+		Env: []string{"CODEX_HOME=" + s.home}, Logger: slog.New(slog.DiscardHandler),
+	}
+	if o.cfg != nil {
+		o.cfg(&cfg)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	p, err := codex.New(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = p.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	st, err := pathstack.Start(ctx, pathstack.Config{Timeout: timeout, Worker: &pathstack.WorkerConfig{
-		Executor: &executor.Executor{Provider: p}, Consumer: "codex-test", Concurrency: 8,
+	s.provider = p
+	st, err := pathstack.Start(ctx, pathstack.Config{Timeout: o.timeout, Worker: &pathstack.WorkerConfig{
+		Executor: &executor.Executor{Provider: p, Catalog: catalog.Default(), Store: s.store}, Consumer: "codex-test", Concurrency: 8,
 	}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = st.Close() })
+	s.st = st
 	rc, err := st.ServiceClient("requester")
 	if err != nil {
 		t.Fatal(err)
@@ -66,14 +93,15 @@ func newStack(t *testing.T, timeout time.Duration, processes int) *stack {
 	if err := r.WaitReady(ctx); err != nil {
 		t.Fatal(err)
 	}
-	return &stack{fake: fake, provider: p, req: r, workdir: workdir}
+	s.req = r
+	return s
 }
 
 func (s *stack) do(t *testing.T, op llmapi.Operation, stream bool, body string) *correlator.Result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	res, err := s.req.Do(ctx, llmapi.ExecutionEventRequest{Operation: op, Model: "codex-chatgpt", Stream: stream, IdentityID: "u1", Body: json.RawMessage(body)}, correlator.DoOptions{})
+	res, err := s.req.Do(ctx, llmapi.ExecutionEventRequest{Operation: op, Model: modelOf(body), Stream: stream, IdentityID: "u1", Body: json.RawMessage(body)}, correlator.DoOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -308,12 +336,14 @@ func TestKilledProcessGivesOneErrorThenRecovers(t *testing.T) {
 	}
 }
 
+// In agent mode Codex offers its own shell tool; with approvals denied (the
+// default) a command the model asks for is declined and never runs.
 func TestShellCommandIsDeniedAndDoesNotRun(t *testing.T) {
 	s := newStack(t, 60*time.Second, 1)
 	marker := filepath.Join(s.workdir, "pwned")
 	s.fake.Enqueue(fakemodel.Reply{ShellCommand: "touch " + marker})
 	s.fake.SetReply(fakemodel.Reply{Text: "I could not run it"})
-	res := s.do(t, llmapi.OpChatCompletions, false, `{"model":"codex-chatgpt","messages":[{"role":"user","content":"create a file"}]}`)
+	res := s.do(t, llmapi.OpChatCompletions, false, `{"model":"codex-agent","messages":[{"role":"user","content":"create a file"}]}`)
 	if res.Response.StatusCode != 200 {
 		t.Fatalf("status %d: %s", res.Response.StatusCode, res.Response.Body)
 	}
@@ -388,4 +418,13 @@ func TestNotLoggedIn(t *testing.T) {
 	if !errors.Is(err, codex.ErrNotLoggedIn) {
 		t.Fatalf("got %v, want ErrNotLoggedIn", err)
 	}
+}
+
+// modelOf is the model a request body asks for.
+func modelOf(body string) string {
+	var b struct {
+		Model string `json:"model"`
+	}
+	_ = json.Unmarshal([]byte(body), &b)
+	return b.Model
 }

@@ -62,6 +62,8 @@ type FunctionCall struct {
 	CallID string
 	// Arguments is the JSON arguments string.
 	Arguments string
+	// Namespace, when set, is the namespace of a namespaced tool.
+	Namespace string
 }
 
 // Reply scripts one model response.
@@ -79,10 +81,16 @@ type Reply struct {
 	// Status, when not 0 or 200, answers with this HTTP status and an
 	// OpenAI error body instead of a stream.
 	Status int
-	// ErrorMessage, ErrorType and ErrorCode fill the OpenAI error body.
+	// ErrorMessage, ErrorType and ErrorCode fill the OpenAI error body;
+	// ErrorFields adds to it (e.g. "resets_at" of a usage limit).
 	ErrorMessage string
 	ErrorType    string
 	ErrorCode    string
+	ErrorFields  map[string]any
+	// Headers are sent with the answer, stream or error (e.g. the
+	// x-codex-primary-used-percent rate-limit headers of the ChatGPT
+	// backend).
+	Headers map[string]string
 
 	// DelayBefore waits before answering.
 	DelayBefore time.Duration
@@ -101,6 +109,28 @@ type Reply struct {
 	// Codex offered in the request's tools (exec_command, shell_command or
 	// shell), with arguments that run this shell command line.
 	ShellCommand string
+
+	// WebSearches are hosted web searches (web_search_call output items)
+	// emitted before the message, with the events the Responses API
+	// streams for them.
+	WebSearches []WebSearch
+	// Annotations are url_citation annotations of the message text.
+	Annotations []Citation
+}
+
+// WebSearch is a web_search_call the fake emits: a search for Query, or,
+// with URL, an open_page action.
+type WebSearch struct {
+	Query string
+	URL   string
+}
+
+// Citation is a url_citation annotation over Text[Start:End] (character
+// indices).
+type Citation struct {
+	Start, End int
+	URL        string
+	Title      string
 }
 
 // Request is one request the fake received.
@@ -189,6 +219,17 @@ func (r Request) ToolNames() []string {
 func (r Request) Tool(name string) map[string]any {
 	for _, t := range r.tools() {
 		if toolName(t) == name {
+			return t
+		}
+	}
+	return nil
+}
+
+// ToolOfType returns the first offered tool whose "type" is typ (e.g.
+// "web_search", which has no name), or nil.
+func (r Request) ToolOfType(typ string) map[string]any {
+	for _, t := range r.tools() {
+		if t["type"] == typ {
 			return t
 		}
 	}
@@ -368,7 +409,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 
 	if !isResponses {
-		writeError(w, http.StatusNotFound, "not found: "+r.URL.Path, "invalid_request_error", "not_found")
+		writeError(w, http.StatusNotFound, "not found: "+r.URL.Path, "invalid_request_error", "not_found", nil)
 		return
 	}
 	if !s.sleep(r.Context(), reply.DelayBefore) {
@@ -383,8 +424,14 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		if typ == "" {
 			typ = defaultErrorType(reply.Status)
 		}
-		writeError(w, reply.Status, msg, typ, reply.ErrorCode)
+		for k, v := range reply.Headers {
+			w.Header().Set(k, v)
+		}
+		writeError(w, reply.Status, msg, typ, reply.ErrorCode, reply.ErrorFields)
 		return
+	}
+	for k, v := range reply.Headers {
+		w.Header().Set(k, v)
 	}
 	s.stream(w, r, req, reply, seq)
 }
@@ -401,14 +448,16 @@ func defaultErrorType(status int) string {
 	return "invalid_request_error"
 }
 
-func writeError(w http.ResponseWriter, status int, msg, typ, code string) {
+func writeError(w http.ResponseWriter, status int, msg, typ, code string, extra map[string]any) {
 	var c any
 	if code != "" {
 		c = code
 	}
-	b, _ := json.Marshal(map[string]any{"error": map[string]any{
-		"message": msg, "type": typ, "code": c, "param": nil,
-	}})
+	obj := map[string]any{"message": msg, "type": typ, "code": c, "param": nil}
+	for k, v := range extra {
+		obj[k] = v
+	}
+	b, _ := json.Marshal(map[string]any{"error": obj})
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
@@ -502,6 +551,25 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, req Request, rep
 	held := false
 	var output []any
 	idx := 0
+	for i, w := range reply.WebSearches {
+		id := fmt.Sprintf("ws_%d_%d", seq, i)
+		action := map[string]any{"type": "search", "query": w.Query, "queries": []string{w.Query}}
+		if w.URL != "" {
+			action = map[string]any{"type": "open_page", "url": w.URL}
+		}
+		ev.send("response.output_item.added", map[string]any{"output_index": idx, "item": map[string]any{"type": "web_search_call", "id": id, "status": "in_progress"}})
+		for _, phase := range []string{"in_progress", "searching", "completed"} {
+			ev.send("response.web_search_call."+phase, map[string]any{"item_id": id, "output_index": idx})
+		}
+		item := map[string]any{"type": "web_search_call", "id": id, "status": "completed", "action": action}
+		ev.send("response.output_item.done", map[string]any{"output_index": idx, "item": item})
+		output = append(output, item)
+		idx++
+	}
+	annotations := []any{}
+	for _, a := range reply.Annotations {
+		annotations = append(annotations, map[string]any{"type": "url_citation", "start_index": a.Start, "end_index": a.End, "url": a.URL, "title": a.Title})
+	}
 	if len(deltas) > 0 {
 		msgID := fmt.Sprintf("msg_%d", seq)
 		ev.send("response.output_item.added", map[string]any{"output_index": idx, "item": map[string]any{
@@ -523,9 +591,12 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, req Request, rep
 				}
 			}
 		}
+		for i, a := range annotations {
+			ev.send("response.output_text.annotation.added", map[string]any{"item_id": msgID, "output_index": idx, "content_index": 0, "annotation_index": i, "annotation": a})
+		}
 		item := map[string]any{
 			"type": "message", "id": msgID, "role": "assistant", "status": "completed",
-			"content": []any{map[string]any{"type": "output_text", "text": full.String(), "annotations": []any{}}},
+			"content": []any{map[string]any{"type": "output_text", "text": full.String(), "annotations": annotations}},
 		}
 		ev.send("response.output_text.done", map[string]any{"item_id": msgID, "output_index": idx, "content_index": 0, "text": full.String()})
 		ev.send("response.output_item.done", map[string]any{"output_index": idx, "item": item})
@@ -545,12 +616,14 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, req Request, rep
 			callID = fmt.Sprintf("call_%d_%d", seq, i)
 		}
 		itemID := fmt.Sprintf("fc_%d_%d", seq, i)
-		ev.send("response.output_item.added", map[string]any{"output_index": idx, "item": map[string]any{
-			"type": "function_call", "id": itemID, "call_id": callID, "name": c.Name, "arguments": "", "status": "in_progress",
-		}})
+		added := map[string]any{"type": "function_call", "id": itemID, "call_id": callID, "name": c.Name, "arguments": "", "status": "in_progress"}
 		item := map[string]any{
 			"type": "function_call", "id": itemID, "call_id": callID, "name": c.Name, "arguments": c.Arguments, "status": "completed",
 		}
+		if c.Namespace != "" {
+			added["namespace"], item["namespace"] = c.Namespace, c.Namespace
+		}
+		ev.send("response.output_item.added", map[string]any{"output_index": idx, "item": added})
 		ev.send("response.function_call_arguments.done", map[string]any{"item_id": itemID, "output_index": idx, "arguments": c.Arguments})
 		ev.send("response.output_item.done", map[string]any{"output_index": idx, "item": item})
 		output = append(output, item)
