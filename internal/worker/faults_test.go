@@ -610,9 +610,12 @@ func TestPoisonRequestIsDeadLettered(t *testing.T) {
 				Consumer: "w2", Timeout: time.Second})
 			select {
 			case res := <-results:
+				if res == nil {
+					t.Fatal("no answer to the poison request")
+				}
 				e, ok := llmapi.ParseErrorBody(res.Response.Body)
-				if res == nil || res.Response.StatusCode != http.StatusInternalServerError || !ok || e.Code == nil || *e.Code != "max_deliveries_exceeded" {
-					t.Fatalf("poison answer %+v", res)
+				if res.Response.StatusCode != http.StatusInternalServerError || !ok || e.Code == nil || *e.Code != "max_deliveries_exceeded" {
+					t.Fatalf("poison answer %d %s", res.Response.StatusCode, res.Response.Body)
 				}
 			case <-time.After(3 * waitLimit):
 				t.Fatal("the poison request was never answered")
