@@ -10,9 +10,14 @@
 //
 // One long-lived broadcast listener per response and chunk event name
 // serves every in-flight request through a map from request id to waiter;
-// events nobody waits for (late, duplicate or foreign ones) are dropped. A
-// client that goes away, or a request that times out, gets a
-// bus.llm.<op>.cancel event published so the worker can stop.
+// events nobody waits for (late, duplicate or foreign ones) and events no
+// service published are dropped. A client that goes away, or a request
+// that times out, gets a bus.llm.<op>.cancel event published so the worker
+// can stop; a request that reached no worker group is answered 503 at once.
+//
+// Bounds: the caller's token is checked before its body is read; bodies,
+// the stream data held for a slow reader, and the time a stream may be
+// written are bounded.
 //
 // It imports internal/auth, internal/catalog, internal/correlator, pkg/events and pkg/llmapi; never the worker side (executor, providers).
 package frontdoor
