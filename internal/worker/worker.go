@@ -401,9 +401,17 @@ func (w *Worker) refused(err error) {
 	}
 }
 
-// accepted records a call the Events API accepted.
+// accepted records a call the Events API accepted. A token known to have
+// expired does not reopen the gate (the Events API may accept it for a
+// little longer, but not for long).
 func (w *Worker) accepted(confirmed bool) {
-	if w.auth.accept(time.Now(), confirmed) {
+	now := time.Now()
+	if w.cfg.TokenExpiry != nil {
+		if exp := w.cfg.TokenExpiry(); !exp.IsZero() && now.After(exp) {
+			return
+		}
+	}
+	if w.auth.accept(now, confirmed) {
 		w.log.Info("the Events API accepts the worker's token again; taking requests")
 	}
 }

@@ -68,15 +68,26 @@ func (s staticToken) Token() (string, error) { return s.token, nil }
 func (s staticToken) Expiry() time.Time      { return s.exp }
 
 // renewing renews a locally issued token.
-type renewing struct{ r *auth.Renewer }
+type renewing struct {
+	r *auth.Renewer
 
-func (r renewing) Token() (string, error) { return r.r.Token() }
-func (r renewing) Expiry() time.Time {
+	mu  sync.Mutex
+	tok string // the token exp was read from
+	exp time.Time
+}
+
+func (r *renewing) Token() (string, error) { return r.r.Token() }
+func (r *renewing) Expiry() time.Time {
 	tok, err := r.r.Token()
 	if err != nil {
 		return time.Time{}
 	}
-	return jwtExpiry(tok)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if tok != r.tok {
+		r.tok, r.exp = tok, jwtExpiry(tok)
+	}
+	return r.exp
 }
 
 // localRenewer returns a renewer for token when it verifies with a
@@ -89,7 +100,7 @@ func localRenewer(env busconfig.Env, token string) (tokenSource, string) {
 		if err != nil || !c.ExpiresAt.After(c.IssuedAt) {
 			return nil, ""
 		}
-		return renewing{auth.NewRenewer(key, c.Subject, c.Scopes, c.ExpiresAt.Sub(c.IssuedAt))}, source
+		return &renewing{r: auth.NewRenewer(key, c.Subject, c.Scopes, c.ExpiresAt.Sub(c.IssuedAt))}, source
 	}
 	for _, v := range secretVars() {
 		if val := env.Getenv(v); val != "" {
