@@ -91,7 +91,7 @@ func (s *Redis) Query(ctx context.Context, q Query) (Report, error) {
 	for day := start.UTC().Truncate(24 * time.Hour); day.Before(end); day = day.Add(24 * time.Hour) {
 		key := s.key(Day(day))
 		for offset := int64(0); ; offset += redisPage {
-			members, err := s.client.ZRangeByScore(ctx, key, &redis.ZRangeBy{Min: lo, Max: hi, Offset: offset, Count: redisPage}).Result()
+			members, err := s.client.ZRangeArgs(ctx, redis.ZRangeArgs{Key: key, Start: lo, Stop: hi, ByScore: true, Offset: offset, Count: redisPage}).Result()
 			if err != nil {
 				return Report{}, fmt.Errorf("usage: redis read: %w", err)
 			}
