@@ -8,7 +8,8 @@
 // or a bare array of model objects. An entry may also carry the alias fields
 // "codex_model" (the Codex model that runs requests for this id) and
 // "reasoning_effort" (none, minimal, low, medium, high or xhigh), and
-// "mode" (model, the default, or agent). The worker uses them; they are
+// "mode" (model, the default, or agent), and "web_search": false to turn
+// hosted web search off for that model. The worker uses them; they are
 // never rendered in /v1/models. Unknown fields are
 // ignored so OpenAI model lists load unchanged.
 //
@@ -61,6 +62,9 @@ type Entry struct {
 	CodexModel string `json:"codex_model,omitempty"`
 	// ReasoningEffort, when set, is the reasoning effort to run it with.
 	ReasoningEffort string `json:"reasoning_effort,omitempty"`
+	// WebSearch, when false, turns hosted web search off for this model
+	// (requests that ask for it get a 400); unset allows it.
+	WebSearch *bool `json:"web_search,omitempty"`
 	// Mode is how the worker runs this id: ModeModel (the default: the
 	// model sees only what the caller sent) or ModeAgent (Codex as a
 	// coding agent with its own tools in the worker's workspace).
@@ -75,6 +79,9 @@ const (
 
 // AgentModelID is the id of the built-in catalog's agent-mode model.
 const AgentModelID = "codex-agent"
+
+// WebSearchAllowed reports whether hosted web search may run for e.
+func (e Entry) WebSearchAllowed() bool { return e.WebSearch == nil || *e.WebSearch }
 
 // Model is the public OpenAI rendering of an Entry (no alias fields).
 type Model struct {

@@ -105,21 +105,34 @@ func Worker(version, group string) Service {
 	}
 	for _, op := range llmapi.StateOperations() {
 		slug := "codex." + op.Slug()
-		verb := map[llmapi.Operation]string{llmapi.OpResponsesRetrieve: "GET", llmapi.OpResponsesDelete: "DELETE"}[op]
+		route := map[llmapi.Operation]string{
+			llmapi.OpResponsesRetrieve:   "GET /v1/responses/{id}",
+			llmapi.OpResponsesDelete:     "DELETE /v1/responses/{id}",
+			llmapi.OpResponsesInputItems: "GET /v1/responses/{id}/input_items",
+		}[op]
+		body, answer := `{"response_id": "resp_..."}`, "statusCode 200 with the stored response object (retrieve) or "+
+			`{"id", "object": "response.deleted", "deleted": true} (delete)`
+		summary := "Publish the stored response object (or the deletion result, or a 404)."
+		if op == llmapi.OpResponsesInputItems {
+			body = `llmapi.InputItemsRequest {"response_id", "limit" (1-100, default 20), "order" ("asc" or "desc", the default), "after", "before", "include"}`
+			answer = `statusCode 200 with OpenAI's list {"object": "list", "data": [items with ids], "first_id", "last_id", "has_more"} ` +
+				"of the items the response was generated from (its input, after the history it continued), or a 400 for a bad query"
+			summary = "Publish one page of a stored response's input items (or a 404)."
+		}
 		s.Capabilities = append(s.Capabilities,
 			Capability{
 				ID: slug + ".receive", Action: Receive, Event: op.RequestEvent(), Delivery: events.Unicast, Group: group,
 				Scope: llmapi.Scope, Operation: op, Payload: "llmapi.ExecutionEventRequest",
-				Summary: fmt.Sprintf("Take %s /v1/responses/{id} requests for stored responses (an extension of the contract).", verb),
+				Summary: fmt.Sprintf("Take %s requests for stored responses (an extension of the contract).", route),
 				Description: fmt.Sprintf("The worker listens to %s with unicast delivery in group %q. The request body is "+
-					"{\"response_id\": \"resp_...\"}; identityId scopes the lookup: a response stored by another identity is not found. "+
-					"Stored responses live in the shared response store (memory, Redis or PostgreSQL).", op.RequestEvent(), group),
+					"%s; identityId scopes the lookup: a response stored by another identity is not found. "+
+					"Stored responses live in the shared response store (memory, Redis or PostgreSQL).", op.RequestEvent(), group, body),
 			},
 			Capability{
 				ID: slug + ".respond", Action: Send, Event: op.ResponseEvent(),
 				Scope: llmapi.Scope, Operation: op, Payload: "llmapi.ExecutionEventResponse",
-				Summary:     "Publish the stored response object (or the deletion result, or a 404).",
-				Description: fmt.Sprintf("One %s per request: statusCode 200 with the stored response object (retrieve) or {\"id\", \"object\": \"response.deleted\", \"deleted\": true} (delete), else an OpenAI error (404 response_not_found).", op.ResponseEvent()),
+				Summary:     summary,
+				Description: fmt.Sprintf("One %s per request: %s, else an OpenAI error (404 response_not_found).", op.ResponseEvent(), answer),
 			},
 		)
 	}

@@ -77,7 +77,7 @@ func TestNames(t *testing.T) {
 	}{
 		{contract.Receive, events.Unicast, []string{
 			"bus.llm.chat.completions.request", "bus.llm.responses.request", "bus.llm.completions.request",
-			"bus.llm.responses.retrieve.request", "bus.llm.responses.delete.request",
+			"bus.llm.responses.retrieve.request", "bus.llm.responses.delete.request", "bus.llm.responses.input_items.request",
 		}},
 		{contract.Receive, events.Broadcast, []string{
 			"bus.llm.chat.completions.cancel", "bus.llm.responses.cancel", "bus.llm.completions.cancel",
@@ -86,7 +86,7 @@ func TestNames(t *testing.T) {
 			"bus.llm.chat.completions.response", "bus.llm.chat.completions.chunk",
 			"bus.llm.responses.response", "bus.llm.responses.chunk",
 			"bus.llm.completions.response", "bus.llm.completions.chunk",
-			"bus.llm.responses.retrieve.response", "bus.llm.responses.delete.response",
+			"bus.llm.responses.retrieve.response", "bus.llm.responses.delete.response", "bus.llm.responses.input_items.response",
 		}},
 	}
 	for _, tc := range tests {

@@ -40,6 +40,10 @@ type Executor struct {
 	StoreTTL time.Duration
 	// Logger receives store failures (slog.Default when nil).
 	Logger *slog.Logger
+	// DisableWebSearch turns hosted web search off whatever the provider
+	// can do (the worker's --web-search=false): requests that ask for it
+	// get a 400 naming the tool.
+	DisableWebSearch bool
 }
 
 // Emit publishes one stream frame; frames arrive in order.
@@ -59,7 +63,7 @@ func (x *Executor) Execute(ctx context.Context, req *llmapi.ExecutionEventReques
 	if req.Operation.IsState() {
 		return x.state(ctx, req)
 	}
-	call, err := openaiwire.Parse(req.Operation, req.Body, x.Provider.Capabilities())
+	call, err := openaiwire.Parse(req.Operation, req.Body, x.capabilities(req.Body))
 	if err != nil {
 		return llmapi.ErrorResponse(req, err)
 	}
@@ -68,6 +72,9 @@ func (x *Executor) Execute(ctx context.Context, req *llmapi.ExecutionEventReques
 		return llmapi.ErrorResponse(req, err)
 	}
 	if call.Responses != nil {
+		if err := x.resolveReferences(ctx, call, req.IdentityID); err != nil {
+			return llmapi.ErrorResponse(req, err)
+		}
 		if err := x.resume(ctx, call, req.IdentityID); err != nil {
 			return llmapi.ErrorResponse(req, err)
 		}
@@ -97,13 +104,17 @@ func (x *Executor) Execute(ctx context.Context, req *llmapi.ExecutionEventReques
 		}
 		return llmapi.ErrorResponse(req, apiErr)
 	}
+	// The closing frames are made first: they fix the output order of a
+	// streamed answer, which the final object and the stored items follow.
+	var closing []json.RawMessage
+	if stream != nil {
+		closing = stream.Finish(res)
+	}
 	body := call.Build(meta, res)
-	if err := x.save(ctx, call, req.IdentityID, meta.ID, res, body); err != nil {
+	if err := x.save(ctx, call, req.IdentityID, meta, res, body); err != nil {
 		x.log().Error("response not stored", "request", req.RequestID, "response", meta.ID, "err", err)
 	}
-	if stream != nil {
-		send(stream.Finish(res))
-	}
+	send(closing)
 	return llmapi.ExecutionEventResponse{
 		RequestID:  req.RequestID,
 		Operation:  req.Operation,
@@ -118,6 +129,26 @@ func (x *Executor) log() *slog.Logger {
 		return x.Logger
 	}
 	return slog.Default()
+}
+
+// capabilities are the provider's, less what the operator turned off:
+// hosted web search with DisableWebSearch, or for a catalog model whose
+// entry says "web_search": false.
+func (x *Executor) capabilities(body json.RawMessage) turn.Capabilities {
+	caps := x.Provider.Capabilities()
+	if x.DisableWebSearch {
+		caps.WebSearch = false
+	}
+	if caps.WebSearch && x.Catalog != nil {
+		var peek struct {
+			Model string `json:"model"`
+		}
+		_ = json.Unmarshal(body, &peek) // a bad body is Parse's to report
+		if e, ok := x.Catalog.Lookup(peek.Model); ok && !e.WebSearchAllowed() {
+			caps.WebSearch = false
+		}
+	}
+	return caps
 }
 
 // applyCatalog checks the model id against the catalog and applies its

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/busdk/bus-integration-codex/internal/openaiwire"
@@ -23,6 +24,45 @@ func storeUnavailable() *llmapi.APIError {
 func previousNotFound(id string) *llmapi.APIError {
 	return llmapi.NewError(http.StatusNotFound, llmapi.TypeInvalidRequest, "previous_response_not_found", "previous_response_id",
 		fmt.Sprintf("Previous response with id '%s' not found.", id))
+}
+
+// resolveReferences replaces the call's item_reference input items with
+// the stored items they name. An item id names the response that holds it
+// (openaiwire.ResponseOfItem), so each referenced response is read once,
+// scoped by identity: another identity's item is not found, exactly as an
+// unknown, expired or deleted one (OpenAI's 404).
+func (x *Executor) resolveReferences(ctx context.Context, call *openaiwire.Call, identity string) error {
+	ids := call.References()
+	if len(ids) == 0 {
+		return nil
+	}
+	found := map[string]turn.Item{}
+	records := map[string][]turn.Item{} // response id -> its items (nil: not found)
+	for _, id := range ids {
+		respID, ok := openaiwire.ResponseOfItem(id)
+		if !ok || x.Store == nil {
+			continue
+		}
+		items, seen := records[respID]
+		if !seen {
+			rec, err := x.Store.Get(ctx, identity, respID)
+			switch {
+			case errors.Is(err, respstore.ErrNotFound):
+			case err != nil:
+				return storeUnavailable()
+			default:
+				items = rec.Items
+			}
+			records[respID] = items
+		}
+		for _, it := range items {
+			if it.ID == id {
+				found[id] = it
+				break
+			}
+		}
+	}
+	return call.ResolveReferences(found)
 }
 
 // resume prepends the stored conversation of previous_response_id to the
@@ -50,30 +90,59 @@ func (x *Executor) resume(ctx context.Context, call *openaiwire.Call, identity s
 	return nil
 }
 
-// save stores a completed response for later continuation and retrieval.
-func (x *Executor) save(ctx context.Context, call *openaiwire.Call, identity, id string, res *turn.Result, body json.RawMessage) error {
+// save stores a completed response for later continuation, retrieval,
+// item references and input item listing: its input items (given ids of
+// this response when they came without) and its output items, with the
+// ids the client was given.
+func (x *Executor) save(ctx context.Context, call *openaiwire.Call, identity string, m openaiwire.Meta, res *turn.Result, body json.RawMessage) error {
 	if x.Store == nil || call.Responses == nil || !call.Responses.Store {
 		return nil
 	}
 	items := append([]turn.Item(nil), call.Request.Input...)
-	if res.Text != "" {
-		items = append(items, turn.Item{Type: turn.ItemMessage, Role: turn.RoleAssistant, Content: []turn.Part{{Type: turn.PartText, Text: res.Text}}})
-	}
-	for _, tc := range res.ToolCalls {
-		items = append(items, turn.Item{Type: turn.ItemFunctionCall, CallID: tc.ID, Name: tc.Name, Arguments: tc.Arguments})
-	}
+	openaiwire.AssignItemIDs(items, m.ID)
+	items = append(items, call.OutputItems(m, res)...)
 	ttl := x.StoreTTL
 	if ttl <= 0 {
 		ttl = respstore.DefaultTTL
 	}
-	return x.Store.Put(ctx, respstore.Record{ID: id, Identity: identity, CreatedAt: x.now().UTC(), Items: items, Response: body}, ttl)
+	return x.Store.Put(ctx, respstore.Record{ID: m.ID, Identity: identity, CreatedAt: x.now().UTC(), Items: items, Response: body}, ttl)
+}
+
+// inputItems returns the items a stored response was generated from: its
+// items without its output items (those listed in the response object).
+// Items of records stored before items had ids get ids derived from their
+// position, so paging over them is stable.
+func inputItems(rec respstore.Record) []turn.Item {
+	var obj struct {
+		Output []struct {
+			ID string `json:"id"`
+		} `json:"output"`
+	}
+	_ = json.Unmarshal(rec.Response, &obj) // stored by save: always a response object
+	output := map[string]bool{}
+	for _, o := range obj.Output {
+		output[o.ID] = true
+	}
+	var in []turn.Item
+	for i, it := range rec.Items {
+		if it.ID == "" {
+			it.ID = fmt.Sprintf("item_%s_%d", strings.TrimPrefix(rec.ID, "resp_"), i)
+		} else if output[it.ID] {
+			continue
+		}
+		in = append(in, it)
+	}
+	return in
 }
 
 // state serves the stored-response operations.
 func (x *Executor) state(ctx context.Context, req *llmapi.ExecutionEventRequest) llmapi.ExecutionEventResponse {
-	var body llmapi.StateRequest
+	var body llmapi.InputItemsRequest // a StateRequest with the listing's fields
 	if err := json.Unmarshal(req.Body, &body); err != nil || body.ResponseID == "" {
 		return llmapi.ErrorResponse(req, llmapi.InvalidRequest("response_id", "missing_required_parameter", "response_id is required"))
+	}
+	if err := body.Validate(); err != nil {
+		return llmapi.ErrorResponse(req, err)
 	}
 	notFound := llmapi.NewError(http.StatusNotFound, llmapi.TypeInvalidRequest, "response_not_found", "",
 		fmt.Sprintf("No response found with id '%s'.", body.ResponseID))
@@ -84,6 +153,19 @@ func (x *Executor) state(ctx context.Context, req *llmapi.ExecutionEventRequest)
 		return llmapi.ExecutionEventResponse{RequestID: req.RequestID, Operation: req.Operation, StatusCode: http.StatusOK, Body: b}
 	}
 	switch req.Operation {
+	case llmapi.OpResponsesInputItems:
+		rec, err := x.Store.Get(ctx, req.IdentityID, body.ResponseID)
+		switch {
+		case errors.Is(err, respstore.ErrNotFound):
+			return llmapi.ErrorResponse(req, notFound)
+		case err != nil:
+			return llmapi.ErrorResponse(req, storeUnavailable())
+		}
+		list, err := openaiwire.ListItems(inputItems(rec), body)
+		if err != nil {
+			return llmapi.ErrorResponse(req, err)
+		}
+		return ok(list)
 	case llmapi.OpResponsesRetrieve:
 		rec, err := x.Store.Get(ctx, req.IdentityID, body.ResponseID)
 		switch {

@@ -204,6 +204,7 @@ func (s *Server) Handler() http.Handler {
 		mux.HandleFunc(op.RESTPath(), s.handleExecute(op))
 	}
 	mux.HandleFunc("/v1/responses/{id}", s.handleStored)
+	mux.HandleFunc("/v1/responses/{id}/input_items", s.handleInputItems)
 	mux.HandleFunc("/v1/embeddings", s.handleEmbeddings)
 	mux.HandleFunc("/v1/models", s.handleModels)
 	mux.HandleFunc("/v1/models/{id...}", s.handleModel)

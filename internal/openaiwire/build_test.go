@@ -200,16 +200,14 @@ func TestBuildResponse(t *testing.T) {
 		if r.Usage.TotalTokens != 7 {
 			t.Errorf("total_tokens %d, want 7", r.Usage.TotalTokens)
 		}
-		// OutputItems renders the same items with the same ids.
-		items := call.OutputItems(toolRes)
+		// OutputItems gives the same items with the same ids.
+		items := call.OutputItems(meta, toolRes)
 		if len(items) != 2 {
-			t.Fatalf("OutputItems %s", items)
+			t.Fatalf("OutputItems %+v", items)
 		}
 		for i, it := range items {
-			var got map[string]any
-			decode(t, it, &got)
-			if got["id"] != r.Output[i].ID {
-				t.Errorf("OutputItems[%d] id %v, Build id %s", i, got["id"], r.Output[i].ID)
+			if it.ID != r.Output[i].ID || it.Type != turn.ItemFunctionCall || it.CallID != toolRes.ToolCalls[i].ID {
+				t.Errorf("OutputItems[%d] %+v, Build %s", i, it, r.Output[i].RawJSON())
 			}
 		}
 	})

@@ -3,6 +3,7 @@ package openaiwire
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"strings"
 
 	"github.com/busdk/bus-integration-codex/internal/turn"
@@ -11,7 +12,8 @@ import (
 
 // chatRequest is the subset of POST /v1/chat/completions this bridge reads.
 // Sampling hints (temperature, top_p, penalties, seed), max_tokens,
-// metadata, user and service_tier are accepted and have no effect.
+// metadata, user and service_tier are accepted (type- and range-checked as
+// OpenAI does, see chatNumbers) and have no effect.
 type chatRequest struct {
 	Model             string          `json:"model"`
 	Messages          []chatMessage   `json:"messages"`
@@ -54,6 +56,10 @@ type chatToolCall struct {
 		Name      string `json:"name"`
 		Arguments string `json:"arguments"`
 	} `json:"function"`
+	Custom struct {
+		Name  string `json:"name"`
+		Input string `json:"input"`
+	} `json:"custom"`
 }
 
 type chatTool struct {
@@ -64,6 +70,24 @@ type chatTool struct {
 		Parameters  json.RawMessage `json:"parameters"`
 		Strict      *bool           `json:"strict"`
 	} `json:"function"`
+	Custom struct {
+		Name        string          `json:"name"`
+		Description string          `json:"description"`
+		Format      json.RawMessage `json:"format"`
+	} `json:"custom"`
+}
+
+// chatNumbers are the numeric fields of a chat request, checked as OpenAI
+// checks them (they have no effect on the model).
+var chatNumbers = []numberRule{
+	{param: "temperature", min: 0, max: 2},
+	{param: "top_p", min: 0, max: 1},
+	{param: "frequency_penalty", min: -2, max: 2},
+	{param: "presence_penalty", min: -2, max: 2},
+	{param: "seed", integer: true, min: math.MinInt64, max: math.MaxInt64},
+	{param: "max_tokens", integer: true, min: 1, max: math.MaxInt32},
+	{param: "max_completion_tokens", integer: true, min: 1, max: math.MaxInt32},
+	{param: "top_logprobs", integer: true, min: 0, max: 20},
 }
 
 type chatContentPart struct {
@@ -85,6 +109,9 @@ func parseChat(body []byte, caps turn.Capabilities) (*Call, error) {
 	if len(r.Messages) == 0 {
 		return nil, llmapi.InvalidRequest("messages", "missing_required_parameter", "messages must be a non-empty array")
 	}
+	if err := checkNumbers(rawFields(body), chatNumbers...); err != nil {
+		return nil, err
+	}
 	switch {
 	case r.N != nil && *r.N != 1:
 		return nil, unsupported("n", "only one choice (n=1) is generated")
@@ -102,8 +129,6 @@ func parseChat(body []byte, caps turn.Capabilities) (*Call, error) {
 		return nil, unsupported("stop", "stop sequences cannot be enforced by the model backend")
 	case !isNull(r.Functions) || !isNull(r.FunctionCall):
 		return nil, unsupported("functions", "the legacy functions/function_call fields are not supported; use tools and tool_choice")
-	case !isNull(r.WebSearchOptions):
-		return nil, unsupported("web_search_options", "web search is not available")
 	}
 	for _, m := range r.Modalities {
 		if m != "text" {
@@ -134,16 +159,28 @@ func parseChat(body []byte, caps turn.Capabilities) (*Call, error) {
 	req.Format = format
 	tools := make([]turn.Tool, 0, len(r.Tools))
 	for i, t := range r.Tools {
-		if t.Type != "function" {
-			return nil, unsupported(fmt.Sprintf("tools[%d].type", i), fmt.Sprintf("tool type %q is not available; only function tools are", t.Type))
+		param := fmt.Sprintf("tools[%d]", i)
+		switch t.Type {
+		case "function":
+			if t.Function.Name == "" {
+				return nil, llmapi.InvalidRequest(param+".function.name", "missing_required_parameter", "function name is required")
+			}
+			tools = append(tools, turn.Tool{
+				Name: t.Function.Name, Description: t.Function.Description,
+				Parameters: t.Function.Parameters, Strict: t.Function.Strict != nil && *t.Function.Strict,
+			})
+		case "custom":
+			if t.Custom.Name == "" {
+				return nil, llmapi.InvalidRequest(param+".custom.name", "missing_required_parameter", "custom tool name is required")
+			}
+			format, err := chatCustomFormat(param+".custom.format", t.Custom.Format)
+			if err != nil {
+				return nil, err
+			}
+			tools = append(tools, turn.Tool{Kind: turn.ToolCustom, Name: t.Custom.Name, Description: t.Custom.Description, Format: format})
+		default:
+			return nil, unsupported(param+".type", fmt.Sprintf("tool type %q is not available; function and custom tools are", t.Type))
 		}
-		if t.Function.Name == "" {
-			return nil, llmapi.InvalidRequest(fmt.Sprintf("tools[%d].function.name", i), "missing_required_parameter", "function name is required")
-		}
-		tools = append(tools, turn.Tool{
-			Name: t.Function.Name, Description: t.Function.Description,
-			Parameters: t.Function.Parameters, Strict: t.Function.Strict != nil && *t.Function.Strict,
-		})
 	}
 	choice, err := parseToolChoice(r.ToolChoice, tools, func(raw json.RawMessage) (string, bool) {
 		var obj struct {
@@ -151,11 +188,20 @@ func parseChat(body []byte, caps turn.Capabilities) (*Call, error) {
 			Function struct {
 				Name string `json:"name"`
 			} `json:"function"`
+			Custom struct {
+				Name string `json:"name"`
+			} `json:"custom"`
 		}
-		if json.Unmarshal(raw, &obj) != nil || obj.Type != "function" || obj.Function.Name == "" {
+		if json.Unmarshal(raw, &obj) != nil {
 			return "", false
 		}
-		return obj.Function.Name, true
+		switch {
+		case obj.Type == "function" && obj.Function.Name != "":
+			return obj.Function.Name, true
+		case obj.Type == "custom" && obj.Custom.Name != "":
+			return obj.Custom.Name, true
+		}
+		return "", false
 	})
 	if err != nil {
 		return nil, err
@@ -163,7 +209,98 @@ func parseChat(body []byte, caps turn.Capabilities) (*Call, error) {
 	if err := applyTools(req, tools, choice, caps); err != nil {
 		return nil, err
 	}
+	if err := c.chatWebSearch(r.WebSearchOptions, caps); err != nil {
+		return nil, err
+	}
 	return c, nil
+}
+
+// chatCustomFormat converts a chat custom tool's format
+// ({"type":"text"} or {"type":"grammar","grammar":{"syntax","definition"}})
+// to the Responses API shape turn.Tool.Format holds.
+func chatCustomFormat(param string, raw json.RawMessage) (json.RawMessage, error) {
+	if isNull(raw) {
+		return nil, nil
+	}
+	var f struct {
+		Type    string `json:"type"`
+		Grammar *struct {
+			Syntax     string `json:"syntax"`
+			Definition string `json:"definition"`
+		} `json:"grammar"`
+	}
+	if err := json.Unmarshal(raw, &f); err != nil {
+		return nil, llmapi.InvalidRequest(param, "invalid_type", param+" must be an object")
+	}
+	switch f.Type {
+	case "text":
+		return json.RawMessage(`{"type":"text"}`), nil
+	case "grammar":
+		if f.Grammar == nil {
+			return nil, llmapi.InvalidRequest(param+".grammar", "missing_required_parameter", "a grammar format needs grammar.syntax and grammar.definition")
+		}
+		return customGrammar(param+".grammar", f.Grammar.Syntax, f.Grammar.Definition)
+	default:
+		return nil, llmapi.InvalidRequest(param+".type", "invalid_value", "format.type must be text or grammar")
+	}
+}
+
+// customGrammar checks a grammar format and returns it in the Responses
+// API shape.
+func customGrammar(param, syntax, definition string) (json.RawMessage, error) {
+	if syntax != "lark" && syntax != "regex" {
+		return nil, llmapi.InvalidRequest(param+".syntax", "invalid_value", "grammar syntax must be lark or regex")
+	}
+	if definition == "" {
+		return nil, llmapi.InvalidRequest(param+".definition", "missing_required_parameter", "grammar definition is required")
+	}
+	return mustJSON(map[string]string{"type": "grammar", "syntax": syntax, "definition": definition}), nil
+}
+
+// chatWebSearch maps web_search_options (search models' hosted web search)
+// onto the turn's web search.
+func (c *Call) chatWebSearch(raw json.RawMessage, caps turn.Capabilities) error {
+	if isNull(raw) {
+		return nil
+	}
+	var o struct {
+		SearchContextSize string `json:"search_context_size"`
+		UserLocation      *struct {
+			Type        string          `json:"type"`
+			Approximate json.RawMessage `json:"approximate"`
+		} `json:"user_location"`
+	}
+	if err := json.Unmarshal(raw, &o); err != nil {
+		return llmapi.InvalidRequest("web_search_options", "invalid_type", "web_search_options must be an object")
+	}
+	if !caps.WebSearch {
+		return unsupported("web_search_options", "hosted web search is not available on this worker")
+	}
+	ws := &turn.WebSearch{}
+	if err := checkContextSize("web_search_options.search_context_size", o.SearchContextSize); err != nil {
+		return err
+	}
+	ws.ContextSize = o.SearchContextSize
+	if o.UserLocation != nil && !isNull(o.UserLocation.Approximate) {
+		// Responses' user_location is the approximate object itself, typed.
+		var loc map[string]any
+		if err := json.Unmarshal(o.UserLocation.Approximate, &loc); err != nil {
+			return llmapi.InvalidRequest("web_search_options.user_location.approximate", "invalid_type", "user_location.approximate must be an object")
+		}
+		loc["type"] = "approximate"
+		ws.Location = mustJSON(loc)
+	}
+	c.Request.WebSearch = ws
+	c.webSearchParam = "web_search_options"
+	return nil
+}
+
+func checkContextSize(param, size string) error {
+	switch size {
+	case "", "low", "medium", "high":
+		return nil
+	}
+	return llmapi.InvalidRequest(param, "invalid_value", param+" must be low, medium or high")
 }
 
 // applyTools sets the request's tools, rejecting them when the provider
@@ -176,7 +313,8 @@ func applyTools(req *turn.Request, tools []turn.Tool, choice turn.ToolChoice, ca
 	if len(tools) > 0 && !caps.Tools {
 		return unsupported("tools", "this provider cannot call client tools")
 	}
-	if len(tools) == 0 && (choice.Mode == turn.ToolChoiceRequired || choice.Mode == turn.ToolChoiceFunction) {
+	required := choice.Mode == turn.ToolChoiceRequired && req.WebSearch == nil // a hosted tool counts
+	if len(tools) == 0 && (required || choice.Mode == turn.ToolChoiceFunction) {
 		return llmapi.InvalidRequest("tool_choice", "invalid_value", "tool_choice requires tools")
 	}
 	req.Tools = tools
@@ -211,8 +349,14 @@ func parseToolChoice(raw json.RawMessage, tools []turn.Tool, named func(json.Raw
 
 func parseChatMessages(msgs []chatMessage, req *turn.Request, caps turn.Capabilities) error {
 	leading := true
+	custom := map[string]bool{} // call ids of custom tool calls, whose outputs are custom too
 	for i, m := range msgs {
 		param := fmt.Sprintf("messages[%d]", i)
+		if m.Role != "assistant" {
+			if err := notNull(param+".content", m.Content, "a string or an array of content parts"); err != nil {
+				return err
+			}
+		}
 		switch m.Role {
 		case "system", "developer":
 			text, err := textOf(param+".content", m.Content, "text")
@@ -243,6 +387,14 @@ func parseChatMessages(msgs []chatMessage, req *turn.Request, caps turn.Capabili
 				req.Input = append(req.Input, turn.Item{Type: turn.ItemMessage, Role: turn.RoleAssistant, Content: []turn.Part{{Type: turn.PartText, Text: text}}})
 			}
 			for j, tc := range m.ToolCalls {
+				if tc.Type == "custom" {
+					if tc.ID == "" || tc.Custom.Name == "" {
+						return llmapi.InvalidRequest(fmt.Sprintf("%s.tool_calls[%d]", param, j), "missing_required_parameter", "custom tool calls need an id and custom.name")
+					}
+					custom[tc.ID] = true
+					req.Input = append(req.Input, turn.Item{Type: turn.ItemCustomToolCall, CallID: tc.ID, Name: tc.Custom.Name, Input: tc.Custom.Input})
+					continue
+				}
 				if tc.ID == "" || tc.Function.Name == "" {
 					return llmapi.InvalidRequest(fmt.Sprintf("%s.tool_calls[%d]", param, j), "missing_required_parameter", "tool calls need an id and a function name")
 				}
@@ -256,7 +408,11 @@ func parseChatMessages(msgs []chatMessage, req *turn.Request, caps turn.Capabili
 			if err != nil {
 				return err
 			}
-			req.Input = append(req.Input, turn.Item{Type: turn.ItemFunctionCallOutput, CallID: m.ToolCallID, Output: text})
+			typ := turn.ItemFunctionCallOutput
+			if custom[m.ToolCallID] {
+				typ = turn.ItemCustomToolCallOutput
+			}
+			req.Input = append(req.Input, turn.Item{Type: typ, CallID: m.ToolCallID, Output: text})
 		case "function":
 			return unsupported(param+".role", `the legacy "function" role is not supported; use "tool"`)
 		default:
@@ -377,32 +533,76 @@ type chatOutMessage struct {
 	Content     *string           `json:"content"`
 	Refusal     *string           `json:"refusal"`
 	ToolCalls   []chatOutToolCall `json:"tool_calls,omitempty"`
-	Annotations []any             `json:"annotations"`
+	Annotations []json.RawMessage `json:"annotations"`
 }
 
+// chatOutToolCall is a tool call of a message or a chunk: a function call
+// ("function": name and arguments) or a custom tool call ("custom": name
+// and input).
 type chatOutToolCall struct {
-	Index    *int   `json:"index,omitempty"`
-	ID       string `json:"id,omitempty"`
-	Type     string `json:"type,omitempty"`
-	Function struct {
-		Name      string `json:"name,omitempty"`
-		Arguments string `json:"arguments"`
-	} `json:"function"`
+	Index    *int          `json:"index,omitempty"`
+	ID       string        `json:"id,omitempty"`
+	Type     string        `json:"type,omitempty"`
+	Function *chatOutFunc  `json:"function,omitempty"`
+	Custom   *chatOutInput `json:"custom,omitempty"`
+}
+
+type chatOutFunc struct {
+	Name      string `json:"name,omitempty"`
+	Arguments string `json:"arguments"`
+}
+
+type chatOutInput struct {
+	Name  string `json:"name,omitempty"`
+	Input string `json:"input"`
+}
+
+// chatToolCallOut renders a call (a whole one, or a chunk's piece: header
+// fields only when id is set).
+func chatToolCallOut(tc turn.ToolCall, custom bool, args string) chatOutToolCall {
+	var out chatOutToolCall
+	out.ID = tc.ID
+	if custom {
+		out.Custom = &chatOutInput{Input: args}
+		if tc.ID != "" {
+			out.Type, out.Custom.Name = "custom", tc.Name
+		}
+		return out
+	}
+	out.Function = &chatOutFunc{Arguments: args}
+	if tc.ID != "" {
+		out.Type, out.Function.Name = "function", tc.Name
+	}
+	return out
+}
+
+// chatAnnotations converts the Responses API url_citation annotations of
+// a turn ({"type","start_index","end_index","url","title"}) to chat's
+// ({"type":"url_citation","url_citation":{...}}); other kinds pass as they are.
+func chatAnnotations(anns []json.RawMessage) []json.RawMessage {
+	out := make([]json.RawMessage, 0, len(anns))
+	for _, a := range anns {
+		var c map[string]json.RawMessage
+		if json.Unmarshal(a, &c) != nil || string(c["type"]) != `"url_citation"` {
+			out = append(out, a)
+			continue
+		}
+		delete(c, "type")
+		out = append(out, mustJSON(map[string]any{"type": "url_citation", "url_citation": c}))
+	}
+	return out
 }
 
 var jsonNull = json.RawMessage("null")
 
 func (c *Call) chatCompletion(m Meta, res *turn.Result) chatCompletion {
-	msg := chatOutMessage{Role: "assistant", Annotations: []any{}}
+	msg := chatOutMessage{Role: "assistant", Annotations: chatAnnotations(res.Annotations)}
 	if res.Text != "" || len(res.ToolCalls) == 0 {
 		text := res.Text
 		msg.Content = &text
 	}
 	for _, tc := range res.ToolCalls {
-		var out chatOutToolCall
-		out.ID, out.Type = tc.ID, "function"
-		out.Function.Name, out.Function.Arguments = tc.Name, tc.Arguments
-		msg.ToolCalls = append(msg.ToolCalls, out)
+		msg.ToolCalls = append(msg.ToolCalls, chatToolCallOut(tc, tc.Custom, tc.Arguments))
 	}
 	u := toChatUsage(res.Usage)
 	return chatCompletion{
@@ -454,9 +654,10 @@ type chatChunkChoice struct {
 }
 
 type chatDelta struct {
-	Role      string            `json:"role,omitempty"`
-	Content   *string           `json:"content,omitempty"`
-	ToolCalls []chatOutToolCall `json:"tool_calls,omitempty"`
+	Role        string            `json:"role,omitempty"`
+	Content     *string           `json:"content,omitempty"`
+	ToolCalls   []chatOutToolCall `json:"tool_calls,omitempty"`
+	Annotations []json.RawMessage `json:"annotations,omitempty"`
 }
 
 type chatStream struct {
@@ -464,6 +665,8 @@ type chatStream struct {
 	m       Meta
 	started bool
 	sent    streamed
+	// custom marks the indexes of custom tool calls.
+	custom map[int]bool
 }
 
 func (s *chatStream) frame(choices []chatChunkChoice, usage *chatUsage) json.RawMessage {
@@ -498,14 +701,15 @@ func (s *chatStream) Delta(d turn.Delta) []json.RawMessage {
 		return append(frames, s.delta(chatDelta{Content: &text}, nil))
 	case turn.DeltaToolCall:
 		s.sent.tool(d)
-		idx := d.Index
-		var tc chatOutToolCall
-		tc.Index = &idx
-		if d.ToolCall.ID != "" {
-			tc.ID, tc.Type = d.ToolCall.ID, "function"
-			tc.Function.Name = d.ToolCall.Name
+		if d.ToolCall.ID != "" && d.ToolCall.Custom {
+			if s.custom == nil {
+				s.custom = map[int]bool{}
+			}
+			s.custom[d.Index] = true
 		}
-		tc.Function.Arguments = d.ArgumentsDelta
+		idx := d.Index
+		tc := chatToolCallOut(turn.ToolCall{ID: d.ToolCall.ID, Name: d.ToolCall.Name}, s.custom[d.Index], d.ArgumentsDelta)
+		tc.Index = &idx
 		return append(frames, s.delta(chatDelta{ToolCalls: []chatOutToolCall{tc}}, nil))
 	}
 	return frames
@@ -514,6 +718,9 @@ func (s *chatStream) Delta(d turn.Delta) []json.RawMessage {
 func (s *chatStream) Finish(res *turn.Result) []json.RawMessage {
 	frames := s.start()
 	frames = append(frames, catchUp(s, res, s.sent)...)
+	if len(res.Annotations) > 0 {
+		frames = append(frames, s.delta(chatDelta{Annotations: chatAnnotations(res.Annotations)}, nil))
+	}
 	finish := string(finishOf(res))
 	frames = append(frames, s.delta(chatDelta{}, &finish))
 	if s.c.IncludeUsage {
@@ -527,11 +734,13 @@ func (s *chatStream) Fail(err *llmapi.APIError) []json.RawMessage {
 	return []json.RawMessage{ErrorFrame(err)}
 }
 
-// streamed records what a stream has sent: the answer text and, per tool
-// call index, the arguments (a key is present once the call has started).
+// streamed records what a stream has sent: the answer text, per tool
+// call index the arguments (a key is present once the call has started),
+// and the indexes of the web searches it has completed.
 type streamed struct {
-	text string
-	args map[int]string
+	text     string
+	args     map[int]string
+	searches map[int]bool
 }
 
 func (s *streamed) tool(d turn.Delta) {
@@ -542,17 +751,24 @@ func (s *streamed) tool(d turn.Delta) {
 }
 
 // catchUp emits, as deltas, whatever of res the provider did not stream —
-// the rest of the text, calls not started, the rest of their arguments — so
-// a streaming client always receives the whole answer.
+// web searches not completed, the rest of the text, calls not started, the
+// rest of their arguments — so a streaming client always receives the
+// whole answer.
 func catchUp(s Stream, res *turn.Result, sent streamed) []json.RawMessage {
 	var frames []json.RawMessage
+	for i, ws := range res.WebSearches {
+		if !sent.searches[i] {
+			frames = append(frames, s.Delta(turn.Delta{Kind: turn.DeltaWebSearch, Index: i, WebSearch: ws, Done: true})...)
+		}
+	}
 	if rest, ok := strings.CutPrefix(res.Text, sent.text); ok && rest != "" {
 		frames = append(frames, s.Delta(turn.Delta{Kind: turn.DeltaText, Text: rest})...)
 	}
 	for i, tc := range res.ToolCalls {
 		args, started := sent.args[i]
 		if !started {
-			frames = append(frames, s.Delta(turn.Delta{Kind: turn.DeltaToolCall, Index: i, ToolCall: turn.ToolCall{ID: tc.ID, Name: tc.Name}})...)
+			frames = append(frames, s.Delta(turn.Delta{Kind: turn.DeltaToolCall, Index: i,
+				ToolCall: turn.ToolCall{ID: tc.ID, Name: tc.Name, Namespace: tc.Namespace, Custom: tc.Custom}})...)
 		}
 		if rest, ok := strings.CutPrefix(tc.Arguments, args); ok && rest != "" {
 			frames = append(frames, s.Delta(turn.Delta{Kind: turn.DeltaToolCall, Index: i, ArgumentsDelta: rest})...)

@@ -2,6 +2,7 @@ package openaiwire
 
 import (
 	"encoding/json"
+	"math"
 
 	"github.com/busdk/bus-integration-codex/internal/turn"
 	"github.com/busdk/bus-integration-codex/pkg/llmapi"
@@ -23,6 +24,17 @@ type completionRequest struct {
 	LogitBias     map[string]any  `json:"logit_bias"`
 }
 
+// completionNumbers are the numeric fields of a completions request,
+// checked as OpenAI checks them (they have no effect on the model).
+var completionNumbers = []numberRule{
+	{param: "temperature", min: 0, max: 2},
+	{param: "top_p", min: 0, max: 1},
+	{param: "frequency_penalty", min: -2, max: 2},
+	{param: "presence_penalty", min: -2, max: 2},
+	{param: "seed", integer: true, min: math.MinInt64, max: math.MaxInt64},
+	{param: "max_tokens", integer: true, min: 0, max: math.MaxInt32},
+}
+
 func parseCompletions(body []byte) (*Call, error) {
 	var r completionRequest
 	if err := decodeObject(body, &r); err != nil {
@@ -30,6 +42,9 @@ func parseCompletions(body []byte) (*Call, error) {
 	}
 	if r.Model == "" {
 		return nil, llmapi.InvalidRequest("model", "missing_required_parameter", "model is required")
+	}
+	if err := checkNumbers(rawFields(body), completionNumbers...); err != nil {
+		return nil, err
 	}
 	switch {
 	case r.N != nil && *r.N != 1:

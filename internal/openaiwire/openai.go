@@ -14,6 +14,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"strconv"
 	"strings"
 
 	"github.com/busdk/bus-integration-codex/internal/turn"
@@ -44,10 +46,19 @@ type Call struct {
 	// Responses holds the Responses API fields a response object echoes;
 	// nil for other operations.
 	Responses *ResponsesEcho
-	// ids of output items, shared by the stream and the final object so
-	// they match.
-	messageID string
-	callIDs   map[int]string
+	// refs are the positions in Request.Input of item_reference
+	// placeholders, until ResolveReferences replaces them.
+	refs []int
+	// extraTools are the tools of additional_tools input items.
+	extraTools []extraTools
+	// webSearchParam names the request field that asked for web search,
+	// webSearchName the hosted tool's type.
+	webSearchParam, webSearchName string
+	// ids of output items by item key (see itemID), shared by the stream
+	// and the final object so they match; order is the output order the
+	// stream gave them (keys), which the final object follows.
+	ids   map[string]string
+	order []string
 }
 
 // Parse parses body as a request of op. Errors are *llmapi.APIError 400s
@@ -72,7 +83,6 @@ func Parse(op llmapi.Operation, body []byte, caps turn.Capabilities) (*Call, err
 		return nil, err
 	}
 	c.Op = op
-	c.messageID = "msg_" + randomID(24)
 	return c, nil
 }
 
@@ -114,7 +124,7 @@ func (c *Call) NewStream(m Meta) Stream {
 	case llmapi.OpChatCompletions:
 		return &chatStream{c: c, m: m}
 	case llmapi.OpResponses:
-		return &responsesStream{c: c, m: m, items: map[int]*streamItem{}}
+		return &responsesStream{c: c, m: m, items: map[string]*streamItem{}}
 	default:
 		return &completionStream{c: c, m: m}
 	}
@@ -123,16 +133,47 @@ func (c *Call) NewStream(m Meta) Stream {
 // ErrorFrame is the frame of an error in a chat or completions stream.
 func ErrorFrame(err *llmapi.APIError) json.RawMessage { return err.JSON() }
 
-func (c *Call) toolCallItemID(i int) string {
-	if c.callIDs == nil {
-		c.callIDs = map[int]string{}
+// Item keys name the output items of a call: the message, tool call i,
+// web search i.
+const keyMessage = "msg"
+
+func keyCall(i int) string   { return "call:" + strconv.Itoa(i) }
+func keySearch(i int) string { return "ws:" + strconv.Itoa(i) }
+
+// itemID returns the id of the output item key of response m, made with
+// prefix the first time.
+func (c *Call) itemID(m Meta, key, prefix string) string {
+	if c.ids == nil {
+		c.ids = map[string]string{}
 	}
-	id, ok := c.callIDs[i]
+	id, ok := c.ids[key]
 	if !ok {
-		id = "fc_" + randomID(24)
-		c.callIDs[i] = id
+		id = NewItemID(prefix, m.ID)
+		c.ids[key] = id
 	}
 	return id
+}
+
+// itemIDRandom is the length of the random part of an item id.
+const itemIDRandom = 16
+
+// NewItemID returns a fresh item id of the response responseID, e.g.
+// "msg_" + 16 random characters + the response id's own random part. An
+// item id thus names the response that holds it (as OpenAI's ids share
+// their tail with their response's), so a reference to the item is
+// resolved with one lookup of that response (ResponseOfItem).
+func NewItemID(prefix, responseID string) string {
+	return prefix + "_" + randomID(itemIDRandom) + strings.TrimPrefix(responseID, "resp_")
+}
+
+// ResponseOfItem returns the id of the response that holds the item id, for
+// ids made by NewItemID; ok is false for other ids.
+func ResponseOfItem(id string) (responseID string, ok bool) {
+	_, rest, found := strings.Cut(id, "_")
+	if !found || len(rest) <= itemIDRandom || strings.IndexFunc(rest, func(r rune) bool { return !strings.ContainsRune(idAlphabet, r) }) >= 0 {
+		return "", false
+	}
+	return "resp_" + rest[itemIDRandom:], true
 }
 
 // NewToolCallID returns a fresh chat tool call id ("call_…").
@@ -265,4 +306,89 @@ func UsageOf(u turn.Usage) *llmapi.Usage {
 		PromptTokens: u.InputTokens, CompletionTokens: u.OutputTokens, TotalTokens: total,
 		CachedTokens: u.CachedTokens, ReasoningTokens: u.ReasoningTokens,
 	}
+}
+
+// numberRule says what a numeric sampling field accepts.
+type numberRule struct {
+	param    string
+	integer  bool
+	min, max float64
+}
+
+// checkNumbers checks numeric request fields as OpenAI does: null or
+// absent is fine; anything else must be a finite JSON number (an integer
+// where one is required) within the rule's bounds. Errors are 400s in
+// OpenAI's shape naming the field.
+func checkNumbers(fields map[string]json.RawMessage, rules ...numberRule) error {
+	for _, r := range rules {
+		raw := fields[r.param]
+		if isNull(raw) {
+			continue
+		}
+		kind := "a decimal"
+		if r.integer {
+			kind = "an integer"
+		}
+		var n json.Number
+		if err := json.Unmarshal(raw, &n); err != nil || jsonKind(raw) != "a number" {
+			return llmapi.InvalidRequest(r.param, "invalid_type", fmt.Sprintf("Invalid type for '%s': expected %s, but got %s instead.", r.param, kind, jsonKind(raw)))
+		}
+		f, err := strconv.ParseFloat(string(n), 64)
+		if err != nil && !errors.Is(err, strconv.ErrRange) { // out of range: ±Inf or 0, checked below
+			return llmapi.InvalidRequest(r.param, "invalid_type", fmt.Sprintf("Invalid type for '%s': expected %s.", r.param, kind))
+		}
+		if r.integer && f != math.Trunc(f) {
+			return llmapi.InvalidRequest(r.param, "invalid_type", fmt.Sprintf("Invalid type for '%s': expected an integer, but got a decimal instead.", r.param))
+		}
+		word := "decimal"
+		if r.integer {
+			word = "integer"
+		}
+		switch {
+		case f < r.min:
+			return llmapi.InvalidRequest(r.param, word+"_below_min_value", fmt.Sprintf("Invalid '%s': %s below minimum value. Expected a value >= %s, but got %s instead.", r.param, word, fmtNum(r.min), n))
+		case f > r.max:
+			return llmapi.InvalidRequest(r.param, word+"_above_max_value", fmt.Sprintf("Invalid '%s': %s above maximum value. Expected a value <= %s, but got %s instead.", r.param, word, fmtNum(r.max), n))
+		}
+	}
+	return nil
+}
+
+func fmtNum(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }
+
+// jsonKind names the JSON type of raw for error messages.
+func jsonKind(raw json.RawMessage) string {
+	t := bytes.TrimSpace(raw)
+	if len(t) == 0 {
+		return "nothing"
+	}
+	switch t[0] {
+	case '"':
+		return "a string"
+	case '{':
+		return "an object"
+	case '[':
+		return "an array"
+	case 't', 'f':
+		return "a boolean"
+	case 'n':
+		return "null"
+	}
+	return "a number"
+}
+
+// notNull rejects a null (or absent) value of a field that needs one.
+func notNull(param string, raw json.RawMessage, want string) error {
+	if isNull(raw) {
+		return llmapi.InvalidRequest(param, "invalid_type", fmt.Sprintf("Invalid value for '%s': expected %s, got null.", param, want))
+	}
+	return nil
+}
+
+// rawFields decodes the top level of a JSON object (already checked to be
+// one) for the generic field checks.
+func rawFields(body []byte) map[string]json.RawMessage {
+	var m map[string]json.RawMessage
+	_ = json.Unmarshal(body, &m)
+	return m
 }

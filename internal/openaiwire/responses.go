@@ -3,14 +3,19 @@ package openaiwire
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 
 	"github.com/busdk/bus-integration-codex/internal/turn"
 	"github.com/busdk/bus-integration-codex/pkg/llmapi"
 )
 
 // responsesRequest is the subset of POST /v1/responses this bridge reads.
-// temperature, top_p, max_output_tokens, metadata, user, truncation and
-// include are accepted, echoed, and have no effect on generation.
+// temperature, top_p, max_output_tokens, metadata, user and truncation are
+// accepted (type- and range-checked), echoed, and have no effect on
+// generation; include, prompt_cache_key, prompt_cache_retention,
+// client_metadata, safety_identifier, service_tier, text.verbosity and
+// reasoning.summary are accepted and have no effect either (see the
+// README's mapping).
 type responsesRequest struct {
 	Model        string          `json:"model"`
 	Input        json.RawMessage `json:"input"`
@@ -21,7 +26,8 @@ type responsesRequest struct {
 		Summary *string `json:"summary"`
 	} `json:"reasoning"`
 	Text *struct {
-		Format json.RawMessage `json:"format"`
+		Format    json.RawMessage `json:"format"`
+		Verbosity *string         `json:"verbosity"`
 	} `json:"text"`
 	Tools              []json.RawMessage `json:"tools"`
 	ToolChoice         json.RawMessage   `json:"tool_choice"`
@@ -37,6 +43,24 @@ type responsesRequest struct {
 	Background         bool              `json:"background"`
 	Conversation       json.RawMessage   `json:"conversation"`
 	Prompt             json.RawMessage   `json:"prompt"`
+	TopLogprobs        *int              `json:"top_logprobs"`
+	// Accepted for compatibility (Codex CLI sends them), type-checked only.
+	Include        []string       `json:"include"`
+	PromptCacheKey *string        `json:"prompt_cache_key"`
+	ClientMetadata map[string]any `json:"client_metadata"`
+	ServiceTier    *string        `json:"service_tier"`
+	SafetyID       *string        `json:"safety_identifier"`
+	StreamOptions  map[string]any `json:"stream_options"`
+}
+
+// responsesNumbers are the numeric fields of a Responses request, checked
+// as OpenAI checks them (they have no effect on the model).
+var responsesNumbers = []numberRule{
+	{param: "temperature", min: 0, max: 2},
+	{param: "top_p", min: 0, max: 1},
+	{param: "max_output_tokens", integer: true, min: 16, max: math.MaxInt32},
+	{param: "max_tool_calls", integer: true, min: 1, max: math.MaxInt32},
+	{param: "top_logprobs", integer: true, min: 0, max: 20},
 }
 
 // ResponsesEcho is what a Responses API object repeats from its request,
@@ -61,6 +85,7 @@ type ResponsesEcho struct {
 	reasoningEffort string
 	reasoningSum    *string
 	format          json.RawMessage
+	verbosity       *string
 }
 
 func parseResponses(body []byte, caps turn.Capabilities) (*Call, error) {
@@ -71,6 +96,9 @@ func parseResponses(body []byte, caps turn.Capabilities) (*Call, error) {
 	if r.Model == "" {
 		return nil, llmapi.InvalidRequest("model", "missing_required_parameter", "model is required")
 	}
+	if err := checkNumbers(rawFields(body), responsesNumbers...); err != nil {
+		return nil, err
+	}
 	switch {
 	case r.Background:
 		return nil, unsupported("background", "background responses are not available")
@@ -78,6 +106,8 @@ func parseResponses(body []byte, caps turn.Capabilities) (*Call, error) {
 		return nil, unsupported("conversation", "use previous_response_id to continue a conversation")
 	case !isNull(r.Prompt):
 		return nil, unsupported("prompt", "stored prompt templates are not available")
+	case r.TopLogprobs != nil && *r.TopLogprobs > 0:
+		return nil, unsupported("top_logprobs", "the model backend does not expose token log probabilities")
 	}
 	echo := &ResponsesEcho{
 		PreviousResponseID: r.PreviousResponseID,
@@ -102,45 +132,42 @@ func parseResponses(body []byte, caps turn.Capabilities) (*Call, error) {
 		req.Effort = r.Reasoning.Effort
 		echo.reasoningEffort, echo.reasoningSum = r.Reasoning.Effort, r.Reasoning.Summary
 	}
-	items, err := parseResponsesInput(r.Input, caps)
+	if err := c.parseResponsesInput(r.Input, caps); err != nil {
+		return nil, err
+	}
+	if r.Text != nil {
+		if !isNull(r.Text.Format) {
+			f, err := parseTextFormat(r.Text.Format, caps)
+			if err != nil {
+				return nil, err
+			}
+			req.Format = f
+			echo.format = r.Text.Format
+		}
+		if v := r.Text.Verbosity; v != nil {
+			if *v != "low" && *v != "medium" && *v != "high" {
+				return nil, llmapi.InvalidRequest("text.verbosity", "invalid_value", "text.verbosity must be low, medium or high")
+			}
+			echo.verbosity = v
+		}
+	}
+	tools, err := c.parseResponsesTools("tools", r.Tools)
 	if err != nil {
 		return nil, err
 	}
-	req.Input = items
-	if r.Text != nil && !isNull(r.Text.Format) {
-		f, err := parseTextFormat(r.Text.Format, caps)
+	for _, extra := range c.extraTools {
+		more, err := c.parseResponsesTools(extra.param, extra.raws)
 		if err != nil {
 			return nil, err
 		}
-		req.Format = f
-		echo.format = r.Text.Format
-	}
-	tools := make([]turn.Tool, 0, len(r.Tools))
-	for i, raw := range r.Tools {
-		var t struct {
-			Type        string          `json:"type"`
-			Name        string          `json:"name"`
-			Description string          `json:"description"`
-			Parameters  json.RawMessage `json:"parameters"`
-			Strict      *bool           `json:"strict"`
-		}
-		if err := json.Unmarshal(raw, &t); err != nil {
-			return nil, llmapi.InvalidRequest(fmt.Sprintf("tools[%d]", i), "invalid_type", "tools entries must be objects")
-		}
-		if t.Type != "function" {
-			return nil, unsupported(fmt.Sprintf("tools[%d].type", i), fmt.Sprintf("built-in tool %q cannot be honoured by this backend; only function tools are", t.Type))
-		}
-		if t.Name == "" {
-			return nil, llmapi.InvalidRequest(fmt.Sprintf("tools[%d].name", i), "missing_required_parameter", "function name is required")
-		}
-		tools = append(tools, turn.Tool{Name: t.Name, Description: t.Description, Parameters: t.Parameters, Strict: t.Strict == nil || *t.Strict})
+		tools = append(tools, more...)
 	}
 	choice, err := parseToolChoice(r.ToolChoice, tools, func(raw json.RawMessage) (string, bool) {
 		var obj struct {
 			Type string `json:"type"`
 			Name string `json:"name"`
 		}
-		if json.Unmarshal(raw, &obj) != nil || obj.Type != "function" || obj.Name == "" {
+		if json.Unmarshal(raw, &obj) != nil || (obj.Type != "function" && obj.Type != "custom") || obj.Name == "" {
 			return "", false
 		}
 		return obj.Name, true
@@ -151,9 +178,162 @@ func parseResponses(body []byte, caps turn.Capabilities) (*Call, error) {
 	if err := applyTools(req, tools, choice, caps); err != nil {
 		return nil, err
 	}
+	if req.WebSearch != nil {
+		switch {
+		case choice.Mode == turn.ToolChoiceNone:
+			req.WebSearch = nil // no tool is offered, hosted ones included
+		case !caps.WebSearch:
+			return nil, unsupported(c.webSearchParam+".type", fmt.Sprintf("hosted tool %q is not available on this worker (the provider cannot search the web, or the operator turned web search off for this model)", c.webSearchName))
+		}
+	}
 	return c, nil
 }
 
+// extraTools are the tools of an additional_tools input item (param names
+// its list).
+type extraTools struct {
+	param string
+	raws  []json.RawMessage
+}
+
+// parseResponsesTools reads the tools of field (the request's "tools", or
+// an additional_tools item's): function and custom tools, namespaces
+// of them (flattened, each member carrying its namespace), and the hosted
+// web search tool (into Request.WebSearch). Other hosted tools are 400s.
+func (c *Call) parseResponsesTools(field string, raws []json.RawMessage) ([]turn.Tool, error) {
+	tools := make([]turn.Tool, 0, len(raws))
+	for i, raw := range raws {
+		param := fmt.Sprintf("%s[%d]", field, i)
+		var t struct {
+			Type        string            `json:"type"`
+			Name        string            `json:"name"`
+			Description string            `json:"description"`
+			Tools       []json.RawMessage `json:"tools"`
+		}
+		if err := json.Unmarshal(raw, &t); err != nil {
+			return nil, llmapi.InvalidRequest(param, "invalid_type", "tools entries must be objects")
+		}
+		switch t.Type {
+		case "function", "custom":
+			tool, err := clientTool(param, raw)
+			if err != nil {
+				return nil, err
+			}
+			tools = append(tools, tool)
+		case "namespace":
+			if t.Name == "" {
+				return nil, llmapi.InvalidRequest(param+".name", "missing_required_parameter", "namespace name is required")
+			}
+			if len(t.Tools) == 0 {
+				return nil, llmapi.InvalidRequest(param+".tools", "missing_required_parameter", "a namespace needs at least one function or custom tool")
+			}
+			for j, member := range t.Tools {
+				mp := fmt.Sprintf("%s.tools[%d]", param, j)
+				var m struct {
+					Type string `json:"type"`
+				}
+				if json.Unmarshal(member, &m) != nil || (m.Type != "function" && m.Type != "custom") {
+					return nil, llmapi.InvalidRequest(mp+".type", "invalid_value", "namespace members must be function or custom tools")
+				}
+				tool, err := clientTool(mp, member)
+				if err != nil {
+					return nil, err
+				}
+				tool.Namespace, tool.NamespaceDescription = t.Name, t.Description
+				tools = append(tools, tool)
+			}
+		case "web_search", "web_search_2025_08_26", "web_search_preview", "web_search_preview_2025_03_11":
+			if err := c.webSearchTool(param, t.Type, raw); err != nil {
+				return nil, err
+			}
+		default:
+			return nil, unsupported(param+".type", fmt.Sprintf("built-in tool %q cannot be honoured by this backend; function, custom, namespace and web_search tools are", t.Type))
+		}
+	}
+	return tools, nil
+}
+
+// clientTool reads a function or custom tool (top level or in a namespace).
+func clientTool(param string, raw json.RawMessage) (turn.Tool, error) {
+	var t struct {
+		Type        string          `json:"type"`
+		Name        string          `json:"name"`
+		Description string          `json:"description"`
+		Parameters  json.RawMessage `json:"parameters"`
+		Strict      *bool           `json:"strict"`
+		Format      json.RawMessage `json:"format"`
+	}
+	if err := json.Unmarshal(raw, &t); err != nil {
+		return turn.Tool{}, llmapi.InvalidRequest(param, "invalid_type", param+" must be a tool object")
+	}
+	if t.Name == "" {
+		return turn.Tool{}, llmapi.InvalidRequest(param+".name", "missing_required_parameter", t.Type+" tool name is required")
+	}
+	if t.Type == "function" {
+		return turn.Tool{Name: t.Name, Description: t.Description, Parameters: t.Parameters, Strict: t.Strict == nil || *t.Strict}, nil
+	}
+	format, err := responsesCustomFormat(param+".format", t.Format)
+	if err != nil {
+		return turn.Tool{}, err
+	}
+	return turn.Tool{Kind: turn.ToolCustom, Name: t.Name, Description: t.Description, Format: format}, nil
+}
+
+// responsesCustomFormat checks a custom tool's format ({"type":"text"} or
+// {"type":"grammar","syntax":"lark"|"regex","definition"}).
+func responsesCustomFormat(param string, raw json.RawMessage) (json.RawMessage, error) {
+	if isNull(raw) {
+		return nil, nil
+	}
+	var f struct {
+		Type       string `json:"type"`
+		Syntax     string `json:"syntax"`
+		Definition string `json:"definition"`
+	}
+	if err := json.Unmarshal(raw, &f); err != nil {
+		return nil, llmapi.InvalidRequest(param, "invalid_type", param+" must be an object")
+	}
+	switch f.Type {
+	case "text":
+		return json.RawMessage(`{"type":"text"}`), nil
+	case "grammar":
+		return customGrammar(param, f.Syntax, f.Definition)
+	default:
+		return nil, llmapi.InvalidRequest(param+".type", "invalid_value", "format.type must be text or grammar")
+	}
+}
+
+// webSearchTool reads the hosted web search tool into Request.WebSearch;
+// whether it may run is decided once tool_choice is known.
+func (c *Call) webSearchTool(param, typ string, raw json.RawMessage) error {
+	if c.Request.WebSearch != nil {
+		return llmapi.InvalidRequest(param, "invalid_value", "only one web search tool may be given")
+	}
+	var w struct {
+		SearchContextSize string `json:"search_context_size"`
+		Filters           *struct {
+			AllowedDomains []string `json:"allowed_domains"`
+		} `json:"filters"`
+		UserLocation      json.RawMessage `json:"user_location"`
+		ExternalWebAccess *bool           `json:"external_web_access"`
+	}
+	if err := json.Unmarshal(raw, &w); err != nil {
+		return llmapi.InvalidRequest(param, "invalid_type", "invalid web search tool: "+err.Error())
+	}
+	if err := checkContextSize(param+".search_context_size", w.SearchContextSize); err != nil {
+		return err
+	}
+	ws := &turn.WebSearch{ContextSize: w.SearchContextSize, CachedOnly: w.ExternalWebAccess != nil && !*w.ExternalWebAccess}
+	if w.Filters != nil {
+		ws.AllowedDomains = w.Filters.AllowedDomains
+	}
+	if !isNull(w.UserLocation) {
+		ws.Location = w.UserLocation
+	}
+	c.Request.WebSearch = ws
+	c.webSearchParam, c.webSearchName = param, typ
+	return nil
+}
 func parseTextFormat(raw json.RawMessage, caps turn.Capabilities) (*turn.OutputFormat, error) {
 	var f struct {
 		Type   string          `json:"type"`
@@ -184,69 +364,118 @@ func parseTextFormat(raw json.RawMessage, caps turn.Capabilities) (*turn.OutputF
 
 type responsesInputItem struct {
 	Type      string          `json:"type"`
+	ID        string          `json:"id"`
 	Role      string          `json:"role"`
 	Content   json.RawMessage `json:"content"`
 	CallID    string          `json:"call_id"`
 	Name      string          `json:"name"`
+	Namespace string          `json:"namespace"`
 	Arguments string          `json:"arguments"`
+	Input     *string         `json:"input"`
 	Output    json.RawMessage `json:"output"`
+	Action    json.RawMessage `json:"action"`
+	Tools     json.RawMessage `json:"tools"`
 }
 
 type responsesPart struct {
-	Type     string `json:"type"`
-	Text     string `json:"text"`
-	ImageURL string `json:"image_url"`
-	FileID   string `json:"file_id"`
+	Type        string            `json:"type"`
+	Text        string            `json:"text"`
+	ImageURL    string            `json:"image_url"`
+	FileID      string            `json:"file_id"`
+	Annotations []json.RawMessage `json:"annotations"`
 }
 
-func parseResponsesInput(raw json.RawMessage, caps turn.Capabilities) ([]turn.Item, error) {
+// itemReference is the type of the placeholder an item_reference input
+// item becomes until ResolveReferences replaces it; providers never see it.
+const itemReference turn.ItemType = "item_reference"
+
+// parseResponsesInput reads input: a string (one user message) or a list
+// of input items. Items keep the ids they were sent with.
+func (c *Call) parseResponsesInput(raw json.RawMessage, caps turn.Capabilities) error {
 	if isNull(raw) {
-		return nil, nil // allowed with previous_response_id; checked by the caller
+		return nil // allowed with previous_response_id; checked by the executor
 	}
 	var s string
 	if json.Unmarshal(raw, &s) == nil {
-		return []turn.Item{{Type: turn.ItemMessage, Role: turn.RoleUser, Content: []turn.Part{{Type: turn.PartText, Text: s}}}}, nil
+		c.Request.Input = []turn.Item{{Type: turn.ItemMessage, Role: turn.RoleUser, Content: []turn.Part{{Type: turn.PartText, Text: s}}}}
+		return nil
 	}
 	var list []responsesInputItem
 	if err := json.Unmarshal(raw, &list); err != nil {
-		return nil, llmapi.InvalidRequest("input", "invalid_type", "input must be a string or an array of input items")
+		return llmapi.InvalidRequest("input", "invalid_type", "input must be a string or an array of input items")
 	}
 	var items []turn.Item
 	for i, it := range list {
 		param := fmt.Sprintf("input[%d]", i)
 		typ := it.Type
-		if typ == "" && it.Role != "" {
+		switch {
+		case typ == "" && it.Role != "":
 			typ = "message"
+		case typ == "" && it.ID != "":
+			typ = "item_reference" // OpenAI's type is optional on references
 		}
 		switch typ {
 		case "message":
 			item, err := responsesMessage(param, it, caps)
 			if err != nil {
-				return nil, err
+				return err
 			}
 			items = append(items, item)
 		case "function_call":
 			if it.CallID == "" || it.Name == "" {
-				return nil, llmapi.InvalidRequest(param, "missing_required_parameter", "function_call items need call_id and name")
+				return llmapi.InvalidRequest(param, "missing_required_parameter", "function_call items need call_id and name")
 			}
-			items = append(items, turn.Item{Type: turn.ItemFunctionCall, CallID: it.CallID, Name: it.Name, Arguments: it.Arguments})
-		case "function_call_output":
+			items = append(items, turn.Item{Type: turn.ItemFunctionCall, ID: it.ID, CallID: it.CallID, Name: it.Name, Namespace: it.Namespace, Arguments: it.Arguments})
+		case "custom_tool_call":
+			if it.CallID == "" || it.Name == "" || it.Input == nil {
+				return llmapi.InvalidRequest(param, "missing_required_parameter", "custom_tool_call items need call_id, name and input")
+			}
+			items = append(items, turn.Item{Type: turn.ItemCustomToolCall, ID: it.ID, CallID: it.CallID, Name: it.Name, Namespace: it.Namespace, Input: *it.Input})
+		case "function_call_output", "custom_tool_call_output":
 			if it.CallID == "" {
-				return nil, llmapi.InvalidRequest(param+".call_id", "missing_required_parameter", "function_call_output items need call_id")
+				return llmapi.InvalidRequest(param+".call_id", "missing_required_parameter", typ+" items need call_id")
+			}
+			if err := notNull(param+".output", it.Output, "a string or an array of content parts"); err != nil {
+				return err
 			}
 			out, err := textOf(param+".output", it.Output, "input_text", "output_text")
 			if err != nil {
-				return nil, err
+				return err
 			}
-			items = append(items, turn.Item{Type: turn.ItemFunctionCallOutput, CallID: it.CallID, Output: out})
+			t := turn.ItemFunctionCallOutput
+			if typ == "custom_tool_call_output" {
+				t = turn.ItemCustomToolCallOutput
+			}
+			items = append(items, turn.Item{Type: t, ID: it.ID, CallID: it.CallID, Output: out})
+		case "web_search_call":
+			if it.ID == "" {
+				return llmapi.InvalidRequest(param+".id", "missing_required_parameter", "web_search_call items need id")
+			}
+			items = append(items, turn.Item{Type: turn.ItemWebSearchCall, ID: it.ID, Action: it.Action})
+		case "item_reference":
+			if it.ID == "" {
+				return llmapi.InvalidRequest(param+".id", "missing_required_parameter", "item_reference items need id")
+			}
+			c.refs = append(c.refs, len(items))
+			items = append(items, turn.Item{Type: itemReference, ID: it.ID})
+		case "additional_tools":
+			// Tools made available from this point of the conversation;
+			// they are offered for the whole turn, with the request's tools.
+			var raws []json.RawMessage
+			if err := json.Unmarshal(it.Tools, &raws); err != nil || len(raws) == 0 {
+				return llmapi.InvalidRequest(param+".tools", "missing_required_parameter", "additional_tools items need a list of tools")
+			}
+			c.extraTools = append(c.extraTools, extraTools{param: param + ".tools", raws: raws})
 		case "reasoning":
-			// The model's own earlier reasoning cannot be replayed; it is
-			// dropped, as it carries no content the model needs.
+			// The model's own earlier reasoning (a summary, or content
+			// encrypted for OpenAI's servers) cannot be replayed to another
+			// engine; it is dropped, as it carries nothing the model needs.
 		default:
-			return nil, unsupported(param+".type", fmt.Sprintf("input item type %q is not available", typ))
+			return unsupported(param+".type", fmt.Sprintf("input item type %q is not available", typ))
 		}
 	}
-	return items, nil
+	c.Request.Input = items
+	return nil
 }
 
 func responsesMessage(param string, it responsesInputItem, caps turn.Capabilities) (turn.Item, error) {
@@ -261,20 +490,25 @@ func responsesMessage(param string, it responsesInputItem, caps turn.Capabilitie
 	default:
 		return turn.Item{}, llmapi.InvalidRequest(param+".role", "invalid_value", fmt.Sprintf("unknown role %q", it.Role))
 	}
+	if err := notNull(param+".content", it.Content, "a string or an array of content parts"); err != nil {
+		return turn.Item{}, err
+	}
 	var s string
 	if json.Unmarshal(it.Content, &s) == nil {
-		return turn.Item{Type: turn.ItemMessage, Role: role, Content: []turn.Part{{Type: turn.PartText, Text: s}}}, nil
+		return turn.Item{Type: turn.ItemMessage, ID: it.ID, Role: role, Content: []turn.Part{{Type: turn.PartText, Text: s}}}, nil
 	}
 	var parts []responsesPart
 	if err := json.Unmarshal(it.Content, &parts); err != nil {
 		return turn.Item{}, llmapi.InvalidRequest(param+".content", "invalid_type", "content must be a string or an array of content parts")
 	}
-	item := turn.Item{Type: turn.ItemMessage, Role: role}
+	item := turn.Item{Type: turn.ItemMessage, ID: it.ID, Role: role}
 	for j, p := range parts {
 		pp := fmt.Sprintf("%s.content[%d]", param, j)
 		switch p.Type {
-		case "input_text", "output_text", "refusal":
+		case "input_text", "refusal":
 			item.Content = append(item.Content, turn.Part{Type: turn.PartText, Text: p.Text})
+		case "output_text":
+			item.Content = append(item.Content, turn.Part{Type: turn.PartText, Text: p.Text, Annotations: p.Annotations})
 		case "input_image":
 			if p.ImageURL == "" {
 				return turn.Item{}, unsupported(pp+".file_id", "images must be given as image_url (http(s) or data URL)")
@@ -289,6 +523,38 @@ func responsesMessage(param string, it responsesInputItem, caps turn.Capabilitie
 		}
 	}
 	return item, nil
+}
+
+// References returns the ids of the request's item_reference input items,
+// in order.
+func (c *Call) References() []string {
+	ids := make([]string, 0, len(c.refs))
+	for _, i := range c.refs {
+		ids = append(ids, c.Request.Input[i].ID)
+	}
+	return ids
+}
+
+// ResolveReferences replaces every item_reference input item with the item
+// of that id in items. A reference to an id not in items is OpenAI's 404
+// (ItemNotFound).
+func (c *Call) ResolveReferences(items map[string]turn.Item) error {
+	for _, i := range c.refs {
+		id := c.Request.Input[i].ID
+		it, ok := items[id]
+		if !ok {
+			return ItemNotFound(id)
+		}
+		c.Request.Input[i] = it
+	}
+	c.refs = nil
+	return nil
+}
+
+// ItemNotFound is OpenAI's answer to a reference to an item it does not
+// have (unknown, expired, deleted, not stored, or another identity's).
+func ItemNotFound(id string) *llmapi.APIError {
+	return llmapi.NewError(404, llmapi.TypeInvalidRequest, "", "input", fmt.Sprintf("Item with id '%s' not found. Items are not persisted when `store` is set to false. Try again with `store` set to true, or remove this item from your input.", id))
 }
 
 // Wire shapes of the Response object.
@@ -336,10 +602,10 @@ type messageItem struct {
 }
 
 type outputText struct {
-	Type        string `json:"type"`
-	Text        string `json:"text"`
-	Annotations []any  `json:"annotations"`
-	Logprobs    []any  `json:"logprobs"`
+	Type        string            `json:"type"`
+	Text        string            `json:"text"`
+	Annotations []json.RawMessage `json:"annotations"`
+	Logprobs    []any             `json:"logprobs"`
 }
 
 type functionCallItem struct {
@@ -347,8 +613,42 @@ type functionCallItem struct {
 	ID        string `json:"id"`
 	CallID    string `json:"call_id"`
 	Name      string `json:"name"`
+	Namespace string `json:"namespace,omitempty"`
 	Arguments string `json:"arguments"`
 	Status    string `json:"status"`
+}
+
+type customCallItem struct {
+	Type      string `json:"type"`
+	ID        string `json:"id"`
+	CallID    string `json:"call_id"`
+	Name      string `json:"name"`
+	Namespace string `json:"namespace,omitempty"`
+	Input     string `json:"input"`
+	Status    string `json:"status"`
+}
+
+type webSearchItem struct {
+	Type   string          `json:"type"`
+	ID     string          `json:"id"`
+	Status string          `json:"status"`
+	Action json.RawMessage `json:"action"`
+}
+
+// searchAction is a web search's action object, {"type":"search"} when the
+// provider gave none.
+func searchAction(a json.RawMessage) json.RawMessage {
+	if isNull(a) {
+		return json.RawMessage(`{"type":"search"}`)
+	}
+	return a
+}
+
+func annotationsOf(a []json.RawMessage) []json.RawMessage {
+	if a == nil {
+		return []json.RawMessage{}
+	}
+	return a
 }
 
 func orJSON(raw json.RawMessage, def string) json.RawMessage {
@@ -365,13 +665,17 @@ func (c *Call) responseObject(m Meta, res *turn.Result, status string) responseO
 	if e == nil {
 		e = &ResponsesEcho{Store: true, parallel: true}
 	}
+	text := map[string]any{"format": orJSON(e.format, `{"type":"text"}`)}
+	if e.verbosity != nil {
+		text["verbosity"] = *e.verbosity
+	}
 	obj := responseObject{
 		ID: m.ID, Object: "response", CreatedAt: m.Created, Status: status, Model: m.Model,
 		Instructions: e.Instructions, MaxOutputTokens: orJSON(e.maxOutputTokens, "null"),
 		Output: []any{}, ParallelToolCalls: e.parallel, Store: e.Store,
 		Reasoning:   map[string]any{"effort": nilIfEmpty(e.reasoningEffort), "summary": e.reasoningSum},
 		Temperature: orJSON(e.temperature, "1"), TopP: orJSON(e.topP, "1"),
-		Text:       map[string]any{"format": orJSON(e.format, `{"type":"text"}`)},
+		Text:       text,
 		ToolChoice: orJSON(e.toolChoice, `"auto"`), Tools: e.tools,
 		Truncation: orJSON(e.truncation, `"disabled"`), User: orJSON(e.user, "null"),
 		Metadata: orJSON(e.metadata, "{}"),
@@ -386,7 +690,9 @@ func (c *Call) responseObject(m Meta, res *turn.Result, status string) responseO
 	if res == nil {
 		return obj
 	}
-	obj.Output = c.outputItems(res)
+	for _, o := range c.outputs(m, res) {
+		obj.Output = append(obj.Output, o.wire)
+	}
 	u := res.Usage
 	total := u.TotalTokens
 	if total == 0 {
@@ -400,34 +706,87 @@ func (c *Call) responseObject(m Meta, res *turn.Result, status string) responseO
 	return obj
 }
 
-// OutputItems returns the Responses API output items of res as JSON
-// values, with the same ids the stream used.
-func (c *Call) OutputItems(res *turn.Result) []json.RawMessage {
-	items := c.outputItems(res)
-	out := make([]json.RawMessage, len(items))
-	for i, it := range items {
-		out[i] = mustJSON(it)
-	}
-	return out
+// output is one output item of a response: its key, wire shape and
+// neutral form (with its id).
+type output struct {
+	key  string
+	wire any
+	item turn.Item
 }
 
-func (c *Call) outputItems(res *turn.Result) []any {
-	var out []any
+// OutputItems returns the output items of res for response m as neutral
+// items with their ids, in output order (the order of the final object
+// and of the stream), as they are stored for continuations and item
+// references.
+func (c *Call) OutputItems(m Meta, res *turn.Result) []turn.Item {
+	outs := c.outputs(m, res)
+	items := make([]turn.Item, len(outs))
+	for i, o := range outs {
+		items[i] = o.item
+	}
+	return items
+}
+
+// outputs lists the output items of res: web searches, the message (when
+// there is text or no call), then the calls — or, for a streamed answer,
+// in the order the stream gave them.
+func (c *Call) outputs(m Meta, res *turn.Result) []output {
+	var outs []output
+	for i, ws := range res.WebSearches {
+		key := keySearch(i)
+		id := c.itemID(m, key, "ws")
+		action := searchAction(ws.Action)
+		outs = append(outs, output{key,
+			webSearchItem{Type: "web_search_call", ID: id, Status: "completed", Action: action},
+			turn.Item{Type: turn.ItemWebSearchCall, ID: id, Action: action}})
+	}
 	if res.Text != "" || len(res.ToolCalls) == 0 {
-		out = append(out, c.messageItem(res.Text, "completed"))
+		id := c.itemID(m, keyMessage, "msg")
+		outs = append(outs, output{keyMessage, c.messageItem(m, res.Text, res.Annotations, "completed"),
+			turn.Item{Type: turn.ItemMessage, ID: id, Role: turn.RoleAssistant,
+				Content: []turn.Part{{Type: turn.PartText, Text: res.Text, Annotations: res.Annotations}}}})
 	}
 	for i, tc := range res.ToolCalls {
-		out = append(out, functionCallItem{Type: "function_call", ID: c.toolCallItemID(i), CallID: tc.ID, Name: tc.Name, Arguments: tc.Arguments, Status: "completed"})
+		key := keyCall(i)
+		if tc.Custom {
+			id := c.itemID(m, key, "ctc")
+			outs = append(outs, output{key,
+				customCallItem{Type: "custom_tool_call", ID: id, CallID: tc.ID, Name: tc.Name, Namespace: tc.Namespace, Input: tc.Arguments, Status: "completed"},
+				turn.Item{Type: turn.ItemCustomToolCall, ID: id, CallID: tc.ID, Name: tc.Name, Namespace: tc.Namespace, Input: tc.Arguments}})
+			continue
+		}
+		id := c.itemID(m, key, "fc")
+		outs = append(outs, output{key,
+			functionCallItem{Type: "function_call", ID: id, CallID: tc.ID, Name: tc.Name, Namespace: tc.Namespace, Arguments: tc.Arguments, Status: "completed"},
+			turn.Item{Type: turn.ItemFunctionCall, ID: id, CallID: tc.ID, Name: tc.Name, Namespace: tc.Namespace, Arguments: tc.Arguments}})
 	}
-	return out
+	if len(c.order) == 0 {
+		return outs
+	}
+	// Streamed items first, in stream order; then any the stream lacks.
+	sorted := make([]output, 0, len(outs))
+	used := make([]bool, len(outs))
+	for _, key := range c.order {
+		for i, o := range outs {
+			if !used[i] && o.key == key {
+				sorted, used[i] = append(sorted, o), true
+			}
+		}
+	}
+	for i, o := range outs {
+		if !used[i] {
+			sorted = append(sorted, o)
+		}
+	}
+	return sorted
 }
 
-func (c *Call) messageItem(text, status string) messageItem {
+func (c *Call) messageItem(m Meta, text string, annotations []json.RawMessage, status string) messageItem {
 	content := []outputText{}
 	if status == "completed" {
-		content = []outputText{{Type: "output_text", Text: text, Annotations: []any{}, Logprobs: []any{}}}
+		content = []outputText{{Type: "output_text", Text: text, Annotations: annotationsOf(annotations), Logprobs: []any{}}}
 	}
-	return messageItem{Type: "message", ID: c.messageID, Status: status, Role: "assistant", Content: content}
+	return messageItem{Type: "message", ID: c.itemID(m, keyMessage, "msg"), Status: status, Role: "assistant", Content: content}
 }
 
 func nilIfEmpty(s string) any {
@@ -435,155 +794,4 @@ func nilIfEmpty(s string) any {
 		return nil
 	}
 	return s
-}
-
-// responsesStream emits the typed Responses API stream events.
-type responsesStream struct {
-	c       *Call
-	m       Meta
-	seq     int64
-	started bool
-	// items in output order; text goes to the open message item.
-	items     map[int]*streamItem
-	order     []*streamItem
-	textItem  *streamItem
-	toolItems map[int]*streamItem
-}
-
-type streamItem struct {
-	outputIndex int
-	kind        string // "message" or "function_call"
-	id          string
-	text        string
-	call        turn.ToolCall
-	done        bool
-}
-
-func (s *responsesStream) event(typ string, fields map[string]any) json.RawMessage {
-	fields["type"] = typ
-	fields["sequence_number"] = s.seq
-	s.seq++
-	return mustJSON(fields)
-}
-
-func (s *responsesStream) start() []json.RawMessage {
-	if s.started {
-		return nil
-	}
-	s.started = true
-	obj := s.c.responseObject(s.m, nil, "in_progress")
-	return []json.RawMessage{
-		s.event("response.created", map[string]any{"response": obj}),
-		s.event("response.in_progress", map[string]any{"response": obj}),
-	}
-}
-
-func (s *responsesStream) openText() []json.RawMessage {
-	if s.textItem != nil {
-		return nil
-	}
-	it := &streamItem{outputIndex: len(s.order), kind: "message", id: s.c.messageID}
-	s.textItem = it
-	s.order = append(s.order, it)
-	return []json.RawMessage{
-		s.event("response.output_item.added", map[string]any{"output_index": it.outputIndex, "item": s.c.messageItem("", "in_progress")}),
-		s.event("response.content_part.added", map[string]any{
-			"item_id": it.id, "output_index": it.outputIndex, "content_index": 0,
-			"part": outputText{Type: "output_text", Text: "", Annotations: []any{}, Logprobs: []any{}},
-		}),
-	}
-}
-
-func (s *responsesStream) closeItem(it *streamItem) []json.RawMessage {
-	if it.done {
-		return nil
-	}
-	it.done = true
-	if it.kind == "message" {
-		part := outputText{Type: "output_text", Text: it.text, Annotations: []any{}, Logprobs: []any{}}
-		return []json.RawMessage{
-			s.event("response.output_text.done", map[string]any{"item_id": it.id, "output_index": it.outputIndex, "content_index": 0, "text": it.text, "logprobs": []any{}}),
-			s.event("response.content_part.done", map[string]any{"item_id": it.id, "output_index": it.outputIndex, "content_index": 0, "part": part}),
-			s.event("response.output_item.done", map[string]any{"output_index": it.outputIndex, "item": s.c.messageItem(it.text, "completed")}),
-		}
-	}
-	item := functionCallItem{Type: "function_call", ID: it.id, CallID: it.call.ID, Name: it.call.Name, Arguments: it.call.Arguments, Status: "completed"}
-	return []json.RawMessage{
-		s.event("response.function_call_arguments.done", map[string]any{"item_id": it.id, "output_index": it.outputIndex, "name": it.call.Name, "arguments": it.call.Arguments}),
-		s.event("response.output_item.done", map[string]any{"output_index": it.outputIndex, "item": item}),
-	}
-}
-
-func (s *responsesStream) Delta(d turn.Delta) []json.RawMessage {
-	frames := s.start()
-	switch d.Kind {
-	case turn.DeltaText:
-		if d.Text == "" {
-			return frames
-		}
-		frames = append(frames, s.openText()...)
-		it := s.textItem
-		it.text += d.Text
-		return append(frames, s.event("response.output_text.delta", map[string]any{
-			"item_id": it.id, "output_index": it.outputIndex, "content_index": 0, "delta": d.Text, "logprobs": []any{},
-		}))
-	case turn.DeltaToolCall:
-		if s.toolItems == nil {
-			s.toolItems = map[int]*streamItem{}
-		}
-		it := s.toolItems[d.Index]
-		if it == nil {
-			if s.textItem != nil {
-				frames = append(frames, s.closeItem(s.textItem)...)
-			}
-			it = &streamItem{outputIndex: len(s.order), kind: "function_call", id: s.c.toolCallItemID(d.Index), call: turn.ToolCall{ID: d.ToolCall.ID, Name: d.ToolCall.Name}}
-			s.toolItems[d.Index] = it
-			s.order = append(s.order, it)
-			frames = append(frames, s.event("response.output_item.added", map[string]any{
-				"output_index": it.outputIndex,
-				"item":         functionCallItem{Type: "function_call", ID: it.id, CallID: it.call.ID, Name: it.call.Name, Arguments: "", Status: "in_progress"},
-			}))
-		}
-		if d.ArgumentsDelta != "" {
-			it.call.Arguments += d.ArgumentsDelta
-			frames = append(frames, s.event("response.function_call_arguments.delta", map[string]any{
-				"item_id": it.id, "output_index": it.outputIndex, "delta": d.ArgumentsDelta,
-			}))
-		}
-		return frames
-	}
-	return frames
-}
-
-func (s *responsesStream) Finish(res *turn.Result) []json.RawMessage {
-	frames := s.start()
-	var sent streamed
-	if s.textItem != nil {
-		sent.text = s.textItem.text
-	}
-	for i, it := range s.toolItems {
-		if sent.args == nil {
-			sent.args = map[int]string{}
-		}
-		sent.args[i] = it.call.Arguments
-	}
-	if s.textItem == nil && res.Text == "" && len(res.ToolCalls) == 0 {
-		frames = append(frames, s.openText()...) // an empty answer is still a message
-	}
-	frames = append(frames, catchUp(s, res, sent)...)
-	for _, it := range s.order {
-		frames = append(frames, s.closeItem(it)...)
-	}
-	return append(frames, s.event("response.completed", map[string]any{"response": s.c.responseObject(s.m, res, "completed")}))
-}
-
-func (s *responsesStream) Fail(err *llmapi.APIError) []json.RawMessage {
-	frames := s.start()
-	obj := s.c.responseObject(s.m, nil, "failed")
-	code := err.Code
-	if code == "" {
-		code = "server_error"
-	}
-	obj.Error = map[string]any{"code": code, "message": err.Message}
-	return append(frames, s.event("response.failed", map[string]any{"response": obj}))
 }

@@ -447,19 +447,24 @@ func checkResponsesIDs(t *testing.T, meta openaiwire.Meta, frames []respFrame) {
 			if ev.Item.Status != "in_progress" {
 				t.Errorf("frame %d: added item status %q", i, ev.Item.Status)
 			}
-			wantPrefix := map[string]string{"message": "msg_", "function_call": "fc_"}[ev.Item.Type]
+			wantPrefix := map[string]string{"message": "msg_", "function_call": "fc_", "custom_tool_call": "ctc_", "web_search_call": "ws_"}[ev.Item.Type]
 			if wantPrefix == "" || !strings.HasPrefix(ev.Item.ID, wantPrefix) {
 				t.Errorf("frame %d: item %s", i, f.raw)
 			}
-			if ev.Item.Type == "function_call" && (ev.Item.CallID == "" || ev.Item.Name != "get") {
+			if (ev.Item.Type == "function_call" || ev.Item.Type == "custom_tool_call") && (ev.Item.CallID == "" || ev.Item.Name == "") {
 				t.Errorf("frame %d: function call item %s", i, f.raw)
 			}
 		case "response.output_item.done":
+			if owner, ok := openaiwire.ResponseOfItem(ev.Item.ID); !ok || owner != meta.ID {
+				t.Errorf("frame %d: item id %s does not name response %s", i, ev.Item.ID, meta.ID)
+			}
 			if itemIDs[ev.OutputIndex] != ev.Item.ID || ev.Item.Status != "completed" {
 				t.Errorf("frame %d: done item %s, added id %s", i, f.raw, itemIDs[ev.OutputIndex])
 			}
 		case "response.content_part.added", "response.content_part.done", "response.output_text.delta", "response.output_text.done",
-			"response.function_call_arguments.delta", "response.function_call_arguments.done":
+			"response.function_call_arguments.delta", "response.function_call_arguments.done",
+			"response.custom_tool_call_input.delta", "response.custom_tool_call_input.done", "response.output_text.annotation.added",
+			"response.web_search_call.in_progress", "response.web_search_call.searching", "response.web_search_call.completed":
 			id, ok := itemIDs[ev.OutputIndex]
 			if !ok || ev.ItemID != id {
 				t.Errorf("frame %d: item_id %q at output_index %d, want %q", i, ev.ItemID, ev.OutputIndex, id)

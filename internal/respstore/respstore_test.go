@@ -2,8 +2,10 @@ package respstore_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -14,16 +16,37 @@ import (
 	"github.com/busdk/bus-integration-codex/internal/turn"
 )
 
+// jsonValue is v as a generic JSON value.
+func jsonValue(t *testing.T, v any) any {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out any
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 // storeSuite is the behaviour every Store shares.
 func storeSuite(t *testing.T, open func(t *testing.T) respstore.Store) {
 	ctx := context.Background()
 	rec := func(identity, id string) respstore.Record {
 		return respstore.Record{
 			ID: id, Identity: identity, CreatedAt: time.Now().UTC().Truncate(time.Second),
+			// Items keep their ids and every field of the agent item types
+			// (item references and input item listing rely on them).
 			Items: []turn.Item{
-				{Type: turn.ItemMessage, Role: turn.RoleUser, Content: []turn.Part{{Type: turn.PartText, Text: "hi " + id}}},
-				{Type: turn.ItemFunctionCall, CallID: "call_1", Name: "f", Arguments: `{"a":1}`},
-				{Type: turn.ItemFunctionCallOutput, CallID: "call_1", Output: "42"},
+				{Type: turn.ItemMessage, ID: "msg_u", Role: turn.RoleUser, Content: []turn.Part{{Type: turn.PartText, Text: "hi " + id}}},
+				{Type: turn.ItemWebSearchCall, ID: "ws_1", Action: json.RawMessage(`{"type":"search","query":"q"}`)},
+				{Type: turn.ItemMessage, ID: "msg_a", Role: turn.RoleAssistant, Content: []turn.Part{{Type: turn.PartText, Text: "a",
+					Annotations: []json.RawMessage{json.RawMessage(`{"type":"url_citation","url":"https://a.example"}`)}}}},
+				{Type: turn.ItemFunctionCall, ID: "fc_1", CallID: "call_1", Name: "f", Namespace: "ns", Arguments: `{"a":1}`},
+				{Type: turn.ItemFunctionCallOutput, ID: "fco_1", CallID: "call_1", Output: "42"},
+				{Type: turn.ItemCustomToolCall, ID: "ctc_1", CallID: "call_2", Name: "c", Input: "free text"},
+				{Type: turn.ItemCustomToolCallOutput, ID: "ctco_1", CallID: "call_2", Output: "ok"},
 			},
 			Response: []byte(`{"id":"` + id + `","object":"response"}`),
 		}
@@ -38,7 +61,9 @@ func storeSuite(t *testing.T, open func(t *testing.T) respstore.Store) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if fmt.Sprint(got.Items) != fmt.Sprint(want.Items) || string(got.Response) != string(want.Response) || !got.CreatedAt.Equal(want.CreatedAt) {
+		// Compared as JSON values: PostgreSQL's jsonb re-spaces and
+		// reorders the keys of nested raw JSON (actions, annotations).
+		if !reflect.DeepEqual(jsonValue(t, got.Items), jsonValue(t, want.Items)) || string(got.Response) != string(want.Response) || !got.CreatedAt.Equal(want.CreatedAt) {
 			t.Fatalf("got %+v, want %+v", got, want)
 		}
 	})

@@ -201,8 +201,11 @@ type WebSearch struct {
 	// AllowedDomains restricts results to these domains.
 	AllowedDomains []string `json:"allowedDomains,omitempty"`
 	// Location is the approximate user location (the Responses API
-	// user_location object), if given.
+	// user_location object, {"type":"approximate","city",...}), if given.
 	Location json.RawMessage `json:"location,omitempty"`
+	// CachedOnly: results come from the search index only, no live page
+	// fetches (the Responses API's "external_web_access": false).
+	CachedOnly bool `json:"cachedOnly,omitempty"`
 }
 
 // LastUserText returns the text of the last user message, or "".

@@ -67,6 +67,9 @@ type Config struct {
 	// InterruptTimeout bounds how long a cancelled run waits for the
 	// interrupted turn to end (and other cleanup calls). Default 5s.
 	InterruptTimeout time.Duration
+	// OnRateLimits, if set, receives every account/rateLimits/updated
+	// notification (on the reader goroutine: return quickly).
+	OnRateLimits func(RateLimits)
 }
 
 // DefaultInheritEnv is what the codex child inherits from its parent by
@@ -592,6 +595,14 @@ func (p *Process) notification(msg rpcMessage) {
 	_ = json.Unmarshal(msg.Params, &refs)
 	tid := refs.thread()
 	if tid == "" {
+		if msg.Method == "account/rateLimits/updated" && p.cfg.OnRateLimits != nil {
+			var n struct {
+				RateLimits RateLimits `json:"rateLimits"`
+			}
+			if json.Unmarshal(msg.Params, &n) == nil {
+				p.cfg.OnRateLimits(n.RateLimits)
+			}
+		}
 		return
 	}
 	p.mu.Lock()

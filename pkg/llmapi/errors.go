@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"time"
 )
 
 // ErrorObject is the OpenAI error shape: the value of the "error" key.
@@ -50,6 +51,10 @@ type APIError struct {
 	Param string
 	// Message is the caller-facing message.
 	Message string
+	// RetryAfter, when positive, says when retrying may succeed (a
+	// rate or usage limit that resets); the front door sends it as the
+	// retry-after header.
+	RetryAfter time.Duration
 }
 
 func (e *APIError) Error() string {
@@ -119,12 +124,16 @@ func DefaultErrorType(status int) string {
 // any other error becomes a 500 server_error whose message is err's text.
 func ErrorResponse(req *ExecutionEventRequest, err error) ExecutionEventResponse {
 	apiErr := AsAPIError(err)
-	return ExecutionEventResponse{
+	resp := ExecutionEventResponse{
 		RequestID:  req.RequestID,
 		Operation:  req.Operation,
 		StatusCode: apiErr.Status,
 		Body:       apiErr.JSON(),
 	}
+	if apiErr.RetryAfter > 0 {
+		resp.RetryAfter = int64((apiErr.RetryAfter + time.Second - 1) / time.Second)
+	}
+	return resp
 }
 
 // AsAPIError returns the *APIError in err's chain, or wraps err as a 500.

@@ -37,14 +37,18 @@ const (
 )
 
 // Stored-response operations: an extension of the contract that serves
-// GET and DELETE /v1/responses/{id} through the bus, so the response store
-// stays with the workers. Their request body is {"response_id": "resp_…"};
-// their response body is the stored response object, or for a delete
-// {"id", "object": "response.deleted", "deleted": true}. They are never
-// streamed.
+// GET and DELETE /v1/responses/{id} and GET /v1/responses/{id}/input_items
+// through the bus, so the response store stays with the workers. The
+// request body of retrieve and delete is a StateRequest
+// {"response_id": "resp_…"}, that of input_items an InputItemsRequest; the
+// response body is the stored response object, for a delete
+// {"id", "object": "response.deleted", "deleted": true}, and for
+// input_items OpenAI's list {"object": "list", "data", "first_id",
+// "last_id", "has_more"}. They are never streamed.
 const (
-	OpResponsesRetrieve Operation = "responses.retrieve"
-	OpResponsesDelete   Operation = "responses.delete"
+	OpResponsesRetrieve   Operation = "responses.retrieve"
+	OpResponsesDelete     Operation = "responses.delete"
+	OpResponsesInputItems Operation = "responses.input_items"
 )
 
 // Operations lists the three execution operations in a stable order.
@@ -54,14 +58,16 @@ func Operations() []Operation {
 
 // StateOperations lists the stored-response operations.
 func StateOperations() []Operation {
-	return []Operation{OpResponsesRetrieve, OpResponsesDelete}
+	return []Operation{OpResponsesRetrieve, OpResponsesDelete, OpResponsesInputItems}
 }
 
 // AllOperations lists execution and stored-response operations.
 func AllOperations() []Operation { return append(Operations(), StateOperations()...) }
 
 // IsState reports whether op is a stored-response operation.
-func (op Operation) IsState() bool { return op == OpResponsesRetrieve || op == OpResponsesDelete }
+func (op Operation) IsState() bool {
+	return op == OpResponsesRetrieve || op == OpResponsesDelete || op == OpResponsesInputItems
+}
 
 // StateRequest is the body of a stored-response operation request.
 type StateRequest struct {
@@ -103,10 +109,13 @@ func (op Operation) ChunkEvent() string { return op.event("chunk") }
 func (op Operation) CancelEvent() string { return op.event("cancel") }
 
 // RESTPath is the OpenAI-compatible HTTP path of op, for example
-// "/v1/chat/completions" ("/v1/responses/{id}" for stored-response
-// operations).
+// "/v1/chat/completions" ("/v1/responses/{id}" for retrieve and delete,
+// "/v1/responses/{id}/input_items" for input_items).
 func (op Operation) RESTPath() string {
-	if op.IsState() {
+	switch op {
+	case OpResponsesInputItems:
+		return "/v1/responses/{id}/input_items"
+	case OpResponsesRetrieve, OpResponsesDelete:
 		return "/v1/responses/{id}"
 	}
 	return "/v1/" + strings.ReplaceAll(string(op), ".", "/")
@@ -219,6 +228,10 @@ type ExecutionEventResponse struct {
 	// Worker names the worker that answered, for diagnostics
 	// ("bus-integration-codex/<consumer>").
 	Worker string `json:"worker,omitempty"`
+	// RetryAfter, on an error response, is how many seconds until a retry
+	// may succeed (a rate or usage limit that resets); the front door
+	// sends it as the retry-after header. An extension of the contract.
+	RetryAfter int64 `json:"retryAfter,omitempty"`
 }
 
 // IsError reports whether the response carries an error body.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"testing"
 	"time"
 
@@ -28,6 +29,8 @@ func TestOperationNames(t *testing.T) {
 			"bus.llm.responses.retrieve.cancel", "/v1/responses/{id}", "responses_retrieve", true},
 		{llmapi.OpResponsesDelete, "bus.llm.responses.delete.request", "bus.llm.responses.delete.response", "bus.llm.responses.delete.chunk",
 			"bus.llm.responses.delete.cancel", "/v1/responses/{id}", "responses_delete", true},
+		{llmapi.OpResponsesInputItems, "bus.llm.responses.input_items.request", "bus.llm.responses.input_items.response", "bus.llm.responses.input_items.chunk",
+			"bus.llm.responses.input_items.cancel", "/v1/responses/{id}/input_items", "responses_input_items", true},
 	}
 	if got := llmapi.AllOperations(); len(got) != len(tests) {
 		t.Fatalf("AllOperations = %v", got)
@@ -59,7 +62,7 @@ func TestOperationNames(t *testing.T) {
 			}
 		}
 	}
-	if len(llmapi.Operations()) != 3 || len(llmapi.StateOperations()) != 2 {
+	if len(llmapi.Operations()) != 3 || len(llmapi.StateOperations()) != 3 {
 		t.Errorf("Operations %v StateOperations %v", llmapi.Operations(), llmapi.StateOperations())
 	}
 }
@@ -282,5 +285,50 @@ func TestPayloadFieldNames(t *testing.T) {
 	b, _ = json.Marshal(llmapi.ExecutionEventCancel{RequestID: "r", Operation: llmapi.OpResponses, Reason: llmapi.ReasonClientDisconnected})
 	if string(b) != `{"requestId":"r","operation":"responses","reason":"client_disconnected"}` {
 		t.Errorf("cancel %s", b)
+	}
+}
+
+func TestInputItemsQuery(t *testing.T) {
+	ok := []struct {
+		query string
+		want  llmapi.InputItemsRequest
+	}{
+		{"", llmapi.InputItemsRequest{ResponseID: "resp_1"}},
+		{"limit=1&order=asc&after=msg_a", llmapi.InputItemsRequest{ResponseID: "resp_1", Limit: 1, Order: "asc", After: "msg_a"}},
+		{"limit=100&order=desc&before=msg_b&include[]=a&include=b", llmapi.InputItemsRequest{ResponseID: "resp_1", Limit: 100, Order: "desc", Before: "msg_b", Include: []string{"b", "a"}}},
+	}
+	for _, tc := range ok {
+		q, _ := url.ParseQuery(tc.query)
+		got, err := llmapi.InputItemsQuery("resp_1", q)
+		if err != nil {
+			t.Errorf("%q: %v", tc.query, err)
+			continue
+		}
+		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("%q: %+v, want %+v", tc.query, got, tc.want)
+		}
+	}
+	if r := (llmapi.InputItemsRequest{}); r.PageSize() != llmapi.DefaultInputItemsLimit || r.Ascending() {
+		t.Errorf("defaults: page %d ascending %v", r.PageSize(), r.Ascending())
+	}
+	bad := []struct{ id, query, param, code string }{
+		{"resp_1", "limit=0", "limit", "integer_below_min_value"},
+		{"resp_1", "limit=-3", "limit", "integer_below_min_value"},
+		{"resp_1", "limit=101", "limit", "integer_above_max_value"},
+		{"resp_1", "limit=2.5", "limit", "invalid_type"},
+		{"resp_1", "order=random", "order", "invalid_value"},
+		{"resp_1", "after=a&before=b", "before", "invalid_value"},
+		{"", "", "response_id", "missing_required_parameter"},
+	}
+	for _, tc := range bad {
+		q, _ := url.ParseQuery(tc.query)
+		_, err := llmapi.InputItemsQuery(tc.id, q)
+		if err == nil || err.Status != 400 || err.Param != tc.param || err.Code != tc.code || err.Type != llmapi.TypeInvalidRequest {
+			t.Errorf("%q: %+v, want 400 %s %s", tc.query, err, tc.param, tc.code)
+		}
+	}
+	// Validate checks bus requests the same way.
+	if err := (&llmapi.InputItemsRequest{ResponseID: "r", Limit: -1}).Validate(); err == nil || err.Param != "limit" {
+		t.Errorf("Validate: %v", err)
 	}
 }

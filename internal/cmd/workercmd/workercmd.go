@@ -65,6 +65,9 @@ type Options struct {
 	ModelCatalog   string
 	ResponseStore  string
 	ResponseTTL    time.Duration
+	// WebSearch lets requests use hosted web search (when the provider
+	// can); false answers them with a 400.
+	WebSearch bool
 
 	SelfTest  bool
 	Events    bool
@@ -108,6 +111,10 @@ func parse(args []string, io cliutil.IO) (*Options, error) {
 	if err != nil {
 		return nil, err
 	}
+	webSearch, err := cliutil.Bool(env, "BUS_CODEX_WEB_SEARCH", true)
+	if err != nil {
+		return nil, err
+	}
 	fs := flag.NewFlagSet(Name, flag.ContinueOnError)
 	fs.StringVar(&o.EventsURL, "events-url", cliutil.String(env, "BUS_EVENTS_API_URL", "http://127.0.0.1:8081"), "Bus Events API base URL (env BUS_EVENTS_API_URL)")
 	fs.StringVar(&o.Provider, "provider", cliutil.String(env, "BUS_CODEX_PROVIDER", "codex"), "execution provider: codex or static (env BUS_CODEX_PROVIDER)")
@@ -129,6 +136,7 @@ func parse(args []string, io cliutil.IO) (*Options, error) {
 	fs.StringVar(&o.ModelCatalog, "model-catalog", cliutil.String(env, "BUS_LLM_MODEL_CATALOG", ""), "model catalog file shared with the front door: unknown ids get 404, aliases pick the Codex model and effort (env BUS_LLM_MODEL_CATALOG; default: built-in codex-chatgpt)")
 	fs.StringVar(&o.ResponseStore, "response-store", cliutil.String(env, "BUS_CODEX_RESPONSE_STORE", "memory"), "where Responses API responses are stored: memory, redis (BUS_EVENTS_REDIS_*) or postgres (BUS_EVENTS_POSTGRES_DSN) (env BUS_CODEX_RESPONSE_STORE)")
 	fs.DurationVar(&o.ResponseTTL, "response-ttl", ttl, "how long stored responses are kept (env BUS_CODEX_RESPONSE_TTL)")
+	fs.BoolVar(&o.WebSearch, "web-search", webSearch, "let requests use hosted web search (Responses web_search tools, chat web_search_options); false answers them with a 400 (env BUS_CODEX_WEB_SEARCH)")
 	fs.StringVar(&o.LogLevel, "log-level", cliutil.String(env, "BUS_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env BUS_LOG_LEVEL)")
 	fs.BoolVar(&o.SelfTest, "self-test", false, "run every operation through an in-process Events API and the static provider, then exit")
 	fs.BoolVar(&o.Events, "events", false, "print the declared event contract and exit (see --format)")
@@ -288,7 +296,7 @@ func NewExecutor(ctx context.Context, o *Options, log *slog.Logger, env busconfi
 		store.Close()
 		return nil, nil, err
 	}
-	x := &executor.Executor{Provider: provider, Catalog: cat, Store: store, StoreTTL: o.ResponseTTL, Logger: log}
+	x := &executor.Executor{Provider: provider, Catalog: cat, Store: store, StoreTTL: o.ResponseTTL, Logger: log, DisableWebSearch: !o.WebSearch}
 	return x, func() { provider.Close(); store.Close() }, nil
 }
 

@@ -3,6 +3,7 @@ package workercmd_test
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -61,6 +62,13 @@ func TestEvents(t *testing.T) {
 			}
 			for _, op := range llmapi.Operations() {
 				for _, name := range []string{op.RequestEvent(), op.ResponseEvent(), op.ChunkEvent(), op.CancelEvent()} {
+					if !strings.Contains(r.stdout, name) {
+						t.Errorf("output lacks %s", name)
+					}
+				}
+			}
+			for _, op := range llmapi.StateOperations() {
+				for _, name := range []string{op.RequestEvent(), op.ResponseEvent()} {
 					if !strings.Contains(r.stdout, name) {
 						t.Errorf("output lacks %s", name)
 					}
@@ -130,6 +138,7 @@ func TestUsageErrors(t *testing.T) {
 		{"bad group", nil, []string{"--group", "a b"}, "--group"},
 		{"bad env duration", map[string]string{"BUS_CODEX_TIMEOUT": "soon"}, nil, "BUS_CODEX_TIMEOUT"},
 		{"bad env number", map[string]string{"BUS_CODEX_CONCURRENCY": "many"}, nil, "BUS_CODEX_CONCURRENCY"},
+		{"bad env web search", map[string]string{"BUS_CODEX_WEB_SEARCH": "sometimes"}, nil, "BUS_CODEX_WEB_SEARCH"},
 		{"missing token", nil, []string{"--provider", "static"}, "BUS_API_TOKEN"},
 		{"bad retry", map[string]string{"BUS_API_TOKEN": "x", "BUS_EVENTS_LISTENER_RETRY_MIN": "-1s"}, []string{"--provider", "static"}, "BUS_EVENTS_LISTENER_RETRY_MIN"},
 		{"bad log level", map[string]string{"BUS_API_TOKEN": "x"}, []string{"--provider", "static", "--log-level", "loud"}, "log level"},
@@ -245,5 +254,18 @@ func TestSelfTest(t *testing.T) {
 	r := runWorker(t, nil, "--self-test")
 	if r.code != 0 || !strings.Contains(r.stdout, "8 passed, 0 failed") {
 		t.Errorf("exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	}
+}
+
+func TestWebSearchSwitch(t *testing.T) {
+	for _, on := range []bool{true, false} {
+		x, closeAll, err := workercmd.NewExecutor(context.Background(), &workercmd.Options{Provider: "static", WebSearch: on}, slog.New(slog.DiscardHandler), busconfig.MapEnv(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		closeAll()
+		if x.DisableWebSearch == on {
+			t.Errorf("--web-search=%v: DisableWebSearch %v", on, x.DisableWebSearch)
+		}
 	}
 }

@@ -121,6 +121,9 @@ type Config struct {
 	LiveThreadTTL time.Duration
 	// NoWebSearch refuses hosted web search (Capabilities.WebSearch false).
 	NoWebSearch bool
+	// ExhaustedBackoff is how long an exhausted login rests when Codex
+	// names no reset time (DefaultExhaustedBackoff when 0).
+	ExhaustedBackoff time.Duration
 	// Logger receives logs.
 	Logger *slog.Logger
 }
@@ -139,9 +142,10 @@ type Provider struct {
 	refused      atomic.Bool // the backend refused custom instructions
 	refusedOnce  sync.Once
 
-	convs *conversations
-	stop  context.CancelFunc
-	wg    sync.WaitGroup
+	convs  *conversations
+	limits *limits
+	stop   context.CancelFunc
+	wg     sync.WaitGroup
 }
 
 // Errors of New, to check with errors.Is.
@@ -179,7 +183,11 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	default:
 		return nil, fmt.Errorf("unknown instructions policy %q (auto, caller or codex)", cfg.Instructions)
 	}
-	p := &Provider{cfg: cfg, log: cfg.Logger, handler: appserver.HandlerFunc(appserver.Deny)}
+	if cfg.ExhaustedBackoff <= 0 {
+		cfg.ExhaustedBackoff = DefaultExhaustedBackoff
+	}
+	p := &Provider{cfg: cfg, log: cfg.Logger, handler: appserver.HandlerFunc(appserver.Deny),
+		limits: &limits{backoff: cfg.ExhaustedBackoff, now: time.Now}}
 	switch cfg.Approvals {
 	case "", ApprovalsDeny:
 	case ApprovalsApprove:
@@ -199,10 +207,11 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	// The pool's processes live as long as the provider, not as long as
 	// the caller's start-up context.
 	pool, err := appserver.NewPool(context.WithoutCancel(ctx), appserver.PoolConfig{
-		Process: appserver.Config{Command: cfg.Command, Dir: cfg.Workdir, Env: cfg.Env, Logger: cfg.Logger, ClientName: "bus-integration-codex"},
-		Size:    cfg.Processes,
-		Eager:   true,
-		MaxRSS:  cfg.MaxRSS,
+		Process: appserver.Config{Command: cfg.Command, Dir: cfg.Workdir, Env: cfg.Env, Logger: cfg.Logger, ClientName: "bus-integration-codex",
+			OnRateLimits: p.limits.update},
+		Size:   cfg.Processes,
+		Eager:  true,
+		MaxRSS: cfg.MaxRSS,
 	})
 	if err != nil {
 		_ = os.RemoveAll(dir)
@@ -225,6 +234,7 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 		return fail(fmt.Errorf("codex app-server: default model: %w", err))
 	}
 	p.warnAgentsFile()
+	p.readLimits(ctx)
 	p.convs = newConversations(cfg.LiveThreads, cfg.LiveThreadTTL)
 	sweepCtx, stop := context.WithCancel(context.Background())
 	p.stop = stop

@@ -672,3 +672,45 @@ func TestNamespacedAndCustomTools(t *testing.T) {
 		t.Fatalf("outputs %v", outs)
 	}
 }
+
+// The login's rate-limit state follows what Codex reports; a usage limit
+// is a 429 with the reset time, and until then requests are refused at
+// once without a model call.
+func TestUsageLimitExhaustsTheLoginUntilItsReset(t *testing.T) {
+	s := newStack(t, 0, 1)
+	reset := time.Now().Add(90 * time.Second).Unix()
+	s.fake.Enqueue(
+		fakemodel.Reply{Text: "fine", Headers: map[string]string{
+			"x-codex-primary-used-percent": "40", "x-codex-primary-window-minutes": "300", "x-codex-primary-reset-at": fmt.Sprint(reset + 3600),
+		}},
+		fakemodel.Reply{Status: 429, ErrorType: "usage_limit_reached", ErrorMessage: "The usage limit has been reached",
+			ErrorFields: map[string]any{"resets_at": reset, "plan_type": "plus"},
+			Headers:     map[string]string{"x-codex-primary-used-percent": "100", "x-codex-primary-window-minutes": "300", "x-codex-primary-reset-at": fmt.Sprint(reset)}},
+	)
+	req := func(text string) *turn.Request {
+		return &turn.Request{Model: "codex-chatgpt", Input: []turn.Item{userItem(text)}}
+	}
+	if _, err := s.provider.Run(testCtx(t), req("one"), nil); err != nil {
+		t.Fatal(err)
+	}
+	rl, ok := s.provider.RateLimits()
+	if !ok || rl.Primary == nil || rl.Primary.UsedPercent != 40 {
+		t.Fatalf("rate limits after a response: %+v", rl)
+	}
+	_, err := s.provider.Run(testCtx(t), req("two"), nil)
+	apiErr, isAPI := err.(*llmapi.APIError)
+	if !isAPI || apiErr.Status != 429 || apiErr.Code != "insufficient_quota" || apiErr.RetryAfter <= 0 || apiErr.RetryAfter > 91*time.Second {
+		t.Fatalf("usage limit: %#v", err)
+	}
+	until, exhausted := s.provider.Exhausted()
+	if !exhausted || until.Unix() != reset {
+		t.Fatalf("exhausted %v until %v, want until %d", exhausted, until, reset)
+	}
+	n := len(s.fake.Requests())
+	if _, err := s.provider.Run(testCtx(t), req("three"), nil); err == nil || err.(*llmapi.APIError).Status != 429 {
+		t.Fatalf("while exhausted: %v", err)
+	}
+	if len(s.fake.Requests()) != n {
+		t.Fatal("a model request was made while the login is exhausted")
+	}
+}

@@ -12,6 +12,9 @@ import (
 
 // Run implements turn.Provider.
 func (p *Provider) Run(ctx context.Context, req *turn.Request, sink turn.Sink) (*turn.Result, error) {
+	if until, ok := p.limits.until(); ok {
+		return nil, quotaError(until, time.Now(), "")
+	}
 	streamed := false
 	track := sink
 	if sink != nil {
@@ -26,6 +29,11 @@ func (p *Provider) Run(ctx context.Context, req *turn.Request, sink turn.Sink) (
 		res, _, err = p.run(ctx, req, sink, true)
 	}
 	if err != nil {
+		if te, ok := errors.AsType[*appserver.TurnError](err); ok && te.Kind == appserver.KindUsageLimitExceeded {
+			until := p.limits.exhaust()
+			p.log.Warn("the Codex login's usage limit is exhausted; this worker takes no requests until it resets", "until", until.UTC().Format(time.RFC3339))
+			return nil, quotaError(until, time.Now(), ": "+redact(te.Message))
+		}
 		return nil, mapError(ctx, err)
 	}
 	return res, nil

@@ -81,10 +81,16 @@ type Reply struct {
 	// Status, when not 0 or 200, answers with this HTTP status and an
 	// OpenAI error body instead of a stream.
 	Status int
-	// ErrorMessage, ErrorType and ErrorCode fill the OpenAI error body.
+	// ErrorMessage, ErrorType and ErrorCode fill the OpenAI error body;
+	// ErrorFields adds to it (e.g. "resets_at" of a usage limit).
 	ErrorMessage string
 	ErrorType    string
 	ErrorCode    string
+	ErrorFields  map[string]any
+	// Headers are sent with the answer, stream or error (e.g. the
+	// x-codex-primary-used-percent rate-limit headers of the ChatGPT
+	// backend).
+	Headers map[string]string
 
 	// DelayBefore waits before answering.
 	DelayBefore time.Duration
@@ -403,7 +409,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 
 	if !isResponses {
-		writeError(w, http.StatusNotFound, "not found: "+r.URL.Path, "invalid_request_error", "not_found")
+		writeError(w, http.StatusNotFound, "not found: "+r.URL.Path, "invalid_request_error", "not_found", nil)
 		return
 	}
 	if !s.sleep(r.Context(), reply.DelayBefore) {
@@ -418,8 +424,14 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		if typ == "" {
 			typ = defaultErrorType(reply.Status)
 		}
-		writeError(w, reply.Status, msg, typ, reply.ErrorCode)
+		for k, v := range reply.Headers {
+			w.Header().Set(k, v)
+		}
+		writeError(w, reply.Status, msg, typ, reply.ErrorCode, reply.ErrorFields)
 		return
+	}
+	for k, v := range reply.Headers {
+		w.Header().Set(k, v)
 	}
 	s.stream(w, r, req, reply, seq)
 }
@@ -436,14 +448,16 @@ func defaultErrorType(status int) string {
 	return "invalid_request_error"
 }
 
-func writeError(w http.ResponseWriter, status int, msg, typ, code string) {
+func writeError(w http.ResponseWriter, status int, msg, typ, code string, extra map[string]any) {
 	var c any
 	if code != "" {
 		c = code
 	}
-	b, _ := json.Marshal(map[string]any{"error": map[string]any{
-		"message": msg, "type": typ, "code": c, "param": nil,
-	}})
+	obj := map[string]any{"message": msg, "type": typ, "code": c, "param": nil}
+	for k, v := range extra {
+		obj[k] = v
+	}
+	b, _ := json.Marshal(map[string]any{"error": obj})
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
