@@ -124,7 +124,9 @@ type exchange struct {
 	op       llmapi.Operation
 	id       string
 	req      clientRequest
+	charged  bool // its tokens were charged (usage.go)
 	wt       *correlator.Call
+	identity string
 	deadline time.Time
 	start    time.Time
 	status   int // what the client got, for the log
@@ -165,12 +167,16 @@ func (s *Server) handleExecute(op llmapi.Operation) http.HandlerFunc {
 				"The Events API response listeners are not connected; retry shortly."))
 			return
 		}
-		x := &exchange{s: s, w: w, r: r, op: op, id: correlator.NewRequestID(), req: cr, start: start}
+		if !s.admit(w, r, claims.Subject, cr.model) {
+			return
+		}
+		x := &exchange{s: s, w: w, r: r, op: op, id: correlator.NewRequestID(), req: cr, identity: claims.Subject, start: start}
 		x.deadline = start.Add(s.cfg.Timeout)
 		if !x.register(cr.stream, cr.includeUsage) {
 			return
 		}
 		defer s.calls.Forget(x.wt)
+		defer x.settle()
 		w.Header().Set("X-Request-Id", x.id)
 		x.run(claims.Subject, body)
 		s.log.Info("request", "request_id", x.id, "operation", string(op), "model", cr.model, "stream", cr.stream,
@@ -269,6 +275,7 @@ func (x *exchange) await() {
 			x.fail(failure)
 			return
 		case resp != nil:
+			x.charge(resp)
 			x.status = resp.StatusCode
 			writeRaw(x.w, resp.StatusCode, resp.Body)
 			return

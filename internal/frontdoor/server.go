@@ -14,7 +14,13 @@
 // client that goes away, or a request that times out, gets a
 // bus.llm.<op>.cancel event published so the worker can stop.
 //
-// It imports internal/auth, internal/catalog, internal/correlator, pkg/events and pkg/llmapi; never the worker side (executor, providers).
+// Usage and entitlements (usage.go): an execution request is admitted by
+// the entitlement Enforcer before it is published; its exact tokens are
+// charged before a non-streaming answer goes out (after a stream's last
+// frame); and its usage record is queued, never written on the response
+// path. GET /v1/usage serves the ledger.
+//
+// It imports internal/auth, internal/catalog, internal/correlator, internal/entitlement, internal/usage, pkg/events and pkg/llmapi; never the worker side (executor, providers).
 package frontdoor
 
 import (
@@ -32,6 +38,8 @@ import (
 	"github.com/busdk/bus-integration-codex/internal/auth"
 	"github.com/busdk/bus-integration-codex/internal/catalog"
 	"github.com/busdk/bus-integration-codex/internal/correlator"
+	"github.com/busdk/bus-integration-codex/internal/entitlement"
+	"github.com/busdk/bus-integration-codex/internal/usage"
 	"github.com/busdk/bus-integration-codex/pkg/events"
 	"github.com/busdk/bus-integration-codex/pkg/llmapi"
 )
@@ -82,6 +90,14 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// MaxBodyBytes bounds request bodies (DefaultMaxBodyBytes when 0).
 	MaxBodyBytes int64
+	// Usage, when set, receives the usage record of every execution
+	// request the front door answers, and GET /v1/usage reads its ledger.
+	// Its owner closes it after Serve returns (which writes what is queued).
+	Usage *usage.Writer
+	// Entitlements, when set, admits every execution request before it is
+	// published (403 for a model not allowed, 429 over a limit) and is
+	// charged its exact tokens once it is answered.
+	Entitlements *entitlement.Enforcer
 	// Logger receives the logs (slog.Default when nil). Tokens and request
 	// bodies are never logged.
 	Logger *slog.Logger
@@ -206,6 +222,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/v1/responses/{id}", s.handleStored)
 	mux.HandleFunc("/v1/responses/{id}/input_items", s.handleInputItems)
 	mux.HandleFunc("/v1/embeddings", s.handleEmbeddings)
+	mux.HandleFunc("/v1/usage", s.handleUsage)
 	mux.HandleFunc("/v1/models", s.handleModels)
 	mux.HandleFunc("/v1/models/{id...}", s.handleModel)
 	mux.HandleFunc("/readyz", s.handleReady)
