@@ -54,8 +54,9 @@ func (x *exchange) charge(resp *llmapi.ExecutionEventResponse) {
 
 // settle runs once an execution request is answered: a stream that ended
 // before its response event arrived waits for it (the caller already has
-// every frame; the wait ends at the deadline or when the caller goes
-// away), then the tokens are charged and the usage record is queued.
+// every frame and may have closed the connection, which ends the request
+// context but not this wait; the deadline and a forced shutdown do), then
+// the tokens are charged and the usage record is queued.
 func (x *exchange) settle() {
 	if x.s.cfg.Usage == nil && x.s.cfg.Entitlements == nil {
 		return
@@ -91,7 +92,7 @@ func (x *exchange) awaitResponse() *llmapi.ExecutionEventResponse {
 		case <-timer.C:
 			x.s.log.Warn("stream ended without its response event; usage not known", "request_id", x.id)
 			return nil
-		case <-x.r.Context().Done():
+		case <-x.s.hardStop.Done():
 			return nil
 		}
 	}
