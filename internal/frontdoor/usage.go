@@ -81,6 +81,9 @@ func (x *exchange) settle() {
 
 // awaitResponse waits for the response event of a finished stream.
 func (x *exchange) awaitResponse() *llmapi.ExecutionEventResponse {
+	if !time.Now().Before(x.deadline) {
+		return nil // the stream timed out: no answer is coming
+	}
 	timer := time.NewTimer(time.Until(x.deadline))
 	defer timer.Stop()
 	for {
