@@ -119,8 +119,6 @@ type Config struct {
 	// loaded (DefaultLiveThreads, DefaultLiveThreadTTL when 0).
 	LiveThreads   int
 	LiveThreadTTL time.Duration
-	// NoWebSearch refuses hosted web search (Capabilities.WebSearch false).
-	NoWebSearch bool
 	// ExhaustedBackoff is how long an exhausted login rests when Codex
 	// names no reset time (DefaultExhaustedBackoff when 0).
 	ExhaustedBackoff time.Duration
@@ -288,7 +286,7 @@ func approve(ctx context.Context, req *appserver.ServerRequest) (any, error) {
 
 // Capabilities implements turn.Provider.
 func (p *Provider) Capabilities() turn.Capabilities {
-	return turn.Capabilities{Tools: true, Images: true, Schema: true, WebSearch: !p.cfg.NoWebSearch}
+	return turn.Capabilities{Tools: true, Images: true, Schema: true, WebSearch: true}
 }
 
 // Close stops every App Server process and removes the provider's files.

@@ -61,6 +61,9 @@ func applyWebSearch(cfg map[string]any, ws *turn.WebSearch) {
 		return
 	}
 	cfg["web_search"] = "live"
+	if ws.CachedOnly {
+		cfg["web_search"] = "cached"
+	}
 	opts := map[string]any{}
 	if ws.ContextSize != "" {
 		opts["context_size"] = ws.ContextSize
