@@ -72,6 +72,14 @@ type Config struct {
 	Verifier *auth.Verifier
 	// Catalog lists the public models (catalog.Default() when nil).
 	Catalog *catalog.Catalog
+	// Usage, when set, receives the usage record of every execution
+	// request the front door answers, and GET /v1/usage reads its ledger.
+	// Its owner closes it after Serve returns (which writes what is queued).
+	Usage *usage.Writer
+	// Entitlements, when set, admits every execution request before it is
+	// published (403 for a model not allowed, 429 over a limit) and is
+	// charged its exact tokens once it is answered.
+	Entitlements *entitlement.Enforcer
 	// Timeout bounds each execution request (DefaultTimeout when 0). It is
 	// also sent to the worker as the request's deadline.
 	Timeout time.Duration
@@ -90,14 +98,6 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// MaxBodyBytes bounds request bodies (DefaultMaxBodyBytes when 0).
 	MaxBodyBytes int64
-	// Usage, when set, receives the usage record of every execution
-	// request the front door answers, and GET /v1/usage reads its ledger.
-	// Its owner closes it after Serve returns (which writes what is queued).
-	Usage *usage.Writer
-	// Entitlements, when set, admits every execution request before it is
-	// published (403 for a model not allowed, 429 over a limit) and is
-	// charged its exact tokens once it is answered.
-	Entitlements *entitlement.Enforcer
 	// Logger receives the logs (slog.Default when nil). Tokens and request
 	// bodies are never logged.
 	Logger *slog.Logger
