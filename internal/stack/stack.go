@@ -7,7 +7,10 @@
 //
 // One signing secret serves the whole stack: the Events API verifies the
 // service tokens of the workers and the front door with it, and the front
-// door verifies its callers with it, so [Stack.Token] works everywhere.
+// door verifies its callers with it. Service tokens carry the scope
+// bus:service and the Events API lists no service subjects, so the caller
+// token [Stack.Token] (llm:proxy only) is good at the front door only: on
+// the Events API it is refused bus.llm.* like any caller's.
 //
 // It may import the server, worker, front door and executor packages; no
 // command package imports it except through this API.
@@ -113,7 +116,9 @@ type Stack struct {
 	URL string
 	// BaseURL is the front door's root (for /readyz and /healthz).
 	BaseURL string
-	// Token is a one-hour caller token of CallerSubject with scope llm:proxy.
+	// Token is a one-hour caller token of CallerSubject with scope
+	// llm:proxy: good at the front door, refused bus.llm.* on the Events
+	// API.
 	Token string
 	// Bus is the Events API.
 	Bus *localbus.Bus
@@ -324,13 +329,17 @@ func (s *Stack) IssueToken(subject string, scopes ...string) (string, error) {
 	return s.Bus.Token(subject, scopes...)
 }
 
+// ServiceScopes are the scopes of the stack's service tokens: llm:proxy
+// and bus:service.
+func ServiceScopes() []string { return []string{llmapi.Scope, auth.ScopeService} }
+
 // ServiceClient returns an Events API client for a service of the stack
-// (subject), with the bus.llm.* scope and a fast reconnect policy. The
-// stack closes its idle connections on Close.
+// (subject), with a service token (ServiceScopes) and a fast reconnect
+// policy. The stack closes its idle connections on Close.
 func (s *Stack) ServiceClient(subject string, opts ...events.Option) (*events.Client, error) {
 	base := []events.Option{events.WithLogger(s.cfg.Logger),
 		events.WithRetry(events.RetryPolicy{Enabled: true, Min: 50 * time.Millisecond, Max: time.Second})}
-	c, err := s.Bus.Client(subject, []string{llmapi.Scope}, append(base, opts...)...)
+	c, err := s.Bus.Client(subject, ServiceScopes(), append(base, opts...)...)
 	if err != nil {
 		return nil, err
 	}

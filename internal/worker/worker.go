@@ -275,7 +275,7 @@ func (w *Worker) publish(ctx context.Context, name, correlationID string, payloa
 func (w *Worker) ack(ctx context.Context, env events.Envelope) {
 	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if _, err := w.cfg.Client.Ack(actx, env.Name, w.cfg.Group, env.ID); err != nil {
+	if _, err := w.cfg.Client.Ack(actx, env.Name, w.cfg.Group, w.cfg.Consumer, env.ID); err != nil {
 		w.log.Warn("ack failed; the request may be redelivered", "event", env.ID, "err", err)
 	}
 }

@@ -204,7 +204,7 @@ func TestEventsUnreachable(t *testing.T) {
 func TestServesAndStops(t *testing.T) {
 	url := eventsAPI(t)
 	env := baseEnv(t, url)
-	env["BUS_API_TOKEN"] = token(t, secret, llmapi.Scope)
+	env["BUS_API_TOKEN"] = token(t, secret, llmapi.Scope, auth.ScopeService)
 	env["BUS_EVENTS_LISTENER_REQUIRED"] = "1"
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
