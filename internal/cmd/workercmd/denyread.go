@@ -3,6 +3,7 @@ package workercmd
 import (
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/busdk/bus-integration-codex/internal/busconfig"
 )
@@ -10,30 +11,41 @@ import (
 // secretPaths are what the commands Codex runs in agent mode must not
 // read (codex.Config.DenyRead): the Bus auth directory (the generated
 // HS256 secret, the default token file), the worker's token file
-// (BUS_API_TOKEN_FILE), and Codex's own login ($CODEX_HOME/auth.json).
-func secretPaths(env busconfig.Env) []string {
+// (BUS_API_TOKEN_FILE) and its directory, and Codex's own login
+// ($CODEX_HOME/auth.json). A file rotated by renaming a new one over it
+// escapes the deny of a command running at that moment (the kernel
+// detaches the file's mount), and a Kubernetes secret is a symbolic link
+// swapped on update, so the token file's directory is denied as well,
+// unless it is the root, the home directory, or holds the workdir.
+func secretPaths(env busconfig.Env, workdir string) []string {
 	var paths []string
-	add := func(p string) {
-		if abs, err := filepath.Abs(p); err == nil {
+	add := func(p string) string {
+		abs, err := filepath.Abs(p)
+		if err == nil {
 			paths = append(paths, abs)
 		}
+		return abs
 	}
 	if dir, err := busconfig.AuthDir(env); err == nil {
 		add(dir)
 	}
-	if f := env.Getenv("BUS_API_TOKEN_FILE"); f != "" {
-		add(f)
-	}
-	home := env.Getenv("CODEX_HOME")
+	home := env.Getenv("HOME")
 	if home == "" {
-		if h := env.Getenv("HOME"); h != "" {
-			home = filepath.Join(h, ".codex")
-		} else if h, err := os.UserHomeDir(); err == nil {
-			home = filepath.Join(h, ".codex")
+		home, _ = os.UserHomeDir()
+	}
+	if f := env.Getenv("BUS_API_TOKEN_FILE"); f != "" {
+		dir := filepath.Dir(add(f))
+		work, _ := filepath.Abs(workdir)
+		if dir != "/" && dir != filepath.Clean(home) && work != dir && !strings.HasPrefix(work, dir+"/") {
+			paths = append(paths, dir)
 		}
 	}
-	if home != "" {
-		add(filepath.Join(home, "auth.json"))
+	codexHome := env.Getenv("CODEX_HOME")
+	if codexHome == "" && home != "" {
+		codexHome = filepath.Join(home, ".codex")
+	}
+	if codexHome != "" {
+		add(filepath.Join(codexHome, "auth.json"))
 	}
 	return paths
 }
