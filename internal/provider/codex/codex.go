@@ -128,8 +128,11 @@ type Config struct {
 	// as the Bus auth directory and the worker's token file. Agent threads
 	// then run under a permission profile that extends the sandbox mode's
 	// built-in one with these paths denied. Symbolic links in the paths
-	// are resolved once, in New. Nothing is enforced under
-	// SandboxDangerFullAccess, which has no sandbox (New logs a warning).
+	// are resolved once, in New. A file replaced by rename while a command
+	// runs is readable to that command (the kernel detaches the mount over
+	// it): deny the directory of a file rotated that way. Nothing is
+	// enforced under SandboxDangerFullAccess, which has no sandbox (New
+	// logs a warning).
 	DenyRead []string
 	// ExhaustedBackoff is how long an exhausted login rests when Codex
 	// names no reset time (DefaultExhaustedBackoff when 0).
