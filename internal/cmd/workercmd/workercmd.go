@@ -352,6 +352,7 @@ func NewProvider(ctx context.Context, o *Options, log *slog.Logger, env busconfi
 		Command: o.CodexCommand, Workdir: workdir, Model: o.Model, Sandbox: o.Sandbox,
 		Approvals: o.Approvals, Processes: o.Processes, Instructions: o.Instructions,
 		LiveThreads: o.LiveThreads, LiveThreadTTL: o.LiveThreadTTL, MaxRSS: maxRSSBytes(o.MaxRSSMiB), Logger: log,
+		DenyRead: secretPaths(env, workdir),
 	})
 	switch {
 	case errors.Is(err, codex.ErrNotInstalled):
