@@ -197,6 +197,13 @@ func (p *Provider) shapeOf(req *turn.Request, codexBase bool) (*shape, error) {
 	switch mode {
 	case turn.ModeAgent:
 		tp.Cwd, tp.ApprovalPolicy = p.cfg.Workdir, appserver.ApprovalUntrusted
+		if p.cfg.Approvals == ApprovalsApprove {
+			// Commands run inside the sandbox without asking, and Codex
+			// refuses a request to escalate out of it: accepting approval
+			// requests instead would also accept escalations, which run
+			// unsandboxed.
+			tp.ApprovalPolicy = appserver.ApprovalNever
+		}
 		tp.Config = agentConfig(req.WebSearch)
 		agentSandbox(tp, p.cfg.Sandbox, p.cfg.DenyRead)
 		developer = append([]string{caller}, developer...)
