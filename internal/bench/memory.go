@@ -19,7 +19,6 @@ import (
 	"github.com/busdk/bus-integration-codex/internal/stack"
 	"github.com/busdk/bus-integration-codex/internal/testutil/testproc"
 	"github.com/busdk/bus-integration-codex/pkg/appserver"
-	"github.com/busdk/bus-integration-codex/pkg/llmapi"
 )
 
 // MemoryReport is section 5: resident memory of the worker and of the App
@@ -124,7 +123,7 @@ func (w *workerProc) stderrTail() string {
 
 // startWorker runs the worker command against st's Events API.
 func (b *bencher) startWorker(bin string, st *stack.Stack, provider string, concurrency int, e *codexEnv) (*workerProc, error) {
-	token, err := st.Bus.Token("bench-worker-process", llmapi.Scope)
+	token, err := st.Bus.Token("bench-worker-process", stack.ServiceScopes()...)
 	if err != nil {
 		return nil, err
 	}

@@ -3,6 +3,18 @@
 // the acknowledgement extension (POST /api/v1/events/ack), with HS256 JWT
 // authorization, on top of any eventstore.Backend.
 //
+// Trust model: bus.llm.* events are service traffic. Only service
+// principals (Config.Services: a token with the scope bus:service, or a
+// listed subject) that also carry llm:proxy may publish them, listen to
+// them (broadcast or in a unicast group) and acknowledge them; any other
+// token gets 403 forbidden. Other names need events:send to publish and
+// events:listen to listen, and their listeners receive only their own
+// identity's events unless they hold events:admin. Every stored event is
+// stamped with the publisher's identity (identity_id, the token's sub) and
+// kind (identity_type, "service" or "user"); what a publisher sends there
+// is ignored. An acknowledgement counts only from the consumer that holds
+// the delivery.
+//
 // It imports internal/auth, internal/eventstore and pkg/events; the concrete backends are chosen by its caller.
 package eventsapi
 
@@ -41,6 +53,9 @@ type Config struct {
 	Backend eventstore.Backend
 	// Verifier checks bearer tokens.
 	Verifier *auth.Verifier
+	// Services tells service principals from callers. The zero value
+	// recognises services by the scope bus:service only.
+	Services auth.ServicePolicy
 	// Logger receives request logs (slog.Default when nil).
 	Logger *slog.Logger
 	// MaxEventBytes bounds a publish body (DefaultMaxEventBytes when 0).
@@ -162,12 +177,31 @@ type action int
 const (
 	actPublish action = iota
 	actListen
+	actAck
 )
 
-// requiredScope is the scope a token needs to publish or listen on name:
-// llm:proxy for bus.llm.*, else events:send or events:listen.
+func (a action) verb() string {
+	switch a {
+	case actPublish:
+		return "publish"
+	case actListen:
+		return "listen to"
+	}
+	return "acknowledge"
+}
+
+// protectedPrefix starts the names of service traffic.
+const protectedPrefix = "bus.llm."
+
+// protected reports whether name is service traffic: only services may
+// publish, listen to or acknowledge it.
+func protected(name string) bool { return strings.HasPrefix(name, protectedPrefix) }
+
+// requiredScope is the scope a token needs to act on name: llm:proxy for
+// bus.llm.*, else events:send to publish or events:listen to listen and
+// acknowledge.
 func requiredScope(name string, a action) string {
-	if strings.HasPrefix(name, "bus.llm.") {
+	if protected(name) {
 		return auth.ScopeLLMProxy
 	}
 	if a == actPublish {
@@ -176,12 +210,36 @@ func requiredScope(name string, a action) string {
 	return auth.ScopeEventsListen
 }
 
+// authorize checks that claims may act on name, or writes the 403 and
+// reports false.
+func (s *Server) authorize(w http.ResponseWriter, claims *auth.Claims, name string, a action) bool {
+	if scope := requiredScope(name, a); !claims.HasScope(scope) {
+		writeError(w, http.StatusForbidden, CodeForbidden, fmt.Sprintf("token lacks scope %s needed to %s %s", scope, a.verb(), name))
+		return false
+	}
+	if protected(name) && !s.cfg.Services.IsService(claims) {
+		writeError(w, http.StatusForbidden, CodeForbidden, fmt.Sprintf(
+			"only service principals may %s %s events; this token is a caller's, good at the REST front door only (a service token carries the scope %s: issue it with --scope \"%s %s\")",
+			a.verb(), protectedPrefix+"*", auth.ScopeService, auth.ScopeLLMProxy, auth.ScopeService))
+		return false
+	}
+	return true
+}
+
+// identityType is the kind of principal claims names.
+func (s *Server) identityType(claims *auth.Claims) string {
+	if s.cfg.Services.IsService(claims) {
+		return events.IdentityService
+	}
+	return events.IdentityUser
+}
+
 // identityScoped reports whether listeners with claims only receive their
 // own identity's events on name: unprotected names, unless the token has
-// events:admin. Protected names are service traffic: every holder of their
-// scope receives all of it.
+// events:admin. Protected names are service traffic: every service
+// receives all of it.
 func identityScoped(claims *auth.Claims, name string) bool {
-	return requiredScope(name, actListen) != auth.ScopeLLMProxy && !claims.HasScope(auth.ScopeEventsAdmin)
+	return !protected(name) && !claims.HasScope(auth.ScopeEventsAdmin)
 }
 
 // internalGroup keeps identity-scoped unicast groups of different
@@ -231,22 +289,21 @@ func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, CodeBadRequest, fmt.Sprintf("correlationId is longer than %d bytes", maxCorrelationIDLen))
 		return
 	}
-	if scope := requiredScope(req.Name, actPublish); !claims.HasScope(scope) {
-		writeError(w, http.StatusForbidden, CodeForbidden, fmt.Sprintf("token lacks scope %s needed to publish %s", scope, req.Name))
+	if !s.authorize(w, claims, req.Name, actPublish) {
 		return
 	}
 	if len(req.Payload) == 0 {
 		req.Payload = json.RawMessage("null")
 	}
-	env, err := s.cfg.Backend.Publish(r.Context(), events.Envelope{
-		Name: req.Name, CorrelationID: req.CorrelationID, IdentityID: claims.Subject, Payload: req.Payload,
+	env, groups, err := s.cfg.Backend.Publish(r.Context(), events.Envelope{
+		Name: req.Name, CorrelationID: req.CorrelationID, IdentityID: claims.Subject, IdentityType: s.identityType(claims), Payload: req.Payload,
 	})
 	if err != nil {
 		s.log.Error("publish failed", "name", req.Name, "err", err)
 		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "event store is unavailable")
 		return
 	}
-	writeJSON(w, http.StatusAccepted, events.Accepted{Accepted: true, ID: env.ID, Name: env.Name, CorrelationID: env.CorrelationID})
+	writeJSON(w, http.StatusAccepted, events.Accepted{Accepted: true, ID: env.ID, Name: env.Name, CorrelationID: env.CorrelationID, Groups: &groups})
 }
 
 // streamParams are the parsed query parameters of a stream request.
@@ -353,8 +410,7 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 	}
 	scoped := map[string]bool{}
 	for _, n := range p.sub.Names {
-		if scope := requiredScope(n, actListen); !claims.HasScope(scope) {
-			writeError(w, http.StatusForbidden, CodeForbidden, fmt.Sprintf("token lacks scope %s needed to listen to %s", scope, n))
+		if !s.authorize(w, claims, n, actListen) {
 			return
 		}
 		scoped[n] = identityScoped(claims, n)
@@ -395,11 +451,26 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 		window = newCreditWindow(p.prefetch)
 		defer s.forget(window)
 	}
+	keepalive := func() bool {
+		if _, err := io.WriteString(w, "\n"); err != nil {
+			return false
+		}
+		flush()
+		return true
+	}
 	enc := json.NewEncoder(w)
 	for {
 		if window != nil {
-			if err := window.wait(ctx, s); err != nil {
-				return
+			// A full window may last long (the consumer works on what it
+			// holds): keep the stream visibly alive meanwhile.
+			for {
+				err := window.wait(ctx, s, s.cfg.Keepalive)
+				if err == nil {
+					break
+				}
+				if !errors.Is(err, errWaitTimeout) || !keepalive() {
+					return
+				}
 			}
 		}
 		nctx, ncancel := context.WithTimeout(ctx, s.cfg.Keepalive)
@@ -408,10 +479,9 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case err == nil:
 		case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
-			if _, err := io.WriteString(w, "\n"); err != nil {
+			if !keepalive() {
 				return
 			}
-			flush()
 			continue
 		case errors.Is(err, eventstore.ErrEndOfSnapshot):
 			return
@@ -423,14 +493,14 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 		}
 		if scoped[env.Name] && env.IdentityID != claims.Subject {
 			if p.sub.Ack {
-				_, _ = s.cfg.Backend.Ack(ctx, env.Name, p.sub.Group, []string{env.ID})
+				_, _ = s.cfg.Backend.Ack(ctx, env.Name, p.sub.Group, p.sub.Consumer, []string{env.ID})
 			}
 			continue
 		}
 		if window != nil {
 			// Count the delivery before the client can see it: its
 			// acknowledgement may come back before this loop goes on.
-			key := ackKey{name: env.Name, group: p.sub.Group, id: env.ID}
+			key := ackKey{name: env.Name, group: p.sub.Group, consumer: p.sub.Consumer, id: env.ID}
 			window.add(key, time.Now().Add(p.sub.EffectiveVisibility()))
 			s.inflight.Store(key, window)
 		}
@@ -441,11 +511,15 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// AckRequest is the body of POST /api/v1/events/ack.
+// AckRequest is the body of POST /api/v1/events/ack. Consumer names the
+// consumer that holds the deliveries (the one named when its stream was
+// opened; events.DefaultConsumer when empty): deliveries another consumer
+// holds are not acknowledged.
 type AckRequest struct {
-	Name  string   `json:"name"`
-	Group string   `json:"group"`
-	IDs   []string `json:"ids"`
+	Name     string   `json:"name"`
+	Group    string   `json:"group"`
+	Consumer string   `json:"consumer"`
+	IDs      []string `json:"ids"`
 }
 
 // AckResponse answers an AckRequest.
@@ -474,23 +548,29 @@ func (s *Server) handleAck(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, CodeBadRequest, err.Error())
 		return
 	}
+	if req.Consumer == "" {
+		req.Consumer = events.DefaultConsumer
+	}
+	if err := events.ValidateKey("consumer", req.Consumer); err != nil {
+		writeError(w, http.StatusBadRequest, CodeBadRequest, err.Error())
+		return
+	}
 	if len(req.IDs) == 0 || len(req.IDs) > 10000 {
 		writeError(w, http.StatusBadRequest, CodeBadRequest, "ids must list 1 to 10000 event ids")
 		return
 	}
-	if scope := requiredScope(req.Name, actListen); !claims.HasScope(scope) {
-		writeError(w, http.StatusForbidden, CodeForbidden, fmt.Sprintf("token lacks scope %s needed to acknowledge %s", scope, req.Name))
+	if !s.authorize(w, claims, req.Name, actAck) {
 		return
 	}
 	group := internalGroup(claims, []string{req.Name}, req.Group)
-	n, err := s.cfg.Backend.Ack(r.Context(), req.Name, group, req.IDs)
+	n, err := s.cfg.Backend.Ack(r.Context(), req.Name, group, req.Consumer, req.IDs)
 	if err != nil {
 		s.log.Error("ack failed", "name", req.Name, "err", err)
 		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "event store is unavailable")
 		return
 	}
 	for _, id := range req.IDs {
-		key := ackKey{name: req.Name, group: group, id: id}
+		key := ackKey{name: req.Name, group: group, consumer: req.Consumer, id: id}
 		if v, ok := s.inflight.LoadAndDelete(key); ok {
 			v.(*creditWindow).release(key)
 		}
@@ -498,8 +578,8 @@ func (s *Server) handleAck(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, AckResponse{Acknowledged: n})
 }
 
-// ackKey names one unacknowledged delivery.
-type ackKey struct{ name, group, id string }
+// ackKey names one unacknowledged delivery and its holder.
+type ackKey struct{ name, group, consumer, id string }
 
 // creditWindow limits a stream to prefetch unacknowledged deliveries. A
 // delivery stops counting when it is acknowledged through this server or
@@ -531,8 +611,15 @@ func (c *creditWindow) release(k ackKey) {
 	}
 }
 
-// wait blocks until the window has room.
-func (c *creditWindow) wait(ctx context.Context, s *Server) error {
+// errWaitTimeout is returned by creditWindow.wait when the window stayed
+// full for its timeout.
+var errWaitTimeout = errors.New("eventsapi: prefetch window still full")
+
+// wait blocks until the window has room, ctx ends (its error) or timeout
+// passes (errWaitTimeout).
+func (c *creditWindow) wait(ctx context.Context, s *Server, timeout time.Duration) error {
+	give := time.NewTimer(timeout)
+	defer give.Stop()
 	for {
 		c.mu.Lock()
 		now := time.Now()
@@ -556,6 +643,9 @@ func (c *creditWindow) wait(ctx context.Context, s *Server) error {
 		select {
 		case <-c.notify:
 		case <-t.C:
+		case <-give.C:
+			t.Stop()
+			return errWaitTimeout
 		case <-ctx.Done():
 			t.Stop()
 			return ctx.Err()

@@ -14,10 +14,21 @@
 //     positioned at the end of the log (or, with Replay, at its start), and
 //     from then on collects every new event even while no consumer is
 //     connected.
-//   - With Ack, a unicast delivery stays pending until acknowledged; a
-//     pending delivery not acknowledged within Visibility is handed again to
-//     a subscription of the group (possibly the same one). Without Ack,
-//     handing an event over is final (at most once).
+//   - With Ack, a unicast delivery stays pending until acknowledged by the
+//     consumer that holds it (an acknowledgement naming another consumer is
+//     ignored); a pending delivery not acknowledged within Visibility is
+//     handed again to a subscription of the group (possibly the same one),
+//     which then holds it. Each delivery carries Envelope.Deliveries: 1 the
+//     first time, 2 on the first redelivery, and so on. Without Ack,
+//     handing an event over is final (at most once) and Deliveries is 0.
+//   - Publish reports how many unicast groups of the event's name exist,
+//     so a publisher can tell that nobody will ever take the event.
+//   - A group that has had no open subscription for the backend's group
+//     idle TTL (DefaultGroupIdleTTL unless configured) is deleted with its
+//     pending deliveries; a later subscription creates it afresh. A group
+//     with an open subscription never expires.
+//   - The stored envelope keeps Name, CorrelationID, IdentityID,
+//     IdentityType and Payload as published.
 //   - Next never loses an event: when it returns an error, no event was
 //     handed over by that call, even when its context was cancelled.
 //
@@ -44,6 +55,15 @@ var ErrClosed = errors.New("eventstore: closed")
 // DefaultVisibility is the acknowledgement deadline when none is given.
 const DefaultVisibility = 30 * time.Second
 
+// DefaultGroupIdleTTL is how long a unicast group with no open
+// subscription is kept.
+const DefaultGroupIdleTTL = 24 * time.Hour
+
+// ReadBudget bounds about how many payload bytes one read of a broadcast
+// subscription fetches (at least one event), so a reader replaying a large
+// history, or one whose client stalls, holds little of it at a time.
+const ReadBudget = 1 << 20
+
 // Subscription describes a stream of events.
 type Subscription struct {
 	// Names are the event names to read (at least one, no wildcards).
@@ -68,16 +88,20 @@ type Subscription struct {
 
 // Backend stores events and hands them to subscriptions.
 type Backend interface {
-	// Publish stores ev. Name, CorrelationID, IdentityID and Payload are
-	// taken from ev; ID and CreatedAt are assigned. It returns the stored
-	// envelope.
-	Publish(ctx context.Context, ev events.Envelope) (events.Envelope, error)
+	// Publish stores ev. Name, CorrelationID, IdentityID, IdentityType
+	// and Payload are taken from ev; ID and CreatedAt are assigned. It
+	// returns the stored envelope and how many unicast groups of the name
+	// exist, each of which will be handed the event. (A group created at
+	// the very moment of the publish may take the event without being
+	// counted.)
+	Publish(ctx context.Context, ev events.Envelope) (stored events.Envelope, groups int, err error)
 	// Subscribe opens a subscription; the caller must Close it.
 	Subscribe(ctx context.Context, sub Subscription) (Subscriber, error)
 	// Ack acknowledges pending unicast deliveries of group on the named
-	// event. Unknown or already acknowledged ids are ignored; the result is
-	// how many were newly acknowledged.
-	Ack(ctx context.Context, name, group string, ids []string) (int, error)
+	// event that consumer holds. Unknown or already acknowledged ids, and
+	// deliveries another consumer holds, are ignored; the result is how
+	// many were newly acknowledged.
+	Ack(ctx context.Context, name, group, consumer string, ids []string) (int, error)
 	// Close releases the backend's resources.
 	Close() error
 }
@@ -91,6 +115,22 @@ type Subscriber interface {
 	// Close ends the subscription. Pending acknowledged-mode deliveries stay
 	// pending and are redelivered after their visibility timeout.
 	Close() error
+}
+
+// GroupSweepInterval is how often a backend with group idle TTL ttl
+// refreshes the groups its open subscriptions use and deletes expired ones:
+// a quarter of ttl, between 10ms and a minute.
+func GroupSweepInterval(ttl time.Duration) time.Duration {
+	return min(max(ttl/4, 10*time.Millisecond), time.Minute)
+}
+
+// EffectiveGroupIdleTTL returns ttl, or DefaultGroupIdleTTL when it is not
+// positive.
+func EffectiveGroupIdleTTL(ttl time.Duration) time.Duration {
+	if ttl <= 0 {
+		return DefaultGroupIdleTTL
+	}
+	return ttl
 }
 
 // EffectiveVisibility returns s.Visibility, or DefaultVisibility when unset.

@@ -124,7 +124,11 @@ func (r *Reader) Next(ctx context.Context) (events.Envelope, error) {
 		}
 		if len(r.ready) > 0 {
 			env := r.ready[0]
+			r.ready[0] = events.Envelope{} // do not keep its payload alive
 			r.ready = r.ready[1:]
+			if len(r.ready) == 0 {
+				r.ready = nil
+			}
 			return env, nil
 		}
 		if r.end {

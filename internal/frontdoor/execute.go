@@ -132,6 +132,7 @@ type exchange struct {
 	op       llmapi.Operation
 	id       string
 	req      clientRequest
+	charged  bool // its tokens were charged (usage.go)
 	wt       *correlator.Call
 	identity string
 	deadline time.Time
@@ -186,12 +187,16 @@ func (s *Server) handleExecute(op llmapi.Operation) http.HandlerFunc {
 				"The Events API response listeners are not connected; retry shortly."))
 			return
 		}
+		if !s.admit(w, r, claims.Subject, cr.model) {
+			return
+		}
 		x := &exchange{s: s, w: w, r: r, op: op, id: correlator.NewRequestID(), req: cr, identity: claims.Subject, start: start}
 		x.deadline = start.Add(s.cfg.Timeout)
 		if !x.register(cr.stream, cr.includeUsage) {
 			return
 		}
 		defer s.calls.Forget(x.wt)
+		defer x.settle()
 		w.Header().Set("X-Request-Id", x.id)
 		x.run(claims.Subject, body)
 		x.logDone("model", cr.model, "stream", cr.stream)
@@ -294,6 +299,7 @@ func (x *exchange) await() {
 			x.fail(failure)
 			return
 		case resp != nil:
+			x.charge(resp)
 			x.status = resp.StatusCode
 			if resp.IsError() {
 				x.errCode = responseErrorCode(resp)

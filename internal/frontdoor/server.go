@@ -19,7 +19,13 @@
 // the stream data held for a slow reader, and the time a stream may be
 // written are bounded.
 //
-// It imports internal/auth, internal/catalog, internal/correlator, pkg/events and pkg/llmapi; never the worker side (executor, providers).
+// Usage and entitlements (usage.go): an execution request is admitted by
+// the entitlement Enforcer before it is published; its exact tokens are
+// charged before a non-streaming answer goes out (after a stream's last
+// frame); and its usage record is queued, never written on the response
+// path. GET /v1/usage serves the ledger.
+//
+// It imports internal/auth, internal/catalog, internal/correlator, internal/entitlement, internal/usage, pkg/events and pkg/llmapi; never the worker side (executor, providers).
 package frontdoor
 
 import (
@@ -38,6 +44,8 @@ import (
 	"github.com/busdk/bus-integration-codex/internal/auth"
 	"github.com/busdk/bus-integration-codex/internal/catalog"
 	"github.com/busdk/bus-integration-codex/internal/correlator"
+	"github.com/busdk/bus-integration-codex/internal/entitlement"
+	"github.com/busdk/bus-integration-codex/internal/usage"
 	"github.com/busdk/bus-integration-codex/pkg/events"
 	"github.com/busdk/bus-integration-codex/pkg/llmapi"
 )
@@ -70,6 +78,14 @@ type Config struct {
 	Verifier *auth.Verifier
 	// Catalog lists the public models (catalog.Default() when nil).
 	Catalog *catalog.Catalog
+	// Usage, when set, receives the usage record of every execution
+	// request the front door answers, and GET /v1/usage reads its ledger.
+	// Its owner closes it after Serve returns (which writes what is queued).
+	Usage *usage.Writer
+	// Entitlements, when set, admits every execution request before it is
+	// published (403 for a model not allowed, 429 over a limit) and is
+	// charged its exact tokens once it is answered.
+	Entitlements *entitlement.Enforcer
 	// Timeout bounds each execution request (DefaultTimeout when 0). It is
 	// also sent to the worker as the request's deadline.
 	Timeout time.Duration
@@ -225,6 +241,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/v1/responses/{id}", s.handleStored)
 	mux.HandleFunc("/v1/responses/{id}/input_items", s.handleInputItems)
 	mux.HandleFunc("/v1/embeddings", s.handleEmbeddings)
+	mux.HandleFunc("/v1/usage", s.handleUsage)
 	mux.HandleFunc("/v1/models", s.handleModels)
 	mux.HandleFunc("/v1/models/{id...}", s.handleModel)
 	mux.HandleFunc("/readyz", s.handleReady)

@@ -34,6 +34,10 @@ type Options struct {
 	Secret []byte
 	// Logger for the server (discarded when nil).
 	Logger *slog.Logger
+	// Services tells service principals from callers (zero: only tokens
+	// with the scope bus:service are services, so issue service tokens
+	// with auth.ScopeService besides llm:proxy).
+	Services auth.ServicePolicy
 }
 
 // Bus is a running in-process Events API.
@@ -70,7 +74,7 @@ func Start(opts Options) (*Bus, error) {
 		_ = opts.Backend.Close()
 		return nil, fmt.Errorf("localbus: listen: %w", err)
 	}
-	srv := eventsapi.New(eventsapi.Config{Backend: opts.Backend, Verifier: auth.NewVerifier(opts.Secret, auth.Audience), Logger: opts.Logger})
+	srv := eventsapi.New(eventsapi.Config{Backend: opts.Backend, Verifier: auth.NewVerifier(opts.Secret, auth.Audience), Services: opts.Services, Logger: opts.Logger})
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &Bus{URL: "http://" + l.Addr().String(), secret: opts.Secret, backend: opts.Backend, cancel: cancel, done: make(chan error, 1)}
 	go func() { b.done <- srv.Serve(ctx, l) }()

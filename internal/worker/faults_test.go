@@ -547,7 +547,7 @@ func TestPoisonRequestIsDeadLettered(t *testing.T) {
 			const maxDeliveries = 2
 			svc := contract.Worker("test", "workers")
 			reqName := llmapi.OpChatCompletions.RequestEvent()
-			deadName := deadLetterName(reqName)
+			deadName := events.DeadLetterName(reqName)
 			dead := make(chan events.Envelope, 1)
 			observer := serviceClient(t, b, "observer")
 			listen(t, observer, events.ListenOptions{Names: []string{deadName}}, func(env events.Envelope) { dead <- env })
@@ -655,7 +655,3 @@ func listen(t *testing.T, c *events.Client, o events.ListenOptions, h func(event
 		t.Fatal(fmt.Sprint("listener on ", o.Names, " not connected"))
 	}
 }
-
-// deadLetterName is where the worker moves a poison request.
-// TODO(trust15a): events.DeadLetterName.
-func deadLetterName(name string) string { return name + ".dead" }

@@ -141,7 +141,7 @@ func (w *Worker) executor(ctx context.Context) (*executor.Executor, error) {
 // deadLetter moves a request delivered too often to its dead-letter name,
 // answers it with an error and acknowledges it.
 func (w *Worker) deadLetter(ctx context.Context, env events.Envelope, req llmapi.ExecutionEventRequest, op llmapi.Operation) {
-	name := deadLetterName(env.Name)
+	name := events.DeadLetterName(env.Name)
 	payload, _ := json.Marshal(env) // an Envelope always encodes
 	if _, err := w.publishRaw(ctx, events.Event{Name: name, CorrelationID: env.CorrelationID, Payload: payload}); err != nil {
 		w.log.Error("poison request not dead-lettered; it will be redelivered", "event", env.ID, "deliveries", env.Deliveries, "err", err)
@@ -253,7 +253,7 @@ func (w *Worker) publishRaw(ctx context.Context, ev events.Event) (events.Accept
 // redelivered.
 func (w *Worker) ack(ctx context.Context, env events.Envelope) {
 	err := w.retry(ctx, func(cctx context.Context) error {
-		_, err := w.cfg.Client.Ack(cctx, env.Name, w.cfg.Group, env.ID)
+		_, err := w.cfg.Client.Ack(cctx, env.Name, w.cfg.Group, w.cfg.Consumer, env.ID)
 		return err
 	})
 	if err != nil {
@@ -397,7 +397,3 @@ func (c *chunkPublisher) lost() bool {
 	defer c.mu.Unlock()
 	return c.failed
 }
-
-// deadLetterName is where a request delivered too often goes.
-// TODO(trust15a): use events.DeadLetterName once pkg/events defines it.
-func deadLetterName(name string) string { return name + ".dead" }

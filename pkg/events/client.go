@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -244,13 +245,16 @@ func (c *Client) PublishJSON(ctx context.Context, name, correlationID string, v 
 	return c.Publish(ctx, Event{Name: name, CorrelationID: correlationID, Payload: b})
 }
 
-// Ack acknowledges unicast deliveries of group on name (the
-// acknowledgement extension). It returns how many were newly acknowledged.
-func (c *Client) Ack(ctx context.Context, name, group string, ids ...string) (int, error) {
+// Ack acknowledges unicast deliveries of group on name that consumer holds
+// (the acknowledgement extension): the consumer named when the stream was
+// opened. Deliveries another consumer holds, unknown and already
+// acknowledged ids are ignored. It returns how many were newly
+// acknowledged.
+func (c *Client) Ack(ctx context.Context, name, group, consumer string, ids ...string) (int, error) {
 	var out struct {
 		Acknowledged int `json:"acknowledged"`
 	}
-	err := c.do(ctx, "/api/v1/events/ack", map[string]any{"name": name, "group": group, "ids": ids}, &out)
+	err := c.do(ctx, "/api/v1/events/ack", map[string]any{"name": name, "group": group, "consumer": consumer, "ids": ids}, &out)
 	return out.Acknowledged, err
 }
 
@@ -277,10 +281,33 @@ type ListenOptions struct {
 	// successful connection (0: as long as the retry policy allows). After
 	// the first connection Listen reconnects for as long as ctx lives.
 	ConnectTimeout time.Duration
+	// IdleTimeout is how long a stream may stay silent (no event and no
+	// keep-alive line) before it is presumed dead and closed: Next then
+	// returns an error wrapping ErrStreamIdle, and Listen reconnects.
+	// DefaultIdleTimeout when 0; negative disables it. It must exceed the
+	// server's keep-alive interval (15 s on the Events API).
+	IdleTimeout time.Duration
 	// OnConnect is called after each successful (re)connection.
 	OnConnect func()
-	// OnDisconnect is called when an established stream breaks.
+	// OnDisconnect is called when an established stream breaks, including
+	// when it stays silent for longer than IdleTimeout; the listener is
+	// not connected again until the next OnConnect.
 	OnDisconnect func(error)
+}
+
+// DefaultIdleTimeout is three keep-alive intervals of the Events API: a
+// stream silent for this long has lost its connection without noticing.
+const DefaultIdleTimeout = 45 * time.Second
+
+// ErrStreamIdle is wrapped by the error of a stream that stayed silent for
+// longer than its IdleTimeout.
+var ErrStreamIdle = errors.New("events: stream silent for longer than its idle timeout")
+
+func (o ListenOptions) idleTimeout() time.Duration {
+	if o.IdleTimeout == 0 {
+		return DefaultIdleTimeout
+	}
+	return max(o.IdleTimeout, 0)
 }
 
 func (o ListenOptions) query() url.Values {
@@ -319,6 +346,11 @@ func (o ListenOptions) query() url.Values {
 type Stream struct {
 	body io.ReadCloser
 	r    *bufio.Reader
+
+	cancel   context.CancelFunc // ends the request
+	idle     time.Duration      // 0: no watchdog
+	watchdog *time.Timer        // ends the request after idle without data
+	silent   atomic.Bool        // the watchdog fired
 }
 
 // maxLine bounds one NDJSON line.
@@ -326,26 +358,76 @@ const maxLine = 64 << 20
 
 // Open opens one stream without reconnection. Errors the API answers with
 // are *APIError.
+//
+// The stream is closed when it stays silent for longer than o.IdleTimeout,
+// the wait for the answer's headers included.
 func (c *Client) Open(ctx context.Context, o ListenOptions) (*Stream, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	s := &Stream{cancel: cancel, idle: o.idleTimeout()}
+	if s.idle > 0 {
+		s.watchdog = time.AfterFunc(s.idle, func() {
+			s.silent.Store(true)
+			cancel()
+		})
+	}
 	req, err := c.newRequest(ctx, http.MethodGet, "/api/v1/events/stream", o.query(), nil)
 	if err != nil {
+		s.stop()
 		return nil, err
 	}
 	req.Header.Set("Accept", "application/x-ndjson")
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("events: connect %s: %w", c.base.Host, err)
+		s.stop()
+		return nil, fmt.Errorf("events: connect %s: %w", c.base.Host, s.explain(err))
 	}
 	if resp.StatusCode != http.StatusOK {
+		defer s.stop()
 		defer resp.Body.Close()
 		return nil, readAPIError(resp)
 	}
-	return &Stream{body: resp.Body, r: bufio.NewReaderSize(resp.Body, 64<<10)}, nil
+	s.body, s.r = resp.Body, bufio.NewReaderSize(resp.Body, 64<<10)
+	s.disarm()
+	return s, nil
+}
+
+// arm (re)starts the watchdog: the stream must deliver data within idle.
+// It runs only while the stream waits for data (the answer's headers, or
+// inside Next), so a consumer that takes its time between calls of Next
+// is never mistaken for a dead connection.
+func (s *Stream) arm() {
+	if s.watchdog != nil {
+		s.watchdog.Reset(s.idle)
+	}
+}
+
+func (s *Stream) disarm() {
+	if s.watchdog != nil {
+		s.watchdog.Stop()
+	}
+}
+
+// stop ends the watchdog and the request.
+func (s *Stream) stop() {
+	s.disarm()
+	s.cancel()
+}
+
+// explain marks the error of a read the watchdog ended.
+func (s *Stream) explain(err error) error {
+	if err != nil && s.silent.Load() {
+		return fmt.Errorf("%w (%s): %w", ErrStreamIdle, s.idle, err)
+	}
+	return err
 }
 
 // Next returns the next event. Blank keep-alive lines are skipped. io.EOF
-// means the server ended the stream (e.g. after a follow=false snapshot).
+// means the server ended the stream (e.g. after a follow=false snapshot);
+// an error wrapping ErrStreamIdle, that nothing (not even a keep-alive
+// line) arrived within the stream's IdleTimeout.
 func (s *Stream) Next() (Envelope, error) {
+	s.arm()
+	defer s.disarm()
 	for {
 		line, err := s.readLine()
 		if len(bytes.TrimSpace(line)) > 0 {
@@ -365,18 +447,24 @@ func (s *Stream) readLine() ([]byte, error) {
 	var buf []byte
 	for {
 		frag, err := s.r.ReadSlice('\n')
+		if len(frag) > 0 {
+			s.arm() // data arrived: the connection is alive
+		}
 		buf = append(buf, frag...)
 		if len(buf) > maxLine {
 			return nil, fmt.Errorf("events: stream line longer than %d bytes", maxLine)
 		}
 		if !errors.Is(err, bufio.ErrBufferFull) {
-			return buf, err
+			return buf, s.explain(err)
 		}
 	}
 }
 
 // Close ends the stream.
-func (s *Stream) Close() error { return s.body.Close() }
+func (s *Stream) Close() error {
+	s.stop()
+	return s.body.Close()
+}
 
 // Handler handles one event. An error ends Listen with that error.
 type Handler func(ctx context.Context, env Envelope) error

@@ -1,5 +1,7 @@
 // Package eventscmd is the bus-api-provider-events command: the Events API
-// server on a chosen backend.
+// server on a chosen backend. Service principals are tokens with the scope
+// bus:service and the subjects of BUS_EVENTS_SERVICE_SUBJECTS (the local
+// identity when unset; see auth.ServicePolicyFromEnv).
 //
 // It may import any non-command package; only cmd/bus-api-provider-events imports it.
 package eventscmd
@@ -59,6 +61,10 @@ func run(ctx context.Context, o *options, io cliutil.IO) error {
 	if err != nil {
 		return fmt.Errorf("jwt secret: %w", err)
 	}
+	services, err := auth.ServicePolicyFromEnv(io.Env)
+	if err != nil {
+		return err
+	}
 	store, err := backends.Open(ctx, o.backend, io.Env)
 	if err != nil {
 		return err
@@ -68,8 +74,9 @@ func run(ctx context.Context, o *options, io cliutil.IO) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", o.addr, err)
 	}
-	log.Info("events api listening", "addr", l.Addr().String(), "backend", o.backend, "jwt_secret_from", source)
-	srv := eventsapi.New(eventsapi.Config{Backend: store, Verifier: auth.NewVerifier(key, auth.Audience), Logger: log})
+	log.Info("events api listening", "addr", l.Addr().String(), "backend", o.backend, "jwt_secret_from", source,
+		"services", "tokens with scope "+auth.ScopeService, "service_subjects", services.Subjects)
+	srv := eventsapi.New(eventsapi.Config{Backend: store, Verifier: auth.NewVerifier(key, auth.Audience), Services: services, Logger: log})
 	if err := srv.Serve(ctx, l); err != nil {
 		return err
 	}

@@ -177,8 +177,8 @@ func parse(args []string, io cliutil.IO) (*Options, error) {
 		return nil, cliutil.Usagef("--provider must be codex or static, not %q", o.Provider)
 	case o.Timeout <= 0:
 		return nil, cliutil.Usagef("--timeout must be positive")
-	case o.Concurrency < 0:
-		return nil, cliutil.Usagef("--concurrency must be at least 1 (0: %d per App Server process)", ConcurrencyPerProcess)
+	case o.Concurrency < 0 || (o.Concurrency == 0 && (flagSet(fs, "concurrency") || env.Getenv("BUS_CODEX_CONCURRENCY") != "")):
+		return nil, cliutil.Usagef("--concurrency must be at least 1")
 	case o.Instructions != codex.InstructionsAuto && o.Instructions != codex.InstructionsCaller && o.Instructions != codex.InstructionsCodex:
 		return nil, cliutil.Usagef("--instructions must be auto, caller or codex, not %q", o.Instructions)
 	case o.LiveThreads < 1:
@@ -218,6 +218,13 @@ func parse(args []string, io cliutil.IO) (*Options, error) {
 		o.Concurrency = ConcurrencyPerProcess * o.Processes
 	}
 	return o, nil
+}
+
+// flagSet reports whether the flag name was given on the command line.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 // ConcurrencyPerProcess is how many requests one App Server process
@@ -455,6 +462,7 @@ func NewProvider(ctx context.Context, o *Options, log *slog.Logger, env busconfi
 		Command: o.CodexCommand, Workdir: workdir, Model: o.Model, Sandbox: o.Sandbox,
 		Approvals: o.Approvals, Processes: o.Processes, Instructions: o.Instructions,
 		LiveThreads: o.LiveThreads, LiveThreadTTL: o.LiveThreadTTL, MaxRSS: maxRSSBytes(o.MaxRSSMiB), Logger: log,
+		DenyRead: secretPaths(env, workdir),
 	})
 	switch {
 	case errors.Is(err, codex.ErrNotInstalled):

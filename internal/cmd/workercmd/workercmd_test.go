@@ -229,7 +229,7 @@ func TestBadWorkdir(t *testing.T) {
 // The worker serves until its context ends, then exits 0.
 func TestServesUntilCancelled(t *testing.T) {
 	b := startBus(t)
-	tok, err := b.Token("worker", llmapi.Scope)
+	tok, err := b.Token("worker", llmapi.Scope, auth.ScopeService)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,9 +15,8 @@ type conversation struct {
 	thread *appserver.Thread
 	shape  *shape
 	// key is the transcript hash of everything the thread has seen, as
-	// the client will send it back; length is how many items that is.
-	key    [32]byte
-	length int
+	// the client will send it back.
+	key [32]byte
 	// step is set while a tool step waits for the client's outputs: the
 	// turn is still open and its calls are held.
 	step *heldStep

@@ -99,11 +99,12 @@ func quotaError(until time.Time, now time.Time, detail string) *llmapi.APIError 
 // without a Codex login, e.g. with an API-key provider: then the state
 // comes from the notifications only).
 func (p *Provider) readLimits(ctx context.Context) {
-	for _, proc := range p.pool.Processes() {
-		if rl, err := proc.RateLimits(ctx); err == nil {
-			p.limits.update(*rl)
-		}
+	procs := p.pool.Processes()
+	if len(procs) == 0 {
 		return
+	}
+	if rl, err := procs[0].RateLimits(ctx); err == nil {
+		p.limits.update(*rl)
 	}
 }
 
