@@ -288,6 +288,21 @@ func TestQueuedRequestCancelledBeforeStartMakesNoModelCall(t *testing.T) {
 	}
 }
 
+// TestExpiredRequestMakesNoModelCall: a request whose deadline passed
+// while it waited in the group is answered 504 without a model call.
+func TestExpiredRequestMakesNoModelCall(t *testing.T) {
+	b := startBus(t, localbus.Options{})
+	p := &counting{}
+	run(t, serviceClient(t, b, "worker"), worker.Config{Executor: &executor.Executor{Provider: p}})
+	req := chatRequest("too late")
+	past := time.Now().Add(-time.Second)
+	req.Deadline = &past
+	res := do(t, startRequester(t, b), req)
+	if res.Response.StatusCode != http.StatusGatewayTimeout || p.calls.Load() != 0 {
+		t.Fatalf("status %d, %d model calls", res.Response.StatusCode, p.calls.Load())
+	}
+}
+
 // TestLostChunkEndsTheStreamWithAnError: a frame the Events API refuses
 // (larger than it accepts) ends the stream: the frames before it arrive
 // without a gap, then an error response; the request is stopped.

@@ -83,11 +83,17 @@ func (w *Worker) run(req *llmapi.ExecutionEventRequest, op llmapi.Operation) (re
 		cancel(nil)
 		w.forget(req.RequestID)
 	}()
-	if errors.Is(context.Cause(ctx), ErrCancelled) {
+	switch {
+	case errors.Is(context.Cause(ctx), ErrCancelled):
 		// Cancelled while it waited in the group: no model call.
 		w.log.Info("request cancelled before it started", "request", req.RequestID)
 		return llmapi.ErrorResponse(req, llmapi.NewError(executor.StatusClientClosed, llmapi.TypeInvalidRequest, "request_cancelled", "",
 			"the request was cancelled before it started")), true
+	case ctx.Err() != nil:
+		// Its deadline passed while it waited: nobody waits for it any more.
+		w.log.Info("request expired before it started", "request", req.RequestID)
+		return llmapi.ErrorResponse(req, llmapi.NewError(http.StatusGatewayTimeout, llmapi.TypeTimeout, "timeout", "",
+			"the request deadline passed before a worker could start it")), true
 	}
 	x, err := w.executor(ctx)
 	switch {
