@@ -13,10 +13,12 @@ import (
 	"github.com/busdk/bus-integration-codex/internal/usage"
 )
 
-// day0 is the UTC midnight two days ago: every fixture record lies in
+// day0 is the UTC midnight three days ago: every fixture record lies in
 // day0, day0+1d or day0+2d (well inside the retention).
 func day0() time.Time {
-	return time.Now().UTC().Truncate(24*time.Hour).AddDate(0, 0, -2)
+	// Three days back: the fixture's last record (day 2, 05:00) is in the past
+	// whatever the time of day.
+	return time.Now().UTC().Truncate(24*time.Hour).AddDate(0, 0, -3)
 }
 
 // fixture returns six records over three days, three identities and two
