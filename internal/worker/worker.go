@@ -418,7 +418,7 @@ func (w *Worker) accepted(confirmed bool) {
 
 // fromService reports whether env was published by a service principal.
 func (w *Worker) fromService(env events.Envelope) bool {
-	return env.IdentityType == events.IdentityService || (env.IdentityType == "" && w.cfg.TrustUnstamped)
+	return env.FromService(w.cfg.TrustUnstamped)
 }
 
 func (w *Worker) handleCancel(_ context.Context, env events.Envelope) error {
