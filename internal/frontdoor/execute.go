@@ -37,6 +37,14 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *llma
 	return body, nil
 }
 
+// rejectUnread answers e without reading the request body, and closes the
+// connection after it: the server would otherwise read (up to 256 KiB of)
+// the body before answering, for as long as the client takes to send it.
+func rejectUnread(w http.ResponseWriter, e *llmapi.APIError) {
+	w.Header().Set("Connection", "close")
+	writeError(w, e)
+}
+
 // authorize verifies the caller's bearer token and, when scope is not
 // empty, that it carries scope.
 func (s *Server) authorize(r *http.Request, scope string) (*auth.Claims, *llmapi.APIError) {
@@ -124,10 +132,23 @@ type exchange struct {
 	op       llmapi.Operation
 	id       string
 	req      clientRequest
+	charged  bool // its tokens were charged (usage.go)
 	wt       *correlator.Call
+	identity string
 	deadline time.Time
 	start    time.Time
-	status   int // what the client got, for the log
+	status   int    // the HTTP status the client got, for the log
+	errCode  string // the error the client got (in-stream ones too), for the log
+}
+
+// logDone writes the access log line: the HTTP status, and the error the
+// client got, also when it came as a stream frame after a 200.
+func (x *exchange) logDone(attrs ...any) {
+	attrs = append([]any{"request_id", x.id, "operation", string(x.op), "identity", x.identity, "status", x.status}, attrs...)
+	if x.errCode != "" {
+		attrs = append(attrs, "error", x.errCode)
+	}
+	x.s.log.Info("request", append(attrs, "duration", time.Since(x.start).Round(time.Millisecond))...)
 }
 
 // handleExecute serves POST on op's REST path.
@@ -137,12 +158,13 @@ func (s *Server) handleExecute(op llmapi.Operation) http.HandlerFunc {
 		if !allow(w, r, http.MethodPost) {
 			return
 		}
-		body, apiErr := s.readBody(w, r)
+		// The token first: an unauthenticated body is never read.
+		claims, apiErr := s.authorize(r, llmapi.Scope)
 		if apiErr != nil {
-			writeError(w, apiErr)
+			rejectUnread(w, apiErr)
 			return
 		}
-		claims, apiErr := s.authorize(r, llmapi.Scope)
+		body, apiErr := s.readBody(w, r)
 		if apiErr != nil {
 			writeError(w, apiErr)
 			return
@@ -165,16 +187,19 @@ func (s *Server) handleExecute(op llmapi.Operation) http.HandlerFunc {
 				"The Events API response listeners are not connected; retry shortly."))
 			return
 		}
-		x := &exchange{s: s, w: w, r: r, op: op, id: correlator.NewRequestID(), req: cr, start: start}
+		if !s.admit(w, r, claims.Subject, cr.model) {
+			return
+		}
+		x := &exchange{s: s, w: w, r: r, op: op, id: correlator.NewRequestID(), req: cr, identity: claims.Subject, start: start}
 		x.deadline = start.Add(s.cfg.Timeout)
 		if !x.register(cr.stream, cr.includeUsage) {
 			return
 		}
 		defer s.calls.Forget(x.wt)
+		defer x.settle()
 		w.Header().Set("X-Request-Id", x.id)
 		x.run(claims.Subject, body)
-		s.log.Info("request", "request_id", x.id, "operation", string(op), "model", cr.model, "stream", cr.stream,
-			"identity", claims.Subject, "status", x.status, "duration", time.Since(start).Round(time.Millisecond))
+		x.logDone("model", cr.model, "stream", cr.stream)
 	}
 }
 
@@ -205,7 +230,7 @@ func (s *Server) handleStored(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	body, _ := json.Marshal(llmapi.StateRequest{ResponseID: r.PathValue("id")})
-	x := &exchange{s: s, w: w, r: r, op: op, id: correlator.NewRequestID(), start: start}
+	x := &exchange{s: s, w: w, r: r, op: op, id: correlator.NewRequestID(), identity: claims.Subject, start: start}
 	x.deadline = start.Add(s.cfg.Timeout)
 	if !x.register(false, false) {
 		return
@@ -213,8 +238,7 @@ func (s *Server) handleStored(w http.ResponseWriter, r *http.Request) {
 	defer s.calls.Forget(x.wt)
 	w.Header().Set("X-Request-Id", x.id)
 	x.run(claims.Subject, body)
-	s.log.Info("request", "request_id", x.id, "operation", string(op), "identity", claims.Subject,
-		"status", x.status, "duration", time.Since(start).Round(time.Millisecond))
+	x.logDone()
 }
 
 // run publishes the request event and answers with its outcome.
@@ -226,7 +250,7 @@ func (x *exchange) run(identity string, body []byte) {
 		IdentityID: identity, Deadline: &dl, Body: json.RawMessage(body),
 	}
 	pctx, cancel := context.WithDeadline(ctx, x.deadline)
-	_, err := x.s.cfg.Events.PublishJSON(pctx, x.op.RequestEvent(), x.id, ev)
+	acc, err := x.s.cfg.Events.PublishJSON(pctx, x.op.RequestEvent(), x.id, ev)
 	cancel()
 	if err != nil {
 		switch {
@@ -238,6 +262,12 @@ func (x *exchange) run(identity string, body []byte) {
 			x.fail(publishError(err))
 			x.s.log.Warn("publish failed", "request_id", x.id, "name", x.op.RequestEvent(), "err", err)
 		}
+		return
+	}
+	if acc.Groups != nil && *acc.Groups == 0 {
+		// No worker group exists: nobody will ever take it.
+		x.fail(correlator.NoWorkerAvailable())
+		x.s.log.Warn("no worker available: the request reached no consumer group", "request_id", x.id, "name", x.op.RequestEvent())
 		return
 	}
 	if x.req.stream {
@@ -269,7 +299,11 @@ func (x *exchange) await() {
 			x.fail(failure)
 			return
 		case resp != nil:
+			x.charge(resp)
 			x.status = resp.StatusCode
+			if resp.IsError() {
+				x.errCode = responseErrorCode(resp)
+			}
 			writeRaw(x.w, resp.StatusCode, resp.Body)
 			return
 		}
@@ -287,8 +321,16 @@ func (x *exchange) await() {
 
 // fail answers with an error before any stream frame went out.
 func (x *exchange) fail(e *llmapi.APIError) {
-	x.status = e.Status
+	x.status, x.errCode = e.Status, e.Code
 	writeError(x.w, e)
+}
+
+// responseErrorCode is the error code of a failed response, for the log.
+func responseErrorCode(resp *llmapi.ExecutionEventResponse) string {
+	if obj, ok := llmapi.ParseErrorBody(resp.Body); ok && obj.Code != nil {
+		return *obj.Code
+	}
+	return "upstream_error"
 }
 
 // timeout answers 504 and cancels the worker's run.
@@ -306,7 +348,7 @@ func (x *exchange) gone() {
 		x.publishCancel(llmapi.ReasonTimeout)
 		return
 	}
-	x.status = 499 // client closed request, for the log only
+	x.status, x.errCode = 499, "client_closed" // for the log only
 	x.publishCancel(llmapi.ReasonClientDisconnected)
 }
 

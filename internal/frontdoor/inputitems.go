@@ -40,7 +40,7 @@ func (s *Server) handleInputItems(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	body, _ := json.Marshal(q) // strings and ints always encode
-	x := &exchange{s: s, w: w, r: r, op: op, id: correlator.NewRequestID(), start: start}
+	x := &exchange{s: s, w: w, r: r, op: op, id: correlator.NewRequestID(), identity: claims.Subject, start: start}
 	x.deadline = start.Add(s.cfg.Timeout)
 	if !x.register(false, false) {
 		return
@@ -48,6 +48,5 @@ func (s *Server) handleInputItems(w http.ResponseWriter, r *http.Request) {
 	defer s.calls.Forget(x.wt)
 	w.Header().Set("X-Request-Id", x.id)
 	x.run(claims.Subject, body)
-	s.log.Info("request", "request_id", x.id, "operation", string(op), "identity", claims.Subject,
-		"status", x.status, "duration", time.Since(start).Round(time.Millisecond))
+	x.logDone()
 }

@@ -28,11 +28,13 @@ import (
 	"github.com/busdk/bus-integration-codex/internal/auth"
 	"github.com/busdk/bus-integration-codex/internal/catalog"
 	"github.com/busdk/bus-integration-codex/internal/contract"
+	"github.com/busdk/bus-integration-codex/internal/entitlement"
 	"github.com/busdk/bus-integration-codex/internal/eventstore"
 	"github.com/busdk/bus-integration-codex/internal/executor"
 	"github.com/busdk/bus-integration-codex/internal/frontdoor"
 	"github.com/busdk/bus-integration-codex/internal/localbus"
 	"github.com/busdk/bus-integration-codex/internal/turn"
+	"github.com/busdk/bus-integration-codex/internal/usage"
 	"github.com/busdk/bus-integration-codex/internal/worker"
 	"github.com/busdk/bus-integration-codex/pkg/events"
 	"github.com/busdk/bus-integration-codex/pkg/llmapi"
@@ -82,6 +84,11 @@ type Config struct {
 	// MaxBodyBytes bounds request bodies at the front door (its default
 	// when 0).
 	MaxBodyBytes int64
+	// Usage and Entitlements are the front door's usage writer and
+	// entitlement enforcer (none when nil); the caller closes Usage after
+	// the stack.
+	Usage        *usage.Writer
+	Entitlements *entitlement.Enforcer
 	// Logger receives the logs of every component (discarded when nil).
 	Logger *slog.Logger
 }
@@ -122,7 +129,8 @@ type Stack struct {
 	Token string
 	// Bus is the Events API.
 	Bus *localbus.Bus
-	// FrontDoor is the running front door.
+	// FrontDoor is the running front door (more can be added with
+	// AddFrontDoor).
 	FrontDoor *frontdoor.Server
 	// Worker is the worker of Config.Worker (nil without one).
 	Worker *Worker
@@ -131,11 +139,9 @@ type Stack struct {
 	failed  chan error
 	clients []*events.Client
 
-	mu      sync.Mutex
-	workers []*Worker
-
-	stopFront context.CancelFunc
-	frontDone chan error
+	mu         sync.Mutex
+	workers    []*Worker
+	frontDoors []*FrontDoor
 
 	closeOnce sync.Once
 	closeErr  error
@@ -208,48 +214,98 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 			return nil, err
 		}
 	}
-	if err := s.startFrontDoor(ctx); err != nil {
+	fd, err := s.AddFrontDoor(ctx, FrontDoorConfig{Addr: cfg.FrontAddr, Usage: cfg.Usage, Entitlements: cfg.Entitlements})
+	if err != nil {
 		return nil, err
 	}
+	s.FrontDoor, s.URL, s.BaseURL = fd.Server, fd.URL, fd.BaseURL
 	return s, nil
 }
 
-func (s *Stack) startFrontDoor(ctx context.Context) error {
+// FrontDoorConfig configures one front door of a Stack; the rest of its
+// configuration is the stack's.
+type FrontDoorConfig struct {
+	// Addr is the listen address (127.0.0.1:0 when empty).
+	Addr string
+	// Usage and Entitlements as in frontdoor.Config (none when nil).
+	Usage        *usage.Writer
+	Entitlements *entitlement.Enforcer
+}
+
+// FrontDoor is a running front door of a Stack.
+type FrontDoor struct {
+	*frontdoor.Server
+	// URL is its OpenAI base URL, http://HOST:PORT/v1; BaseURL its root.
+	URL, BaseURL string
+
+	stop     context.CancelFunc
+	done     chan error
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// Stop drains the front door's in-flight requests and stops it. It may be
+// called more than once.
+func (f *FrontDoor) Stop() error {
+	f.stopOnce.Do(func() {
+		f.stop()
+		f.stopErr = <-f.done
+	})
+	return f.stopErr
+}
+
+// AddFrontDoor starts another front door (a replica) on the stack's
+// Events API and returns once its listeners are connected. Stack.Close
+// stops it.
+func (s *Stack) AddFrontDoor(ctx context.Context, fc FrontDoorConfig) (*FrontDoor, error) {
 	cfg := s.cfg
-	fc, err := s.ServiceClient("stack-frontdoor")
-	if err != nil {
-		return err
+	if fc.Addr == "" {
+		fc.Addr = "127.0.0.1:0"
 	}
-	s.FrontDoor, err = frontdoor.New(frontdoor.Config{
-		Events: fc, Verifier: auth.NewVerifier(s.Bus.Secret(), auth.Audience), Catalog: cfg.Catalog,
+	s.mu.Lock()
+	n := len(s.frontDoors)
+	s.mu.Unlock()
+	subject := "stack-frontdoor"
+	if n > 0 {
+		subject = fmt.Sprintf("stack-frontdoor-%d", n+1)
+	}
+	client, err := s.ServiceClient(subject)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := frontdoor.New(frontdoor.Config{
+		Events: client, Verifier: auth.NewVerifier(s.Bus.Secret(), auth.Audience), Catalog: cfg.Catalog,
 		Timeout: cfg.Timeout, ConnectTimeout: cfg.ConnectTimeout, ShutdownTimeout: cfg.ShutdownTimeout,
 		MaxBodyBytes: cfg.MaxBodyBytes, ListenerRequired: true, Logger: cfg.Logger,
+		Usage: fc.Usage, Entitlements: fc.Entitlements,
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	l, err := net.Listen("tcp", cfg.FrontAddr)
+	l, err := net.Listen("tcp", fc.Addr)
 	if err != nil {
-		return fmt.Errorf("stack: front door: listen on %s: %w", cfg.FrontAddr, err)
+		return nil, fmt.Errorf("stack: front door: listen on %s: %w", fc.Addr, err)
 	}
-	s.BaseURL = "http://" + l.Addr().String()
-	s.URL = s.BaseURL + "/v1"
-	fctx, stopFront := context.WithCancel(context.Background())
-	s.stopFront, s.frontDone = stopFront, make(chan error, 1)
+	fctx, stop := context.WithCancel(context.Background())
+	fd := &FrontDoor{Server: srv, BaseURL: "http://" + l.Addr().String(), stop: stop, done: make(chan error, 1)}
+	fd.URL = fd.BaseURL + "/v1"
+	s.mu.Lock()
+	s.frontDoors = append(s.frontDoors, fd)
+	s.mu.Unlock()
 	go func() {
-		err := s.FrontDoor.Serve(fctx, l)
+		err := srv.Serve(fctx, l)
 		if fctx.Err() == nil {
 			s.fail(fmt.Errorf("front door stopped: %w", err))
 		}
-		s.frontDone <- err
+		fd.done <- err
 	}()
 	select {
-	case <-s.FrontDoor.Ready():
-		return nil
+	case <-srv.Ready():
+		return fd, nil
 	case err := <-s.failed:
-		return err
+		return nil, err
 	case <-ctx.Done():
-		return fmt.Errorf("stack: waiting for the front door: %w", ctx.Err())
+		return nil, fmt.Errorf("stack: waiting for the front door: %w", ctx.Err())
 	}
 }
 
@@ -349,22 +405,21 @@ func (s *Stack) ServiceClient(subject string, opts ...events.Option) (*events.Cl
 	return c, nil
 }
 
-// Close stops the front door (draining in-flight requests), the workers
+// Close stops the front doors (draining in-flight requests), the workers
 // (which finish the requests they hold), and the Events API, in that order.
 // It returns the first error of any of them and may be called more than
 // once.
 func (s *Stack) Close() error {
 	s.closeOnce.Do(func() {
 		var errs []error
-		if s.stopFront != nil {
-			s.stopFront()
-			if err := <-s.frontDone; err != nil {
+		s.mu.Lock()
+		workers, frontDoors := s.workers, s.frontDoors
+		s.mu.Unlock()
+		for i := len(frontDoors) - 1; i >= 0; i-- {
+			if err := frontDoors[i].Stop(); err != nil {
 				errs = append(errs, fmt.Errorf("front door: %w", err))
 			}
 		}
-		s.mu.Lock()
-		workers := s.workers
-		s.mu.Unlock()
 		for i := len(workers) - 1; i >= 0; i-- {
 			if err := workers[i].Stop(); err != nil {
 				errs = append(errs, fmt.Errorf("worker: %w", err))

@@ -35,12 +35,15 @@ func startBus(t *testing.T, opts localbus.Options) *localbus.Bus {
 	return b
 }
 
+// serviceScopes are the scopes of a service token (workers, front doors).
+var serviceScopes = []string{llmapi.Scope, auth.ScopeService}
+
 var fastRetry = events.RetryPolicy{Enabled: true, Min: 20 * time.Millisecond, Max: 100 * time.Millisecond}
 
 // startWorker runs a worker until the test ends and waits until it is ready.
 func startWorker(t *testing.T, b *localbus.Bus, consumer string, p turn.Provider, concurrency int) {
 	t.Helper()
-	c, err := b.Client("worker", []string{llmapi.Scope, auth.ScopeService}, events.WithRetry(fastRetry))
+	c, err := b.Client("worker", serviceScopes, events.WithRetry(fastRetry))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +79,7 @@ func startWorker(t *testing.T, b *localbus.Bus, consumer string, p turn.Provider
 
 func startRequester(t *testing.T, b *localbus.Bus) *correlator.Requester {
 	t.Helper()
-	c, err := b.Client("frontdoor", []string{llmapi.Scope, auth.ScopeService})
+	c, err := b.Client("frontdoor", serviceScopes)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +191,7 @@ func TestMalformedRequestsGetErrorResponses(t *testing.T) {
 	b := startBus(t, localbus.Options{})
 	startWorker(t, b, "w1", static.New(), 2)
 	r := startRequester(t, b)
-	pub, err := b.Client("frontdoor", []string{llmapi.Scope, auth.ScopeService})
+	pub, err := b.Client("frontdoor", serviceScopes)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -277,7 +280,7 @@ func TestCancelEventInterruptsTheRequest(t *testing.T) {
 	p := newBlocking()
 	startWorker(t, b, "w1", p, 2)
 	r := startRequester(t, b)
-	pub, _ := b.Client("frontdoor", []string{llmapi.Scope, auth.ScopeService})
+	pub, _ := b.Client("frontdoor", serviceScopes)
 	req := chatRequest("slow")
 	req.RequestID = correlator.NewRequestID()
 	req.Stream = true

@@ -18,6 +18,7 @@ import (
 	"github.com/busdk/bus-integration-codex/internal/cliutil"
 	"github.com/busdk/bus-integration-codex/internal/cmd/servicecmd"
 	"github.com/busdk/bus-integration-codex/internal/frontdoor"
+	"github.com/busdk/bus-integration-codex/internal/usage"
 )
 
 // Name is the command name.
@@ -36,8 +37,10 @@ type options struct {
 	usageBackend, billingBackend, runtimeBackend string
 	timeout, connectTimeout, shutdownTimeout     time.Duration
 	streamErrorGrace                             time.Duration
-	listenerRequired                             bool
+	listenerRequired, trustUnstamped             bool
 	logLevel                                     string
+	usageRetention                               time.Duration
+	entitlements, entitlementsStore              string
 }
 
 func parse(args []string, io cliutil.IO) (*options, error) {
@@ -68,6 +71,14 @@ func parse(args []string, io cliutil.IO) (*options, error) {
 	if err != nil {
 		return nil, err
 	}
+	trustUnstamped, err := cliutil.Bool(env, "BUS_EVENTS_TRUST_UNSTAMPED", false)
+	if err != nil {
+		return nil, err
+	}
+	usageRetention, err := cliutil.Duration(env, "BUS_LLM_USAGE_RETENTION", usage.DefaultRetention)
+	if err != nil {
+		return nil, err
+	}
 	fs := flag.NewFlagSet(Name, flag.ContinueOnError)
 	fs.StringVar(&o.addr, "addr", cliutil.String(env, "BUS_LLM_ADDR", "127.0.0.1:8080"), "listen address (env BUS_LLM_ADDR)")
 	fs.StringVar(&o.execBackend, "execution-backend", cliutil.String(env, "BUS_LLM_EXECUTION_BACKEND", "http"),
@@ -79,12 +90,19 @@ func parse(args []string, io cliutil.IO) (*options, error) {
 		"where /v1/models comes from: catalog (proxy is not in this build) (env BUS_LLM_MODELS_BACKEND)")
 	fs.StringVar(&o.modelCatalog, "model-catalog", cliutil.String(env, "BUS_LLM_MODEL_CATALOG", ""),
 		"model catalog file, an OpenAI model list; the built-in catalog (codex-chatgpt) when empty (env BUS_LLM_MODEL_CATALOG)")
-	fs.StringVar(&o.usageBackend, "usage-backend", cliutil.String(env, "BUS_LLM_USAGE_BACKEND", ""), "usage recording backend: only none in this build (env BUS_LLM_USAGE_BACKEND)")
-	fs.StringVar(&o.billingBackend, "billing-backend", cliutil.String(env, "BUS_LLM_BILLING_BACKEND", ""), "billing entitlement backend: only none in this build (env BUS_LLM_BILLING_BACKEND)")
+	fs.StringVar(&o.usageBackend, "usage-backend", cliutil.String(env, "BUS_LLM_USAGE_BACKEND", "memory"),
+		"usage ledger: memory, redis (BUS_EVENTS_REDIS_*), postgres (BUS_EVENTS_POSTGRES_DSN) or none (env BUS_LLM_USAGE_BACKEND)")
+	fs.StringVar(&o.billingBackend, "billing-backend", cliutil.String(env, "BUS_LLM_BILLING_BACKEND", ""),
+		"entitlements: policy (limits from --entitlements and BUS_LLM_DEFAULT_*) or none; policy when either is set (env BUS_LLM_BILLING_BACKEND)")
+	fs.StringVar(&o.entitlements, "entitlements", cliutil.String(env, "BUS_LLM_ENTITLEMENTS", ""), "entitlement policy file, JSON (env BUS_LLM_ENTITLEMENTS)")
+	fs.StringVar(&o.entitlementsStore, "entitlements-store", cliutil.String(env, "BUS_LLM_ENTITLEMENTS_STORE", "memory"),
+		"where the limit counters live: memory (one front door), redis or postgres (shared by replicas) (env BUS_LLM_ENTITLEMENTS_STORE)")
 	fs.StringVar(&o.runtimeBackend, "runtime-backend", cliutil.String(env, "BUS_LLM_RUNTIME_BACKEND", ""), "runtime wake-up backend: only none in this build (env BUS_LLM_RUNTIME_BACKEND)")
 	for i, d := range durations {
 		fs.DurationVar(d.dst, d.flag, defaults[i], d.usage+" (env "+d.key+")")
 	}
+	fs.BoolVar(&o.trustUnstamped, "trust-unstamped", trustUnstamped, "accept responses without identity_type, for an Events API that does not stamp publishers; the bus is then no trust boundary (env BUS_EVENTS_TRUST_UNSTAMPED)")
+	fs.DurationVar(&o.usageRetention, "usage-retention", usageRetention, "how long usage records are kept (env BUS_LLM_USAGE_RETENTION)")
 	fs.StringVar(&o.logLevel, "log-level", cliutil.String(env, "BUS_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env BUS_LOG_LEVEL)")
 	if err := cliutil.ParseFlags(fs, args, io.Stdout); err != nil {
 		return nil, err
@@ -95,7 +113,10 @@ func parse(args []string, io cliutil.IO) (*options, error) {
 		}
 	}
 	o.listenerRequired = listenerRequired
-	return o, o.validate()
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	return o, o.validateAccounting(env)
 }
 
 // validate refuses the backends this build does not implement.
@@ -114,12 +135,8 @@ func (o *options) validate() error {
 	default:
 		return cliutil.Usagef("--models-backend must be catalog or proxy, not %q", o.modelsBackend)
 	}
-	for _, b := range []struct{ flag, value string }{
-		{"usage-backend", o.usageBackend}, {"billing-backend", o.billingBackend}, {"runtime-backend", o.runtimeBackend},
-	} {
-		if b.value != "" && b.value != "none" {
-			return cliutil.Usagef("--%s %s is not implemented by this build; leave it empty or set it to none", b.flag, b.value)
-		}
+	if o.runtimeBackend != "" && o.runtimeBackend != "none" {
+		return cliutil.Usagef("--runtime-backend %s is not implemented by this build; leave it empty or set it to none", o.runtimeBackend)
 	}
 	return nil
 }
@@ -150,15 +167,27 @@ func run(ctx context.Context, o *options, io cliutil.IO) error {
 	if o.backendURL != "" {
 		log.Info("--backend-url is ignored in events mode")
 	}
+	acct, err := openAccounting(ctx, o, io.Env, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := acct.close(); err != nil {
+			log.Warn("closing the usage ledger and limit counters", "err", err)
+		}
+	}()
 	srv, err := frontdoor.New(frontdoor.Config{
 		Events:           bus.Client,
 		Verifier:         auth.NewVerifier(key, auth.Audience),
 		Catalog:          cat,
+		Usage:            acct.usage,
+		Entitlements:     acct.enforcer,
 		Timeout:          o.timeout,
 		ListenerRequired: o.listenerRequired,
 		ConnectTimeout:   o.connectTimeout,
 		ErrorGrace:       o.streamErrorGrace,
 		ShutdownTimeout:  o.shutdownTimeout,
+		TrustUnstamped:   o.trustUnstamped,
 		Logger:           log,
 	})
 	if err != nil {
@@ -169,6 +198,6 @@ func run(ctx context.Context, o *options, io cliutil.IO) error {
 		return fmt.Errorf("listen on %s: %w", o.addr, err)
 	}
 	log.Info("starting front door", "execution_backend", o.execBackend, "events_url", bus.URL,
-		"catalog", cat.Source(), "jwt_secret_from", source, "listener_required", o.listenerRequired)
+		"catalog", cat.Source(), "jwt_secret_from", source, "token_from", bus.TokenFrom, "listener_required", o.listenerRequired)
 	return bus.Explain(srv.Serve(ctx, l))
 }

@@ -107,8 +107,16 @@ func TestUsageErrors(t *testing.T) {
 		{"http backend flag", env, []string{"--execution-backend", "http"}, []string{"not implemented", "--execution-backend events"}},
 		{"unknown backend", env, []string{"--execution-backend", "grpc"}, []string{"must be http or events"}},
 		{"models proxy", env, []string{"--models-backend", "proxy"}, []string{"--models-backend proxy is not implemented"}},
-		{"usage backend", env, []string{"--usage-backend", "postgres"}, []string{"--usage-backend postgres is not implemented"}},
-		{"billing backend", env, []string{"--billing-backend", "stripe"}, []string{"--billing-backend stripe is not implemented"}},
+		{"usage backend", env, []string{"--usage-backend", "mongo"}, []string{"--usage-backend must be memory, redis, postgres or none"}},
+		{"usage retention", env, []string{"--usage-retention", "0s"}, []string{"--usage-retention must be positive"}},
+		{"usage on redis without its address", env, []string{"--usage-backend", "redis"}, []string{"BUS_EVENTS_REDIS_ADDR is required"}},
+		{"usage on postgres without its DSN", env, []string{"--usage-backend", "postgres"}, []string{"--usage-backend postgres needs BUS_EVENTS_POSTGRES_DSN"}},
+		{"billing backend", env, []string{"--billing-backend", "stripe"}, []string{"--billing-backend must be none or policy"}},
+		{"policy without a policy", env, []string{"--billing-backend", "policy"}, []string{"--billing-backend policy needs a policy", "--entitlements"}},
+		{"entitlements with billing none", env, []string{"--billing-backend", "none", "--entitlements", "x.json"}, []string{"--entitlements needs --billing-backend policy"}},
+		{"entitlements store", env, []string{"--entitlements-store", "etcd", "--entitlements", "x.json"}, []string{"--entitlements-store must be memory, redis or postgres"}},
+		{"limits on redis without its address", withEnv(env, "BUS_LLM_DEFAULT_REQUESTS_PER_MINUTE", "5"), []string{"--entitlements-store", "redis"}, []string{"BUS_EVENTS_REDIS_ADDR is required"}},
+		{"bad default limit", withEnv(env, "BUS_LLM_DEFAULT_TOKENS_PER_DAY", "many"), nil, []string{"BUS_LLM_DEFAULT_TOKENS_PER_DAY", "positive number"}},
 		{"runtime backend", env, []string{"--runtime-backend", "k8s"}, []string{"--runtime-backend k8s is not implemented"}},
 		{"token flag refused", env, []string{"--token", "abc"}, []string{"flag provided but not defined: -token"}},
 		{"bad timeout env", badTimeout, nil, []string{"BUS_LLM_TIMEOUT"}},
@@ -131,6 +139,30 @@ func TestUsageErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// withEnv returns a copy of env with key set to value.
+func withEnv(env map[string]string, key, value string) map[string]string {
+	out := map[string]string{key: value}
+	for k, v := range env {
+		if k != key {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+func TestBadPolicyFile(t *testing.T) {
+	env := baseEnv(t, "http://127.0.0.1:1")
+	env["BUS_API_TOKEN"] = "x"
+	path := filepath.Join(t.TempDir(), "entitlements.json")
+	if err := os.WriteFile(path, []byte(`{"defaults": {"tokens_per_day": -5}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out := run(context.Background(), env, "--entitlements", path)
+	if code != cliutil.ExitFailure || !strings.Contains(lastLine(t, out), path) || !strings.Contains(out, "tokens_per_day") {
+		t.Fatalf("exit %d, stderr %q", code, out)
 	}
 }
 
@@ -231,9 +263,9 @@ func TestServesAndStops(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	for path, want := range map[string]int{"/readyz": 200, "/v1/models": 200} {
+	for path, want := range map[string]int{"/readyz": 200, "/v1/models": 200, "/v1/usage": 200} {
 		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
-		req.Header.Set("Authorization", "Bearer "+token(t, secret))
+		req.Header.Set("Authorization", "Bearer "+token(t, secret, llmapi.Scope))
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -245,6 +277,9 @@ func TestServesAndStops(t *testing.T) {
 		}
 		if path == "/v1/models" && !strings.Contains(string(b), `"id":"codex-chatgpt"`) {
 			t.Fatalf("models: %s", b)
+		}
+		if path == "/v1/usage" && (!strings.Contains(string(b), `"object":"usage.report"`) || !strings.Contains(string(b), `"identity":"svc"`)) {
+			t.Fatalf("usage (the memory ledger by default): %s", b)
 		}
 	}
 	cancel()
@@ -258,5 +293,8 @@ func TestServesAndStops(t *testing.T) {
 	}
 	if strings.Contains(stderr.String(), env["BUS_API_TOKEN"]) {
 		t.Error("logs show the token")
+	}
+	if !strings.Contains(stderr.String(), `msg="usage and limits" usage_backend=memory billing_backend=none`) {
+		t.Errorf("the start-up log does not say how usage and limits are kept: %s", stderr.String())
 	}
 }
