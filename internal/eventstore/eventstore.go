@@ -25,9 +25,10 @@
 //     their visibility timeout had passed, but only those the releasing
 //     consumer holds (a release naming another consumer is ignored). A
 //     released delivery does not count: the next delivery of the event
-//     carries the same Deliveries as the released one, since it never
-//     reached a handler that could have failed on it (a redelivery or
-//     dead-letter limit counts only deliveries that timed out). After a
+//     carries the same Deliveries as the released one. A release means the
+//     event was not handled (its stream could not write it, or its
+//     consumer gave it back unhandled), so it must not bring the event
+//     closer to a poison or dead-letter limit. After a
 //     release nobody holds the delivery, so the former holder's Ack or
 //     Release of it is ignored. The group's subscriptions take it within
 //     about their backend's polling interval (at once on memory and
