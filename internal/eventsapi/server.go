@@ -19,7 +19,7 @@
 // their lag from publish), redeliveries, acknowledgements, open streams
 // and pending deliveries, served on GET /metrics by
 // Config.MetricsHandler; with Config.Tracer a publish is a span continuing
-// the publisher's traceparent header.
+// the publisher's traceparent header (untraced publishes make no span).
 //
 // It imports internal/auth, internal/eventstore, internal/metrics, internal/tracing, pkg/events and the OpenTelemetry API; the concrete backends are chosen by its caller.
 package eventsapi
@@ -83,8 +83,8 @@ type Config struct {
 	// MetricsHandler, when set, serves GET /metrics (without
 	// authentication, like /healthz).
 	MetricsHandler http.Handler
-	// Tracer, when set, records a span per publish, continuing the
-	// publisher's traceparent header.
+	// Tracer, when set, records a span per publish that carries a
+	// traceparent header, continuing the publisher's trace.
 	Tracer trace.Tracer
 }
 
@@ -291,8 +291,13 @@ type PublishRequest struct {
 }
 
 func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
-	ctx, span := s.cfg.Tracer.Start(tracing.FromHeader(r.Context(), propagation.HeaderCarrier(r.Header)), "events.publish",
-		trace.WithSpanKind(trace.SpanKindServer))
+	// A publish is a span only in a trace its publisher started (the
+	// traceparent header): untraced traffic makes no root spans.
+	ctx := tracing.FromHeader(r.Context(), propagation.HeaderCarrier(r.Header))
+	span := trace.SpanFromContext(ctx)
+	if span.SpanContext().IsValid() {
+		ctx, span = s.cfg.Tracer.Start(ctx, "events.publish", trace.WithSpanKind(trace.SpanKindServer))
+	}
 	defer span.End()
 	r = r.WithContext(ctx)
 	claims, ok := s.authenticate(w, r)

@@ -16,6 +16,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
@@ -60,17 +62,26 @@ func (t *Tracing) Close(log *slog.Logger) {
 }
 
 // Setup returns the tracing of service: exporting by OTLP/HTTP when the
-// standard OTEL_EXPORTER_OTLP_ENDPOINT (or _TRACES_ENDPOINT) variable is
-// set in env (the exporter reads the other OTEL_EXPORTER_OTLP_* variables
-// itself). Otherwise spans go nowhere, but they still get trace and span
-// ids: a request's traceparent travels on the bus and its logs carry
-// trace_id either way.
+// standard OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (the full URL) or
+// OTEL_EXPORTER_OTLP_ENDPOINT (the base URL, /v1/traces added) variable
+// is set in getenv; the exporter reads the other OTEL_EXPORTER_OTLP_*
+// variables (headers, timeout, TLS) from the process environment itself.
+// Otherwise spans go nowhere, but they still get trace and span ids: a
+// request's traceparent travels on the bus and its logs carry trace_id
+// either way.
 func Setup(ctx context.Context, getenv func(string) string, service string) (*Tracing, error) {
-	if getenv("OTEL_EXPORTER_OTLP_ENDPOINT") == "" && getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") == "" {
+	endpoint := getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+	if base := getenv("OTEL_EXPORTER_OTLP_ENDPOINT"); endpoint == "" && base != "" {
+		endpoint = strings.TrimRight(base, "/") + "/v1/traces"
+	}
+	if endpoint == "" {
 		p := sdktrace.NewTracerProvider(sdktrace.WithResource(resource.NewSchemaless(semconv.ServiceName(service))))
 		return &Tracing{Tracer: p.Tracer(service), Provider: p, shutdown: p.Shutdown}, nil
 	}
-	exp, err := otlptracehttp.New(ctx)
+	if u, err := url.Parse(endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("tracing: the OTLP endpoint %q is not an http(s) URL", endpoint)
+	}
+	exp, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(endpoint))
 	if err != nil {
 		return nil, fmt.Errorf("tracing: OTLP exporter: %w", err)
 	}
