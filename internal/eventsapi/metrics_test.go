@@ -116,4 +116,3 @@ func TestMetricsAndSpans(t *testing.T) {
 		t.Fatalf("span %s in trace %s, parent %s", s.Name, s.SpanContext.TraceID(), s.Parent.SpanID())
 	}
 }
-

@@ -344,7 +344,7 @@ func TestMetricsEndpoint(t *testing.T) {
 			after := scrape.Get(t, http.DefaultClient, metricsURL)
 			for key, want := range map[string]float64{
 				scrape.Key("bus_llm_requests_total", "operation=chat.completions", "status=401"): 1,
-				scrape.Key("bus_llm_requests_refused_total", "reason=unauthenticated"):          1,
+				scrape.Key("bus_llm_requests_refused_total", "reason=unauthenticated"):           1,
 			} {
 				if got := after[key] - before[key]; got != want {
 					t.Errorf("%s moved by %v, want %v", key, got, want)
