@@ -133,7 +133,7 @@ func (c *Correlator) Untrusted() int64 { return c.untrusted.Load() }
 // FromService reports whether env was published by a service principal
 // (or carries no stamp and opts trusts unstamped events).
 func (o Options) FromService(env events.Envelope) bool {
-	return env.IdentityType == events.IdentityService || (env.IdentityType == "" && o.TrustUnstamped)
+	return env.FromService(o.TrustUnstamped)
 }
 
 // NoWorkerAvailable is the answer to a request that reached no consumer

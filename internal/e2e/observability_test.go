@@ -340,6 +340,7 @@ func TestCodexMetrics(t *testing.T) {
 		k("bus_codex_turn_duration_seconds_count", "mode=model", "outcome=error"):                  1,
 		k("bus_worker_requests_total", "operation=chat.completions", "model="+model, "status=429"): 1,
 	})
+	until(t, "the worker paused", func() bool { return worker()[k("bus_worker_paused", "reason=usage_limit")] == 1 })
 	for key, want := range map[string]float64{
 		k("bus_codex_login_exhausted"):                           1,
 		k("bus_codex_login_exhausted_until_seconds"):             float64(reset),

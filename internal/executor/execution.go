@@ -125,6 +125,15 @@ func (x *Executor) Execute(ctx context.Context, req *llmapi.ExecutionEventReques
 	}
 }
 
+// Exhausted reports until when the provider cannot run requests (its
+// login's usage limit is exhausted), when the provider can tell.
+func (x *Executor) Exhausted() (time.Time, bool) {
+	if e, ok := x.Provider.(turn.Exhaustible); ok {
+		return e.Exhausted()
+	}
+	return time.Time{}, false
+}
+
 func (x *Executor) log() *slog.Logger {
 	if x.Logger != nil {
 		return x.Logger

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/busdk/bus-integration-codex/internal/auth"
@@ -315,7 +316,7 @@ func (x *exchange) await() {
 			if resp.IsError() {
 				x.errCode = responseErrorCode(resp)
 			}
-			writeRaw(x.w, resp.StatusCode, resp.Body)
+			writeAnswer(x.w, resp)
 			return
 		}
 		select {
@@ -375,4 +376,13 @@ func (x *exchange) publishCancel(reason string) {
 		return
 	}
 	x.s.log.Info("request cancelled", "request_id", x.id, "reason", reason)
+}
+
+// writeAnswer writes a response event's answer, with a retry-after header
+// when the worker said when a retry may succeed (a limit that resets).
+func writeAnswer(w http.ResponseWriter, resp *llmapi.ExecutionEventResponse) {
+	if resp.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.FormatInt(resp.RetryAfter, 10))
+	}
+	writeRaw(w, resp.StatusCode, resp.Body)
 }

@@ -178,7 +178,7 @@ func (x *exchange) stream() {
 		case <-grace:
 			if !sw.started {
 				x.status, x.errCode = resp.StatusCode, responseErrorCode(resp)
-				writeRaw(x.w, resp.StatusCode, resp.Body)
+				writeAnswer(x.w, resp)
 				return
 			}
 			x.streamFail(sw, resp.StatusCode, responseError(resp))

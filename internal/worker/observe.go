@@ -87,6 +87,23 @@ func (o *observation) end() {
 	o.span.End()
 }
 
+// reportPaused sets the paused gauges: usage_limit while the provider's
+// login is exhausted, auth while the Events API refuses the token.
+func (w *Worker) reportPaused() {
+	m := w.cfg.Metrics
+	if m == nil {
+		return
+	}
+	_, refused := w.auth.state()
+	for reason, paused := range map[string]bool{"usage_limit": !w.pause.paused().IsZero(), "auth": refused != nil} {
+		v := 0.0
+		if paused {
+			v = 1
+		}
+		m.Paused.WithLabelValues(reason).Set(v)
+	}
+}
+
 // countDeadLetter counts a request moved to its dead-letter name.
 func (w *Worker) countDeadLetter() {
 	if m := w.cfg.Metrics; m != nil {

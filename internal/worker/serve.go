@@ -59,6 +59,9 @@ func (w *Worker) serve(env events.Envelope, taken time.Time) {
 		if resp, ok = w.run(traced, &req, op); !ok {
 			return // no executor before the worker stopped: redelivered
 		}
+		// A usage limit the request just ran into pauses the worker at
+		// once, not at the next tick.
+		w.checkExhausted(time.Now())
 	}
 	o.answer(&resp)
 	resp.Worker = w.Name()

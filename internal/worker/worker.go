@@ -113,6 +113,7 @@ type Worker struct {
 	execOnce  sync.Once
 
 	auth            *authGate
+	pause           *pauseGate
 	reqConnected    atomic.Bool
 	cancelConnected atomic.Bool
 	// stopping is closed when Run starts to stop: waits for the token or
@@ -150,7 +151,7 @@ func New(cfg Config) (*Worker, error) {
 	w := &Worker{
 		cfg: cfg, log: cfg.Logger, running: map[string]context.CancelCauseFunc{},
 		cancelled: newCancelSet(cfg.Timeout + redeliveryMargin),
-		execReady: make(chan struct{}), auth: newAuthGate(), stopping: make(chan struct{}),
+		execReady: make(chan struct{}), auth: newAuthGate(), pause: newPauseGate(), stopping: make(chan struct{}),
 	}
 	if cfg.Executor != nil {
 		w.SetExecutor(cfg.Executor)
@@ -179,6 +180,7 @@ func (w *Worker) Name() string { return "bus-integration-codex/" + w.cfg.Consume
 
 // Readiness reports whether the worker is taking and able to run
 // requests, and when not, why: "stopping", "token_refused",
+// "usage_limit" (its provider's login is exhausted until it resets),
 // "not_subscribed" (a listener is not connected) or "starting" (no
 // executor yet).
 func (w *Worker) Readiness() (ready bool, reason string) {
@@ -188,6 +190,8 @@ func (w *Worker) Readiness() (ready bool, reason string) {
 		return false, "stopping"
 	case refused != nil:
 		return false, "token_refused"
+	case !w.pause.paused().IsZero():
+		return false, "usage_limit"
 	case !w.reqConnected.Load() || !w.cancelConnected.Load():
 		return false, "not_subscribed"
 	case w.exec.Load() == nil:
@@ -258,8 +262,12 @@ func (w *Worker) listenRequests(ctx context.Context, onFirst func(), take func(e
 		if err := w.auth.wait(ctx, nil); err != nil {
 			return nil
 		}
+		if err := w.pause.wait(ctx); err != nil {
+			return nil
+		}
 		lctx, cancel := context.WithCancel(ctx)
 		w.auth.setStopTaking(cancel)
+		w.pause.setStopTaking(cancel)
 		err := w.cfg.Client.Listen(lctx, events.ListenOptions{
 			Names: w.cfg.RequestNames, Delivery: events.Unicast,
 			Group: w.cfg.Group, Consumer: w.cfg.Consumer,
@@ -289,6 +297,7 @@ func (w *Worker) listenRequests(ctx context.Context, onFirst func(), take func(e
 			return nil
 		})
 		w.auth.setStopTaking(nil)
+		w.pause.setStopTaking(nil)
 		cancel()
 		w.reqConnected.Store(false)
 		switch {
@@ -352,6 +361,8 @@ func (w *Worker) watchAuth(ctx context.Context) error {
 		case <-tick.C:
 		}
 		now := time.Now()
+		w.checkExhausted(now)
+		w.reportPaused() // observe.go
 		expired := false
 		if w.cfg.TokenExpiry != nil {
 			if exp := w.cfg.TokenExpiry(); !exp.IsZero() && now.After(exp) {
@@ -430,7 +441,7 @@ func (w *Worker) accepted(confirmed bool) {
 
 // fromService reports whether env was published by a service principal.
 func (w *Worker) fromService(env events.Envelope) bool {
-	return env.IdentityType == events.IdentityService || (env.IdentityType == "" && w.cfg.TrustUnstamped)
+	return env.FromService(w.cfg.TrustUnstamped)
 }
 
 func (w *Worker) handleCancel(_ context.Context, env events.Envelope) error {

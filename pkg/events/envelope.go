@@ -59,6 +59,14 @@ const (
 	IdentityUser = "user"
 )
 
+// FromService reports whether the envelope was published by a service
+// principal, as the Events API stamped it. trustUnstamped treats an
+// envelope without a stamp (from an Events API that does not stamp
+// publishers) as a service's.
+func (e Envelope) FromService(trustUnstamped bool) bool {
+	return e.IdentityType == IdentityService || (e.IdentityType == "" && trustUnstamped)
+}
+
 // Accepted is the Events API's answer to a publish.
 type Accepted struct {
 	Accepted      bool   `json:"accepted"`

@@ -27,8 +27,10 @@ import (
 // environment only, never from a flag (TokenFileVar names a file instead).
 const TokenVar = "BUS_API_TOKEN"
 
-// TokenHint is the one-line example of how to provide the token.
-const TokenHint = TokenVar + `="$(bus operator token issue --local --scope llm:proxy --format token)"`
+// TokenHint is the one-line example of how to provide the token: on one
+// machine the local identity is a service; elsewhere service tokens carry
+// the bus:service scope (README "Safety").
+const TokenHint = TokenVar + `="$(bus operator token issue --local --scope llm:proxy --format token)" (on several hosts: --subject <service> --scope "llm:proxy bus:service")`
 
 // Events is a service's Events API connection.
 type Events struct {
