@@ -23,7 +23,13 @@
 // write failed) is released at once, not left pending until its
 // visibility timeout.
 //
-// It imports internal/auth, internal/eventstore and pkg/events; the concrete backends are chosen by its caller.
+// Observability: with Config.Metrics it counts publishes, deliveries (and
+// their lag from publish), redeliveries, acknowledgements, open streams
+// and pending deliveries, served on GET /metrics by
+// Config.MetricsHandler; with Config.Tracer a publish is a span continuing
+// the publisher's traceparent header (untraced publishes make no span).
+//
+// It imports internal/auth, internal/eventstore, internal/metrics, internal/tracing, pkg/events and the OpenTelemetry API; the concrete backends are chosen by its caller.
 package eventsapi
 
 import (
@@ -43,8 +49,17 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
 	"github.com/busdk/bus-integration-codex/internal/auth"
 	"github.com/busdk/bus-integration-codex/internal/eventstore"
+	"github.com/busdk/bus-integration-codex/internal/metrics"
+	"github.com/busdk/bus-integration-codex/internal/tracing"
 	"github.com/busdk/bus-integration-codex/pkg/events"
 )
 
@@ -72,6 +87,14 @@ type Config struct {
 	// Keepalive is how often an idle stream gets a blank line so proxies and
 	// clients can tell it is alive (DefaultKeepalive when 0).
 	Keepalive time.Duration
+	// Metrics, when set, receives the server's metrics.
+	Metrics *metrics.Events
+	// MetricsHandler, when set, serves GET /metrics (without
+	// authentication, like /healthz).
+	MetricsHandler http.Handler
+	// Tracer, when set, records a span per publish that carries a
+	// traceparent header, continuing the publisher's trace.
+	Tracer trace.Tracer
 }
 
 // Server serves the Events API.
@@ -104,6 +127,9 @@ func New(cfg Config) *Server {
 	if cfg.Keepalive <= 0 {
 		cfg.Keepalive = DefaultKeepalive
 	}
+	if cfg.Tracer == nil {
+		cfg.Tracer = noop.NewTracerProvider().Tracer("")
+	}
 	stop, cancel := context.WithCancel(context.Background())
 	return &Server{cfg: cfg, log: cfg.Logger, stop: stop, stopAll: cancel}
 }
@@ -118,6 +144,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /api/v1/events/release", s.handleRelease)
 	mux.HandleFunc("GET /healthz", s.handleHealth)
 	mux.HandleFunc("GET /readyz", s.handleHealth)
+	if s.cfg.MetricsHandler != nil {
+		mux.Handle("GET /metrics", s.cfg.MetricsHandler)
+	}
 	return mux
 }
 
@@ -283,6 +312,15 @@ type PublishRequest struct {
 }
 
 func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
+	// A publish is a span only in a trace its publisher started (the
+	// traceparent header): untraced traffic makes no root spans.
+	ctx := tracing.FromHeader(r.Context(), propagation.HeaderCarrier(r.Header))
+	span := trace.SpanFromContext(ctx)
+	if span.SpanContext().IsValid() {
+		ctx, span = s.cfg.Tracer.Start(ctx, "events.publish", trace.WithSpanKind(trace.SpanKindServer))
+	}
+	defer span.End()
+	r = r.WithContext(ctx)
 	claims, ok := s.authenticate(w, r)
 	if !ok {
 		return
@@ -313,6 +351,7 @@ func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
 	if !s.authorize(w, claims, req.Name, actPublish) {
 		return
 	}
+	span.SetAttributes(attribute.String("messaging.destination.name", req.Name))
 	if len(req.Payload) == 0 {
 		req.Payload = json.RawMessage("null")
 	}
@@ -320,9 +359,14 @@ func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
 		Name: req.Name, CorrelationID: req.CorrelationID, IdentityID: claims.Subject, IdentityType: s.identityType(claims), Payload: req.Payload,
 	})
 	if err != nil {
-		s.log.Error("publish failed", "name", req.Name, "err", err)
+		s.log.ErrorContext(ctx, "publish failed", "name", req.Name, "err", err)
+		span.SetStatus(codes.Error, "event store is unavailable")
 		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "event store is unavailable")
 		return
+	}
+	span.SetAttributes(attribute.String("messaging.message.id", env.ID), attribute.Int("bus.groups", groups))
+	if m := s.cfg.Metrics; m != nil {
+		m.Published.WithLabelValues(metrics.NameClass(env.Name)).Inc()
 	}
 	writeJSON(w, http.StatusAccepted, events.Accepted{Accepted: true, ID: env.ID, Name: env.Name, CorrelationID: env.CorrelationID, Groups: &groups})
 }
@@ -458,6 +502,10 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer sub.Close()
+	if m := s.cfg.Metrics; m != nil {
+		m.Streams.Inc()
+		defer m.Streams.Dec()
+	}
 
 	id := newStreamID()
 	s.open.Store(id, &openStream{subject: claims.Subject, end: endTaking})
@@ -481,7 +529,7 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 
 	var window *creditWindow
 	if p.prefetch > 0 {
-		window = newCreditWindow(p.prefetch)
+		window = newCreditWindow(p.prefetch, s.cfg.Metrics)
 		defer s.forget(window)
 	}
 	keepalive := func() bool {
@@ -559,6 +607,7 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 			window.add(key, time.Now().Add(p.sub.EffectiveVisibility()))
 			s.inflight.Store(key, window)
 		}
+		s.delivered(env, p.sub.Delivery)
 		if err := enc.Encode(env); err != nil {
 			giveBack(env)
 			return
@@ -649,6 +698,9 @@ func (s *Server) handleAck(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.settled(req, group)
+	if m := s.cfg.Metrics; m != nil {
+		m.Acked.Add(float64(n))
+	}
 	writeJSON(w, http.StatusOK, AckResponse{Acknowledged: n})
 }
 
@@ -726,29 +778,65 @@ func (s *Server) settled(req AckRequest, group string) {
 // ackKey names one unacknowledged delivery and its holder.
 type ackKey struct{ name, group, consumer, id string }
 
+// delivered counts one delivery of env on a stream, and its lag from the
+// publish.
+func (s *Server) delivered(env events.Envelope, d events.Delivery) {
+	m := s.cfg.Metrics
+	if m == nil {
+		return
+	}
+	class := metrics.NameClass(env.Name)
+	m.Delivered.WithLabelValues(class, string(d)).Inc()
+	if env.Deliveries > 1 {
+		m.Redelivered.WithLabelValues(class).Inc()
+	}
+	if !env.CreatedAt.IsZero() {
+		m.Lag.WithLabelValues(class).Observe(max(0, time.Since(env.CreatedAt).Seconds()))
+	}
+}
+
 // creditWindow limits a stream to prefetch unacknowledged deliveries. A
 // delivery stops counting when it is acknowledged through this server or
 // when its visibility timeout passes (it is then redelivered elsewhere).
+// The pending-deliveries gauge follows its contents.
 type creditWindow struct {
-	limit  int
-	mu     sync.Mutex
-	out    map[ackKey]time.Time
-	notify chan struct{}
+	limit   int
+	pending prometheus.Gauge // nil without metrics
+	mu      sync.Mutex
+	out     map[ackKey]time.Time
+	notify  chan struct{}
 }
 
-func newCreditWindow(limit int) *creditWindow {
-	return &creditWindow{limit: limit, out: map[ackKey]time.Time{}, notify: make(chan struct{}, 1)}
+func newCreditWindow(limit int, m *metrics.Events) *creditWindow {
+	c := &creditWindow{limit: limit, out: map[ackKey]time.Time{}, notify: make(chan struct{}, 1)}
+	if m != nil {
+		c.pending = m.Pending
+	}
+	return c
+}
+
+// count moves the pending gauge by n.
+func (c *creditWindow) count(n int) {
+	if c.pending != nil && n != 0 {
+		c.pending.Add(float64(n))
+	}
 }
 
 func (c *creditWindow) add(k ackKey, deadline time.Time) {
 	c.mu.Lock()
+	if _, dup := c.out[k]; !dup {
+		c.count(1)
+	}
 	c.out[k] = deadline
 	c.mu.Unlock()
 }
 
 func (c *creditWindow) release(k ackKey) {
 	c.mu.Lock()
-	delete(c.out, k)
+	if _, ok := c.out[k]; ok {
+		delete(c.out, k)
+		c.count(-1)
+	}
 	c.mu.Unlock()
 	select {
 	case c.notify <- struct{}{}:
@@ -772,6 +860,7 @@ func (c *creditWindow) wait(ctx context.Context, s *Server, timeout time.Duratio
 		for k, d := range c.out {
 			if !d.After(now) {
 				delete(c.out, k)
+				c.count(-1)
 				s.inflight.Delete(k)
 				continue
 			}
@@ -799,11 +888,14 @@ func (c *creditWindow) wait(ctx context.Context, s *Server, timeout time.Duratio
 	}
 }
 
-// forget drops a closed stream's outstanding deliveries from the ack index.
+// forget drops a closed stream's outstanding deliveries from the ack index
+// (they are no longer pending here: the backend redelivers them).
 func (s *Server) forget(c *creditWindow) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for k := range c.out {
 		s.inflight.Delete(k)
 	}
+	c.count(-len(c.out))
+	clear(c.out)
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/busdk/bus-integration-codex/internal/auth"
 	"github.com/busdk/bus-integration-codex/internal/correlator"
+	"github.com/busdk/bus-integration-codex/internal/tracing"
 	"github.com/busdk/bus-integration-codex/pkg/events"
 	"github.com/busdk/bus-integration-codex/pkg/llmapi"
 )
@@ -27,7 +28,7 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *llma
 	}
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Now().Add(bodyReadTimeout)) // unsupported writers just skip it
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+	body, err := io.ReadAll(http.MaxBytesReader(unwrap(w), r.Body, s.cfg.MaxBodyBytes))
 	_ = rc.SetReadDeadline(time.Time{})
 	if err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
@@ -134,6 +135,7 @@ type exchange struct {
 	id       string
 	req      clientRequest
 	charged  bool // its tokens were charged (usage.go)
+	obs      *observation
 	wt       *correlator.Call
 	identity string
 	deadline time.Time
@@ -149,13 +151,16 @@ func (x *exchange) logDone(attrs ...any) {
 	if x.errCode != "" {
 		attrs = append(attrs, "error", x.errCode)
 	}
-	x.s.log.Info("request", append(attrs, "duration", time.Since(x.start).Round(time.Millisecond))...)
+	x.obs.answered = time.Now()
+	x.s.log.InfoContext(x.r.Context(), "request", append(attrs, "duration", x.obs.answered.Sub(x.start).Round(time.Millisecond))...)
 }
 
 // handleExecute serves POST on op's REST path.
 func (s *Server) handleExecute(op llmapi.Operation) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		o, w, r := s.observe(w, r, op, start)
+		defer o.end()
 		if !allow(w, r, http.MethodPost) {
 			return
 		}
@@ -179,6 +184,7 @@ func (s *Server) handleExecute(op llmapi.Operation) http.HandlerFunc {
 			writeError(w, modelNotFound(cr.model))
 			return
 		}
+		o.model = cr.model
 		if s.draining.Load() {
 			writeError(w, llmapi.NewError(http.StatusServiceUnavailable, "", "shutting_down", "", "The server is shutting down; retry."))
 			return
@@ -191,8 +197,8 @@ func (s *Server) handleExecute(op llmapi.Operation) http.HandlerFunc {
 		if !s.admit(w, r, claims.Subject, cr.model) {
 			return
 		}
-		x := &exchange{s: s, w: w, r: r, op: op, id: correlator.NewRequestID(), req: cr, identity: claims.Subject, start: start}
-		x.deadline = start.Add(s.cfg.Timeout)
+		x := &exchange{s: s, w: w, r: r, op: op, id: correlator.NewRequestID(), req: cr, identity: claims.Subject, start: start, obs: o}
+		o.x, x.deadline = x, start.Add(s.cfg.Timeout)
 		if !x.register(cr.stream, cr.includeUsage) {
 			return
 		}
@@ -209,6 +215,12 @@ func (s *Server) handleExecute(op llmapi.Operation) http.HandlerFunc {
 // scopes the lookup.
 func (s *Server) handleStored(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	op := llmapi.OpResponsesRetrieve
+	if r.Method == http.MethodDelete {
+		op = llmapi.OpResponsesDelete
+	}
+	o, w, r := s.observe(w, r, op, start)
+	defer o.end()
 	if !allow(w, r, http.MethodGet, http.MethodDelete) {
 		return
 	}
@@ -216,10 +228,6 @@ func (s *Server) handleStored(w http.ResponseWriter, r *http.Request) {
 	if apiErr != nil {
 		writeError(w, apiErr)
 		return
-	}
-	op := llmapi.OpResponsesRetrieve
-	if r.Method == http.MethodDelete {
-		op = llmapi.OpResponsesDelete
 	}
 	if s.draining.Load() {
 		writeError(w, llmapi.NewError(http.StatusServiceUnavailable, "", "shutting_down", "", "The server is shutting down; retry."))
@@ -231,8 +239,8 @@ func (s *Server) handleStored(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	body, _ := json.Marshal(llmapi.StateRequest{ResponseID: r.PathValue("id")})
-	x := &exchange{s: s, w: w, r: r, op: op, id: correlator.NewRequestID(), identity: claims.Subject, start: start}
-	x.deadline = start.Add(s.cfg.Timeout)
+	x := &exchange{s: s, w: w, r: r, op: op, id: correlator.NewRequestID(), identity: claims.Subject, start: start, obs: o}
+	o.x, x.deadline = x, start.Add(s.cfg.Timeout)
 	if !x.register(false, false) {
 		return
 	}
@@ -251,7 +259,10 @@ func (x *exchange) run(identity string, body []byte) {
 		IdentityID: identity, Deadline: &dl, Body: json.RawMessage(body),
 	}
 	pctx, cancel := context.WithDeadline(ctx, x.deadline)
+	pctx, published := x.publishSpan(pctx)
+	ev.TraceParent = tracing.TraceParent(pctx)
 	acc, err := x.s.cfg.Events.PublishJSON(pctx, x.op.RequestEvent(), x.id, ev)
+	published(acc, err)
 	cancel()
 	if err != nil {
 		switch {
@@ -261,14 +272,14 @@ func (x *exchange) run(identity string, body []byte) {
 			x.timeout()
 		default:
 			x.fail(publishError(err))
-			x.s.log.Warn("publish failed", "request_id", x.id, "name", x.op.RequestEvent(), "err", err)
+			x.s.log.WarnContext(ctx, "publish failed", "request_id", x.id, "name", x.op.RequestEvent(), "err", err)
 		}
 		return
 	}
 	if acc.Groups != nil && *acc.Groups == 0 {
 		// No worker group exists: nobody will ever take it.
 		x.fail(correlator.NoWorkerAvailable())
-		x.s.log.Warn("no worker available: the request reached no consumer group", "request_id", x.id, "name", x.op.RequestEvent())
+		x.s.log.WarnContext(ctx, "no worker available: the request reached no consumer group", "request_id", x.id, "name", x.op.RequestEvent())
 		return
 	}
 	if x.req.stream {

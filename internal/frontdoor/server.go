@@ -25,7 +25,15 @@
 // frame); and its usage record is queued, never written on the response
 // path. GET /v1/usage serves the ledger.
 //
-// It imports internal/auth, internal/catalog, internal/correlator, internal/entitlement, internal/usage, pkg/events and pkg/llmapi; never the worker side (executor, providers).
+// Metrics and traces (observe.go): every bus-backed request is counted
+// and timed by operation, model and status, with its tokens, its time to
+// the first stream frame and the requests in flight (Config.Metrics,
+// served on GET /metrics by Config.MetricsHandler); and it is a span
+// (Config.Tracer) continuing the client's W3C traceparent header, with a
+// child span for the publish whose traceparent the request event carries
+// to the worker. Its log lines carry the trace id.
+//
+// It imports internal/auth, internal/catalog, internal/correlator, internal/entitlement, internal/metrics, internal/tracing, internal/usage, pkg/events, pkg/llmapi and the OpenTelemetry API; never the worker side (executor, providers).
 package frontdoor
 
 import (
@@ -41,10 +49,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
 	"github.com/busdk/bus-integration-codex/internal/auth"
 	"github.com/busdk/bus-integration-codex/internal/catalog"
 	"github.com/busdk/bus-integration-codex/internal/correlator"
 	"github.com/busdk/bus-integration-codex/internal/entitlement"
+	"github.com/busdk/bus-integration-codex/internal/metrics"
 	"github.com/busdk/bus-integration-codex/internal/usage"
 	"github.com/busdk/bus-integration-codex/pkg/events"
 	"github.com/busdk/bus-integration-codex/pkg/llmapi"
@@ -117,6 +129,15 @@ type Config struct {
 	// Logger receives the logs (slog.Default when nil). Tokens and request
 	// bodies are never logged.
 	Logger *slog.Logger
+	// Metrics, when set, receives the request metrics.
+	Metrics *metrics.FrontDoor
+	// MetricsHandler, when set, serves GET /metrics (without
+	// authentication, like /healthz and /readyz).
+	MetricsHandler http.Handler
+	// Tracer, when set, records the spans of the bus-backed requests;
+	// without one the client's traceparent still travels in the request
+	// event.
+	Tracer trace.Tracer
 }
 
 // listener is one long-lived broadcast stream of one event name.
@@ -178,6 +199,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Tracer == nil {
+		cfg.Tracer = noop.NewTracerProvider().Tracer("")
 	}
 	s := &Server{
 		cfg:   cfg,
@@ -246,6 +270,13 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/v1/models/{id...}", s.handleModel)
 	mux.HandleFunc("/readyz", s.handleReady)
 	mux.HandleFunc("/healthz", s.handleHealth)
+	if h := s.cfg.MetricsHandler; h != nil {
+		mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
+			if allow(w, r, http.MethodGet, http.MethodHead) {
+				h.ServeHTTP(w, r)
+			}
+		})
+	}
 	mux.HandleFunc("/", unknownURL)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// ServeMux would redirect a path that is not canonical.

@@ -144,6 +144,7 @@ func (x *exchange) stream() {
 				x.goneStreaming(sw, r)
 				return
 			}
+			x.frameSent()
 			x.status = http.StatusOK
 			if terminal {
 				finished = true

@@ -30,7 +30,7 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, identity, model s
 	d.SetHeaders(w.Header())
 	if d.Err != nil {
 		writeError(w, d.Err)
-		s.log.Info("request refused", "identity", identity, "model", model, "status", d.Err.Status, "error", d.Err.Code)
+		s.log.InfoContext(r.Context(), "request refused", "identity", identity, "model", model, "status", d.Err.Status, "error", d.Err.Code)
 		return false
 	}
 	return true
@@ -56,14 +56,18 @@ func (x *exchange) charge(resp *llmapi.ExecutionEventResponse) {
 // before its response event arrived waits for it (the caller already has
 // every frame and may have closed the connection, which ends the request
 // context but not this wait; the deadline and a forced shutdown do), then
-// the tokens are charged and the usage record is queued.
+// the tokens are charged, counted in the metrics, and the usage record is
+// queued.
 func (x *exchange) settle() {
-	if x.s.cfg.Usage == nil && x.s.cfg.Entitlements == nil {
+	if x.s.cfg.Usage == nil && x.s.cfg.Entitlements == nil && x.s.cfg.Metrics == nil {
 		return
 	}
 	_, resp, _ := x.wt.Take()
 	if resp == nil && x.req.stream && x.status == http.StatusOK {
 		resp = x.awaitResponse()
+	}
+	if resp != nil {
+		x.obs.usage = resp.Usage
 	}
 	x.charge(resp)
 	if x.s.cfg.Usage == nil {

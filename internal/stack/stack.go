@@ -12,6 +12,10 @@
 // token [Stack.Token] (llm:proxy only) is good at the front door only: on
 // the Events API it is refused bus.llm.* like any caller's.
 //
+// Observability is off unless asked for: each component can be given a
+// metrics registry and a tracer (Telemetry), so tests can scrape /metrics
+// and read the spans.
+//
 // It may import the server, worker, front door and executor packages; no
 // command package imports it except through this API.
 package stack
@@ -25,6 +29,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/busdk/bus-integration-codex/internal/auth"
 	"github.com/busdk/bus-integration-codex/internal/catalog"
 	"github.com/busdk/bus-integration-codex/internal/contract"
@@ -33,6 +40,7 @@ import (
 	"github.com/busdk/bus-integration-codex/internal/executor"
 	"github.com/busdk/bus-integration-codex/internal/frontdoor"
 	"github.com/busdk/bus-integration-codex/internal/localbus"
+	"github.com/busdk/bus-integration-codex/internal/metrics"
 	"github.com/busdk/bus-integration-codex/internal/turn"
 	"github.com/busdk/bus-integration-codex/internal/usage"
 	"github.com/busdk/bus-integration-codex/internal/worker"
@@ -91,6 +99,18 @@ type Config struct {
 	Entitlements *entitlement.Enforcer
 	// Logger receives the logs of every component (discarded when nil).
 	Logger *slog.Logger
+	// EventsTelemetry and FrontDoorTelemetry observe the Events API and
+	// the first front door (off when zero).
+	EventsTelemetry, FrontDoorTelemetry Telemetry
+}
+
+// Telemetry observes one component: its metrics are registered on
+// Metrics (and served on its GET /metrics where it has an HTTP server: the
+// Events API and the front door), and its spans are started by Tracer.
+// Either may be nil: off.
+type Telemetry struct {
+	Metrics *prometheus.Registry
+	Tracer  trace.Tracer
 }
 
 // WorkerConfig configures one worker of a Stack.
@@ -108,6 +128,8 @@ type WorkerConfig struct {
 	Concurrency int
 	// Timeout bounds each request (the stack's Timeout when 0).
 	Timeout time.Duration
+	// Telemetry observes the worker (off when zero).
+	Telemetry Telemetry
 }
 
 // On is a WorkerConfig running requests on p with a plain executor; the
@@ -203,7 +225,11 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("stack: %w", err)
 	}
-	if s.Bus, err = localbus.Start(localbus.Options{Backend: cfg.Backend, Addr: cfg.EventsAddr, Secret: cfg.Secret, Logger: cfg.Logger}); err != nil {
+	bo := localbus.Options{Backend: cfg.Backend, Addr: cfg.EventsAddr, Secret: cfg.Secret, Logger: cfg.Logger, Tracer: cfg.EventsTelemetry.Tracer}
+	if reg := cfg.EventsTelemetry.Metrics; reg != nil {
+		bo.Metrics, bo.MetricsHandler = metrics.NewEvents(reg), metrics.Handler(reg)
+	}
+	if s.Bus, err = localbus.Start(bo); err != nil {
 		return nil, err
 	}
 	if s.Token, err = s.Bus.Token(CallerSubject, llmapi.Scope); err != nil {
@@ -214,7 +240,7 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 			return nil, err
 		}
 	}
-	fd, err := s.AddFrontDoor(ctx, FrontDoorConfig{Addr: cfg.FrontAddr, Usage: cfg.Usage, Entitlements: cfg.Entitlements})
+	fd, err := s.AddFrontDoor(ctx, FrontDoorConfig{Addr: cfg.FrontAddr, Usage: cfg.Usage, Entitlements: cfg.Entitlements, Telemetry: cfg.FrontDoorTelemetry})
 	if err != nil {
 		return nil, err
 	}
@@ -230,6 +256,8 @@ type FrontDoorConfig struct {
 	// Usage and Entitlements as in frontdoor.Config (none when nil).
 	Usage        *usage.Writer
 	Entitlements *entitlement.Enforcer
+	// Telemetry observes the front door (off when zero).
+	Telemetry Telemetry
 }
 
 // FrontDoor is a running front door of a Stack.
@@ -273,12 +301,16 @@ func (s *Stack) AddFrontDoor(ctx context.Context, fc FrontDoorConfig) (*FrontDoo
 	if err != nil {
 		return nil, err
 	}
-	srv, err := frontdoor.New(frontdoor.Config{
+	fcfg := frontdoor.Config{
 		Events: client, Verifier: auth.NewVerifier(s.Bus.Secret(), auth.Audience), Catalog: cfg.Catalog,
 		Timeout: cfg.Timeout, ConnectTimeout: cfg.ConnectTimeout, ShutdownTimeout: cfg.ShutdownTimeout,
 		MaxBodyBytes: cfg.MaxBodyBytes, ListenerRequired: true, Logger: cfg.Logger,
-		Usage: fc.Usage, Entitlements: fc.Entitlements,
-	})
+		Usage: fc.Usage, Entitlements: fc.Entitlements, Tracer: fc.Telemetry.Tracer,
+	}
+	if reg := fc.Telemetry.Metrics; reg != nil {
+		fcfg.Metrics, fcfg.MetricsHandler = metrics.NewFrontDoor(reg), metrics.Handler(reg)
+	}
+	srv, err := frontdoor.New(fcfg)
 	if err != nil {
 		return nil, err
 	}
@@ -334,13 +366,17 @@ func (s *Stack) AddWorker(ctx context.Context, cfg WorkerConfig) (*Worker, error
 	svc := contract.Worker(WorkerVersion, cfg.Group)
 	ready := make(chan struct{})
 	var readyOnce sync.Once
-	w, err := worker.New(worker.Config{
+	wcfg := worker.Config{
 		Client: wc, Executor: cfg.Executor,
 		RequestNames: svc.Names(contract.Receive, events.Unicast), CancelNames: svc.Names(contract.Receive, events.Broadcast),
 		Group: cfg.Group, Consumer: cfg.Consumer, Concurrency: cfg.Concurrency, Timeout: cfg.Timeout,
-		ConnectTimeout: s.cfg.ConnectTimeout, Logger: s.cfg.Logger,
+		ConnectTimeout: s.cfg.ConnectTimeout, Logger: s.cfg.Logger, Tracer: cfg.Telemetry.Tracer,
 		OnReady: func() { readyOnce.Do(func() { close(ready) }) },
-	})
+	}
+	if reg := cfg.Telemetry.Metrics; reg != nil {
+		wcfg.Metrics = metrics.NewWorker(reg)
+	}
+	w, err := worker.New(wcfg)
 	if err != nil {
 		return nil, err
 	}

@@ -1,9 +1,12 @@
 // Package tracing carries a request's W3C trace context across the bus and
 // records OpenTelemetry spans: it sets up the tracer provider of a service
 // (spans exported by OTLP over HTTP when OTEL_EXPORTER_OTLP_ENDPOINT or
-// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set, dropped otherwise), turns the
-// trace context into the traceparent string a bus event carries and back,
-// and adds trace_id and span_id to the log records of a traced context.
+// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set, dropped otherwise — trace ids
+// are still made, so the bus events and the logs of one request share
+// one), turns the trace context into the traceparent string a bus event
+// carries and back, sends it as the traceparent header of outgoing HTTP
+// requests (Transport), and adds trace_id and span_id to the log records
+// of a traced context.
 //
 // It imports only the OpenTelemetry API and SDK.
 package tracing
@@ -12,6 +15,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
 
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/propagation"
@@ -19,14 +26,13 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.26.0"
 	"go.opentelemetry.io/otel/trace"
-	"go.opentelemetry.io/otel/trace/noop"
 )
 
 // Tracing is a service's tracer and its shutdown.
 type Tracing struct {
 	// Tracer starts the service's spans.
 	Tracer trace.Tracer
-	// Provider is the tracer provider (a no-op one when not exporting).
+	// Provider is the tracer provider.
 	Provider trace.TracerProvider
 	// Exporting reports whether spans leave the process.
 	Exporting bool
@@ -41,16 +47,41 @@ func (t *Tracing) Shutdown(ctx context.Context) error {
 	return t.shutdown(ctx)
 }
 
-// Setup returns the tracing of service: exporting by OTLP/HTTP when the
-// standard OTEL_EXPORTER_OTLP_ENDPOINT (or _TRACES_ENDPOINT) variable is
-// set in env (the exporter reads the other OTEL_EXPORTER_OTLP_* variables
-// itself), a no-op otherwise.
-func Setup(ctx context.Context, getenv func(string) string, service string) (*Tracing, error) {
-	if getenv("OTEL_EXPORTER_OTLP_ENDPOINT") == "" && getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") == "" {
-		p := noop.NewTracerProvider()
-		return &Tracing{Tracer: p.Tracer(service), Provider: p}, nil
+// ShutdownTimeout bounds the export of the spans left when a service
+// stops (Close).
+const ShutdownTimeout = 5 * time.Second
+
+// Close flushes the spans not exported yet, within ShutdownTimeout, and
+// stops the exporter; a failure is logged to log.
+func (t *Tracing) Close(log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
+	defer cancel()
+	if err := t.Shutdown(ctx); err != nil {
+		log.Warn("spans not exported at shutdown", "err", err)
 	}
-	exp, err := otlptracehttp.New(ctx)
+}
+
+// Setup returns the tracing of service: exporting by OTLP/HTTP when the
+// standard OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (the full URL) or
+// OTEL_EXPORTER_OTLP_ENDPOINT (the base URL, /v1/traces added) variable
+// is set in getenv; the exporter reads the other OTEL_EXPORTER_OTLP_*
+// variables (headers, timeout, TLS) from the process environment itself.
+// Otherwise spans go nowhere, but they still get trace and span ids: a
+// request's traceparent travels on the bus and its logs carry trace_id
+// either way.
+func Setup(ctx context.Context, getenv func(string) string, service string) (*Tracing, error) {
+	endpoint := getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+	if base := getenv("OTEL_EXPORTER_OTLP_ENDPOINT"); endpoint == "" && base != "" {
+		endpoint = strings.TrimRight(base, "/") + "/v1/traces"
+	}
+	if endpoint == "" {
+		p := sdktrace.NewTracerProvider(sdktrace.WithResource(resource.NewSchemaless(semconv.ServiceName(service))))
+		return &Tracing{Tracer: p.Tracer(service), Provider: p, shutdown: p.Shutdown}, nil
+	}
+	if u, err := url.Parse(endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("tracing: the OTLP endpoint %q is not an http(s) URL", endpoint)
+	}
+	exp, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(endpoint))
 	if err != nil {
 		return nil, fmt.Errorf("tracing: OTLP exporter: %w", err)
 	}
@@ -100,6 +131,36 @@ func FromTraceParent(ctx context.Context, traceparent string) context.Context {
 // traceparent header, if any.
 func FromHeader(ctx context.Context, h propagation.TextMapCarrier) context.Context {
 	return traceContext().Extract(ctx, h)
+}
+
+// Transport returns base (http.DefaultTransport when nil) sending the
+// traceparent of each request's context as its traceparent header, so the
+// server's spans continue the caller's trace.
+func Transport(base http.RoundTripper) http.RoundTripper {
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	return transport{base}
+}
+
+type transport struct{ base http.RoundTripper }
+
+func (t transport) RoundTrip(r *http.Request) (*http.Response, error) {
+	tp := TraceParent(r.Context())
+	if tp == "" {
+		return t.base.RoundTrip(r)
+	}
+	r = r.Clone(r.Context()) // a RoundTripper must not modify the request
+	r.Header.Set("traceparent", tp)
+	return t.base.RoundTrip(r)
+}
+
+// CloseIdleConnections closes the idle connections of the base transport
+// (http.Client.CloseIdleConnections reaches it through this).
+func (t transport) CloseIdleConnections() {
+	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
 }
 
 // LogHandler wraps h so that records logged with a traced context carry

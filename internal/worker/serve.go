@@ -32,6 +32,8 @@ func (w *Worker) serve(env events.Envelope, taken time.Time) {
 	if err != nil {
 		w.log.Warn("malformed request event", "event", env.ID, "name", env.Name, "err", err)
 	}
+	traced, o := w.observe(env, &req, op, taken)
+	defer o.end()
 	if w.cfg.MaxDeliveries > 0 && env.Deliveries > w.cfg.MaxDeliveries {
 		w.deadLetter(answerCtx, env, req, op)
 		return
@@ -54,13 +56,14 @@ func (w *Worker) serve(env events.Envelope, taken time.Time) {
 		resp = llmapi.ErrorResponse(&req, llmapi.InvalidRequest("", "invalid_event", err.Error()))
 	default:
 		var ok bool
-		if resp, ok = w.run(&req, op); !ok {
+		if resp, ok = w.run(traced, &req, op); !ok {
 			return // no executor before the worker stopped: redelivered
 		}
 		// A usage limit the request just ran into pauses the worker at
 		// once, not at the next tick.
 		w.checkExhausted(time.Now())
 	}
+	o.answer(&resp)
 	resp.Worker = w.Name()
 	err = w.publish(answerCtx, op.ResponseEvent(), req.RequestID, resp)
 	if apiErr, ok := errors.AsType[*events.APIError](err); ok && apiErr.Status == http.StatusRequestEntityTooLarge {
@@ -68,6 +71,7 @@ func (w *Worker) serve(env events.Envelope, taken time.Time) {
 		w.log.Error("response too large for the Events API; answering with an error", "request", req.RequestID, "err", err)
 		resp = llmapi.ErrorResponse(&req, llmapi.NewError(http.StatusBadGateway, llmapi.TypeServer, "response_too_large", "",
 			"The answer is larger than the Events API accepts."))
+		o.answer(&resp)
 		resp.Worker = w.Name()
 		err = w.publish(answerCtx, op.ResponseEvent(), req.RequestID, resp)
 	}
@@ -78,10 +82,11 @@ func (w *Worker) serve(env events.Envelope, taken time.Time) {
 	w.ack(answerCtx, env)
 }
 
-// run runs a valid request on the executor, streaming its frames. ok is
-// false when the worker stopped before it had an executor.
-func (w *Worker) run(req *llmapi.ExecutionEventRequest, op llmapi.Operation) (resp llmapi.ExecutionEventResponse, ok bool) {
-	ctx, cancel, deadline := w.requestContext(req)
+// run runs a valid request on the executor, streaming its frames, in a
+// context derived from traced. ok is false when the worker stopped before
+// it had an executor.
+func (w *Worker) run(traced context.Context, req *llmapi.ExecutionEventRequest, op llmapi.Operation) (resp llmapi.ExecutionEventResponse, ok bool) {
+	ctx, cancel, deadline := w.requestContext(traced, req)
 	defer func() {
 		cancel(nil)
 		w.forget(req.RequestID)
@@ -114,7 +119,7 @@ func (w *Worker) run(req *llmapi.ExecutionEventRequest, op llmapi.Operation) (re
 		resp = llmapi.ErrorResponse(req, llmapi.NewError(http.StatusBadGateway, llmapi.TypeServer, "stream_interrupted", "",
 			"A part of the stream could not be delivered; the answer is incomplete."))
 	}
-	w.log.Info("request done", "request", req.RequestID, "operation", req.Operation, "status", resp.StatusCode, "stream", req.Stream, "ms", time.Since(start).Milliseconds())
+	w.log.InfoContext(ctx, "request done", "request", req.RequestID, "operation", req.Operation, "status", resp.StatusCode, "stream", req.Stream, "ms", time.Since(start).Milliseconds())
 	return resp, true
 }
 
@@ -156,6 +161,7 @@ func (w *Worker) deadLetter(ctx context.Context, env events.Envelope, req llmapi
 		w.log.Error("poison request not dead-lettered; it will be redelivered", "event", env.ID, "deliveries", env.Deliveries, "err", err)
 		return
 	}
+	w.countDeadLetter()
 	w.log.Error("request delivered too many times: answered with an error and dead-lettered", "event", env.ID,
 		"request", req.RequestID, "deliveries", env.Deliveries, "dead_letter", name)
 	if req.RequestID != "" && op.Valid() {
@@ -208,16 +214,17 @@ func decodeRequest(env events.Envelope) (llmapi.ExecutionEventRequest, llmapi.Op
 	return req, op, nil
 }
 
-// requestContext returns the context a request runs in, bounded by its
-// deadline and cancelled by its cancel event, and registers it as running.
-// A request whose cancel event already arrived gets a cancelled context.
-func (w *Worker) requestContext(req *llmapi.ExecutionEventRequest) (context.Context, context.CancelCauseFunc, time.Time) {
+// requestContext returns the context a request runs in (derived from
+// base), bounded by its deadline and cancelled by its cancel event, and
+// registers it as running. A request whose cancel event already arrived
+// gets a cancelled context.
+func (w *Worker) requestContext(base context.Context, req *llmapi.ExecutionEventRequest) (context.Context, context.CancelCauseFunc, time.Time) {
 	now := time.Now()
 	deadline := now.Add(w.cfg.Timeout)
 	if req.Deadline != nil && req.Deadline.Before(deadline) {
 		deadline = *req.Deadline
 	}
-	ctx, cancelCause := context.WithCancelCause(context.Background())
+	ctx, cancelCause := context.WithCancelCause(base)
 	ctx, cancelTimeout := context.WithDeadline(ctx, deadline)
 	cancel := func(cause error) {
 		cancelCause(cause)

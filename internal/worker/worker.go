@@ -16,7 +16,12 @@
 // worker's token the worker stops taking requests until it is accepted
 // again (Run fails after AuthRecoveryTimeout).
 //
-// It imports internal/executor, pkg/events and pkg/llmapi; it knows no provider and no OpenAI wire shape.
+// Metrics and traces (observe.go): requests are counted and timed
+// (Config.Metrics), and each is a span (Config.Tracer) continuing the
+// traceparent of its request event; the response event carries the
+// span's traceparent and the request's log lines its trace id.
+//
+// It imports internal/executor, internal/metrics, internal/tracing, pkg/events, pkg/llmapi and the OpenTelemetry API; it knows no provider and no OpenAI wire shape.
 package worker
 
 import (
@@ -30,7 +35,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/busdk/bus-integration-codex/internal/executor"
+	"github.com/busdk/bus-integration-codex/internal/metrics"
 	"github.com/busdk/bus-integration-codex/pkg/events"
 	"github.com/busdk/bus-integration-codex/pkg/llmapi"
 )
@@ -85,6 +93,10 @@ type Config struct {
 	Logger *slog.Logger
 	// OnReady is called once both listeners are connected.
 	OnReady func()
+	// Metrics, when set, receives the request metrics (observe.go).
+	Metrics *metrics.Worker
+	// Tracer, when set, records a span per request (observe.go).
+	Tracer trace.Tracer
 }
 
 // Worker runs requests from the bus.
@@ -361,6 +373,7 @@ func (w *Worker) watchAuth(ctx context.Context) error {
 		}
 		now := time.Now()
 		w.checkExhausted(now)
+		w.reportPaused() // observe.go
 		expired := false
 		if w.cfg.TokenExpiry != nil {
 			if exp := w.cfg.TokenExpiry(); !exp.IsZero() && now.After(exp) {

@@ -1,9 +1,12 @@
 package eventscmd_test
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +16,7 @@ import (
 	"github.com/busdk/bus-integration-codex/internal/busconfig"
 	"github.com/busdk/bus-integration-codex/internal/cliutil"
 	"github.com/busdk/bus-integration-codex/internal/cmd/eventscmd"
+	"github.com/busdk/bus-integration-codex/internal/testutil/scrape"
 	"github.com/busdk/bus-integration-codex/internal/testutil/testproc"
 )
 
@@ -208,6 +212,70 @@ func TestServiceSubjects(t *testing.T) {
 				if got := srv.publishStatus(t, tok); got != want {
 					t.Errorf("%s publishing bus.llm.*: %d, want %d", names[tok], got, want)
 				}
+			}
+		})
+	}
+}
+
+// TestMetricsAndTraces: GET /metrics without a token counts the publish;
+// with OTEL_EXPORTER_OTLP_ENDPOINT the span of a traced publish reaches
+// the collector by the time the server has stopped; with
+// BUS_EVENTS_METRICS_ADDR the metrics move to that port.
+func TestMetricsAndTraces(t *testing.T) {
+	secret := "events-secret"
+	exported := make(chan []byte, 10)
+	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		if r.URL.Path == "/v1/traces" {
+			exported <- b
+		}
+	}))
+	defer collector.Close()
+	own, err := testproc.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, metricsAddr string }{{"on the API port", ""}, {"on its own port", own}} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := serve(t, map[string]string{"BUS_API_JWT_SECRET": secret, "BUS_CONFIG_DIR": t.TempDir(),
+				"OTEL_EXPORTER_OTLP_ENDPOINT": collector.URL, "BUS_EVENTS_METRICS_ADDR": tc.metricsAddr})
+			metricsURL := srv.base + "/metrics"
+			if tc.metricsAddr != "" {
+				resp, err := http.Get(metricsURL)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusNotFound {
+					t.Fatalf("/metrics on the API port with BUS_EVENTS_METRICS_ADDR: %d", resp.StatusCode)
+				}
+				metricsURL = "http://" + tc.metricsAddr + "/metrics"
+			}
+			before := scrape.Get(t, http.DefaultClient, metricsURL)
+			req, _ := http.NewRequest(http.MethodPost, srv.base+"/api/v1/events", strings.NewReader(`{"name":"bus.llm.responses.cancel","correlationId":"r1","payload":{}}`))
+			req.Header.Set("Authorization", "Bearer "+issue(t, secret, "s", "llm:proxy", auth.ScopeService))
+			req.Header.Set("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil || resp.StatusCode != http.StatusAccepted {
+				t.Fatalf("publish: %v %v", resp, err)
+			}
+			resp.Body.Close()
+			key := scrape.Key("bus_events_published_total", "name=bus.llm.responses.cancel")
+			if got := scrape.Get(t, http.DefaultClient, metricsURL)[key] - before[key]; got != 1 {
+				t.Errorf("%s moved by %v, want 1", key, got)
+			}
+			if code := srv.stop(); code != 0 {
+				t.Fatalf("exit %d: %s", code, srv.stderr.String())
+			}
+			select {
+			case b := <-exported:
+				for _, want := range []string{"bus-api-provider-events", "events.publish"} {
+					if !bytes.Contains(b, []byte(want)) {
+						t.Errorf("the exported spans lack %q", want)
+					}
+				}
+			default:
+				t.Fatal("no span reached the OTLP collector")
 			}
 		})
 	}

@@ -2,6 +2,9 @@
 // OpenAI-compatible REST front door in events mode
 // (--execution-backend events), which turns /v1/* requests into bus.llm.*
 // events on the Bus Events API and answers with the correlated responses.
+// Its metrics are served on GET /metrics, on its own port or on
+// --metrics-addr; its spans go out by OTLP when OTEL_EXPORTER_OTLP_ENDPOINT
+// is set.
 //
 // It may import any non-command package and internal/cmd/servicecmd; only cmd/bus-api-provider-llm imports it.
 package frontdoorcmd
@@ -10,7 +13,9 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net"
+	"net/http"
 	"time"
 
 	"github.com/busdk/bus-integration-codex/internal/auth"
@@ -18,6 +23,8 @@ import (
 	"github.com/busdk/bus-integration-codex/internal/cliutil"
 	"github.com/busdk/bus-integration-codex/internal/cmd/servicecmd"
 	"github.com/busdk/bus-integration-codex/internal/frontdoor"
+	"github.com/busdk/bus-integration-codex/internal/metrics"
+	"github.com/busdk/bus-integration-codex/internal/tracing"
 	"github.com/busdk/bus-integration-codex/internal/usage"
 )
 
@@ -38,7 +45,7 @@ type options struct {
 	timeout, connectTimeout, shutdownTimeout     time.Duration
 	streamErrorGrace                             time.Duration
 	listenerRequired, trustUnstamped             bool
-	logLevel                                     string
+	logLevel, metricsAddr                        string
 	usageRetention                               time.Duration
 	entitlements, entitlementsStore              string
 }
@@ -103,6 +110,8 @@ func parse(args []string, io cliutil.IO) (*options, error) {
 	}
 	fs.BoolVar(&o.trustUnstamped, "trust-unstamped", trustUnstamped, "accept responses without identity_type, for an Events API that does not stamp publishers; the bus is then no trust boundary (env BUS_EVENTS_TRUST_UNSTAMPED)")
 	fs.DurationVar(&o.usageRetention, "usage-retention", usageRetention, "how long usage records are kept (env BUS_LLM_USAGE_RETENTION)")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", cliutil.String(env, "BUS_LLM_METRICS_ADDR", ""),
+		"serve GET /metrics (Prometheus) on this address of its own instead of on --addr, e.g. 127.0.0.1:9465 for a public front door (env BUS_LLM_METRICS_ADDR)")
 	fs.StringVar(&o.logLevel, "log-level", cliutil.String(env, "BUS_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env BUS_LOG_LEVEL)")
 	if err := cliutil.ParseFlags(fs, args, io.Stdout); err != nil {
 		return nil, err
@@ -151,6 +160,7 @@ func run(ctx context.Context, o *options, io cliutil.IO) error {
 	if err != nil {
 		return err
 	}
+	log = slog.New(tracing.LogHandler(log.Handler()))
 	cat, err := catalog.LoadOrDefault(o.modelCatalog)
 	if err != nil {
 		return err
@@ -176,6 +186,21 @@ func run(ctx context.Context, o *options, io cliutil.IO) error {
 			log.Warn("closing the usage ledger and limit counters", "err", err)
 		}
 	}()
+	tr, err := tracing.Setup(ctx, io.Env.Getenv, Name)
+	if err != nil {
+		return err
+	}
+	defer tr.Close(log)
+	reg := metrics.NewRegistry()
+	var metricsHandler http.Handler = metrics.Handler(reg)
+	if o.metricsAddr != "" {
+		stop, err := metrics.Listen(o.metricsAddr, metricsHandler, log)
+		if err != nil {
+			return fmt.Errorf("--metrics-addr: %w", err)
+		}
+		defer stop()
+		metricsHandler = nil // not on the API's port
+	}
 	srv, err := frontdoor.New(frontdoor.Config{
 		Events:           bus.Client,
 		Verifier:         auth.NewVerifier(key, auth.Audience),
@@ -189,6 +214,9 @@ func run(ctx context.Context, o *options, io cliutil.IO) error {
 		ShutdownTimeout:  o.shutdownTimeout,
 		TrustUnstamped:   o.trustUnstamped,
 		Logger:           log,
+		Metrics:          metrics.NewFrontDoor(reg),
+		MetricsHandler:   metricsHandler,
+		Tracer:           tr.Tracer,
 	})
 	if err != nil {
 		return err

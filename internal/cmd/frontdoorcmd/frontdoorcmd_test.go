@@ -19,6 +19,7 @@ import (
 	"github.com/busdk/bus-integration-codex/internal/cmd/frontdoorcmd"
 	"github.com/busdk/bus-integration-codex/internal/eventsapi"
 	"github.com/busdk/bus-integration-codex/internal/eventstore/memory"
+	"github.com/busdk/bus-integration-codex/internal/testutil/scrape"
 	"github.com/busdk/bus-integration-codex/internal/testutil/testproc"
 	"github.com/busdk/bus-integration-codex/pkg/llmapi"
 )
@@ -238,31 +239,8 @@ func TestServesAndStops(t *testing.T) {
 	env := baseEnv(t, url)
 	env["BUS_API_TOKEN"] = token(t, secret, llmapi.Scope, auth.ScopeService)
 	env["BUS_EVENTS_LISTENER_REQUIRED"] = "1"
-	ctx, cancel := context.WithCancel(context.Background())
+	addr, done, cancel, stderr := start(t, env, "--backend-url", "http://unused")
 	defer cancel()
-	var stderr testproc.SyncBuffer
-	done := make(chan int, 1)
-	go func() {
-		done <- frontdoorcmd.Run(ctx, []string{"--addr", "127.0.0.1:0", "--backend-url", "http://unused"}, cliutil.IO{Env: busconfig.MapEnv(env), Stdout: io.Discard, Stderr: &stderr})
-	}()
-	addrRE := regexp.MustCompile(`msg="front door listening" addr=(\S+)`)
-	var addr string
-	deadline := time.Now().Add(waitLimit)
-	for {
-		if m := addrRE.FindStringSubmatch(stderr.String()); m != nil && strings.Contains(stderr.String(), "front door ready") {
-			addr = m[1]
-			break
-		}
-		select {
-		case code := <-done:
-			t.Fatalf("exited early with %d: %s", code, stderr.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("never ready: %s", stderr.String())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 	for path, want := range map[string]int{"/readyz": 200, "/v1/models": 200, "/v1/usage": 200} {
 		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
 		req.Header.Set("Authorization", "Bearer "+token(t, secret, llmapi.Scope))
@@ -296,5 +274,85 @@ func TestServesAndStops(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), `msg="usage and limits" usage_backend=memory billing_backend=none`) {
 		t.Errorf("the start-up log does not say how usage and limits are kept: %s", stderr.String())
+	}
+}
+
+// start runs the front door with env and args (on 127.0.0.1:0) until
+// cancel, and returns its address once it is ready.
+func start(t *testing.T, env map[string]string, args ...string) (addr string, done <-chan int, cancel func(), stderr *testproc.SyncBuffer) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	stderr = &testproc.SyncBuffer{}
+	exited := make(chan int, 1)
+	go func() {
+		exited <- frontdoorcmd.Run(ctx, append([]string{"--addr", "127.0.0.1:0"}, args...), cliutil.IO{Env: busconfig.MapEnv(env), Stdout: io.Discard, Stderr: stderr})
+	}()
+	addrRE := regexp.MustCompile(`msg="front door listening" addr=(\S+)`)
+	deadline := time.Now().Add(waitLimit)
+	for {
+		if m := addrRE.FindStringSubmatch(stderr.String()); m != nil && strings.Contains(stderr.String(), "front door ready") {
+			return m[1], exited, cancel, stderr
+		}
+		select {
+		case code := <-exited:
+			t.Fatalf("exited early with %d: %s", code, stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("never ready: %s", stderr.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestMetricsEndpoint: GET /metrics in the Prometheus text format, without
+// a token, on the front door's port, or only on --metrics-addr when set;
+// a refused request moves its counters.
+func TestMetricsEndpoint(t *testing.T) {
+	url := eventsAPI(t)
+	env := baseEnv(t, url)
+	env["BUS_API_TOKEN"] = token(t, secret, llmapi.Scope, auth.ScopeService)
+	own, err := testproc.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{{"on the API port", nil}, {"on its own port", []string{"--metrics-addr", own}}} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr, _, _, _ := start(t, env, tc.args...)
+			metricsURL := "http://" + addr + "/metrics"
+			if tc.args != nil {
+				resp, err := http.Get(metricsURL)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusNotFound {
+					t.Fatalf("/metrics on the API port with --metrics-addr: %d", resp.StatusCode)
+				}
+				metricsURL = "http://" + own + "/metrics"
+			}
+			before := scrape.Get(t, http.DefaultClient, metricsURL)
+			resp, err := http.Post("http://"+addr+"/v1/chat/completions", "application/json", strings.NewReader(`{}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			after := scrape.Get(t, http.DefaultClient, metricsURL)
+			for key, want := range map[string]float64{
+				scrape.Key("bus_llm_requests_total", "operation=chat.completions", "status=401"): 1,
+				scrape.Key("bus_llm_requests_refused_total", "reason=unauthenticated"):           1,
+			} {
+				if got := after[key] - before[key]; got != want {
+					t.Errorf("%s moved by %v, want %v", key, got, want)
+				}
+			}
+			if _, ok := after["go_goroutines"]; !ok {
+				t.Error("no Go runtime metrics")
+			}
+		})
 	}
 }

@@ -3,10 +3,11 @@
 // they present to the Events API (from BUS_API_TOKEN, or from the file in
 // BUS_API_TOKEN_FILE, read again when it changes; a token signed with a
 // secret the process holds is renewed before it expires), the Events API
-// client with BusDK's listener retry policy, and one-line errors when the
-// Events API refuses the token or cannot be reached.
+// client with BusDK's listener retry policy (its requests carry the
+// traceparent of their context), and one-line errors when the Events API
+// refuses the token or cannot be reached.
 //
-// It may import pkg/events, internal/auth, internal/cliutil and internal/busconfig.
+// It may import pkg/events, internal/auth, internal/cliutil, internal/busconfig and internal/tracing.
 package servicecmd
 
 import (
@@ -18,6 +19,7 @@ import (
 
 	"github.com/busdk/bus-integration-codex/internal/busconfig"
 	"github.com/busdk/bus-integration-codex/internal/cliutil"
+	"github.com/busdk/bus-integration-codex/internal/tracing"
 	"github.com/busdk/bus-integration-codex/pkg/events"
 )
 
@@ -61,7 +63,7 @@ func Connect(env busconfig.Env, url, who string, log *slog.Logger) (*Events, err
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	transport.MaxIdleConns, transport.MaxIdleConnsPerHost = 256, 256
 	client, err := events.NewClient(url, events.WithTokenSource(src.Token), events.WithRetry(retry), events.WithLogger(log),
-		events.WithHTTPClient(&http.Client{Transport: transport}))
+		events.WithHTTPClient(&http.Client{Transport: tracing.Transport(transport)}))
 	if err != nil {
 		return nil, cliutil.Usagef("--events-url: %v", err)
 	}

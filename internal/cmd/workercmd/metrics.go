@@ -1,22 +1,23 @@
 package workercmd
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
-	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/busdk/bus-integration-codex/internal/metrics"
 	"github.com/busdk/bus-integration-codex/internal/worker"
 )
 
 // metricsMux is the worker's own HTTP surface: GET /healthz (the process is
-// up) and GET /readyz (subscribed, token accepted, provider ready).
-func metricsMux(w *worker.Worker) *http.ServeMux {
+// up), GET /readyz (subscribed, token accepted, provider ready) and GET
+// /metrics (reg's metrics in the Prometheus text format).
+func metricsMux(w *worker.Worker, reg *prometheus.Registry) *http.ServeMux {
 	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metrics.Handler(reg))
 	mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, _ *http.Request) {
 		writeStatus(rw, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -39,28 +40,13 @@ func writeStatus(rw http.ResponseWriter, status int, v any) {
 
 // serveMetrics serves metricsMux on addr (nothing when addr is empty)
 // until stop is called.
-func serveMetrics(addr string, w *worker.Worker, log *slog.Logger) (stop func(), err error) {
+func serveMetrics(addr string, w *worker.Worker, reg *prometheus.Registry, log *slog.Logger) (stop func(), err error) {
 	if addr == "" {
 		return func() {}, nil
 	}
-	l, err := net.Listen("tcp", addr)
+	stop, err = metrics.Listen(addr, metricsMux(w, reg), log)
 	if err != nil {
-		return nil, fmt.Errorf("--metrics-addr: listen on %s: %w", addr, err)
+		return nil, fmt.Errorf("--metrics-addr: %w", err)
 	}
-	srv := &http.Server{Handler: metricsMux(w), ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
-			log.Error("metrics listener stopped", "err", err)
-		}
-	}()
-	log.Info("metrics listening", "addr", l.Addr().String())
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		<-done
-	}, nil
+	return stop, nil
 }

@@ -17,6 +17,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/busdk/bus-integration-codex/internal/busconfig"
 	"github.com/busdk/bus-integration-codex/internal/catalog"
 	"github.com/busdk/bus-integration-codex/internal/cliutil"
@@ -24,10 +26,12 @@ import (
 	"github.com/busdk/bus-integration-codex/internal/contract"
 	"github.com/busdk/bus-integration-codex/internal/eventstore/redisstore"
 	"github.com/busdk/bus-integration-codex/internal/executor"
+	"github.com/busdk/bus-integration-codex/internal/metrics"
 	"github.com/busdk/bus-integration-codex/internal/provider/codex"
 	"github.com/busdk/bus-integration-codex/internal/provider/static"
 	"github.com/busdk/bus-integration-codex/internal/respstore"
 	"github.com/busdk/bus-integration-codex/internal/selftest"
+	"github.com/busdk/bus-integration-codex/internal/tracing"
 	"github.com/busdk/bus-integration-codex/internal/turn"
 	"github.com/busdk/bus-integration-codex/internal/worker"
 	"github.com/busdk/bus-integration-codex/pkg/appserver"
@@ -159,7 +163,7 @@ func parse(args []string, io cliutil.IO) (*Options, error) {
 	fs.StringVar(&o.ResponseStore, "response-store", cliutil.String(env, "BUS_CODEX_RESPONSE_STORE", "memory"), "where Responses API responses are stored: memory, redis (BUS_EVENTS_REDIS_*) or postgres (BUS_EVENTS_POSTGRES_DSN) (env BUS_CODEX_RESPONSE_STORE)")
 	fs.DurationVar(&o.ResponseTTL, "response-ttl", ttl, "how long stored responses are kept (env BUS_CODEX_RESPONSE_TTL)")
 	fs.IntVar(&o.ResponseBytes, "response-store-bytes", responseBytes, "bound of the memory response store; the oldest responses are dropped past it (env BUS_CODEX_RESPONSE_STORE_BYTES)")
-	fs.StringVar(&o.MetricsAddr, "metrics-addr", cliutil.String(env, "BUS_CODEX_METRICS_ADDR", ""), "serve GET /healthz and /readyz on this address, e.g. 127.0.0.1:9464 (env BUS_CODEX_METRICS_ADDR; default: off)")
+	fs.StringVar(&o.MetricsAddr, "metrics-addr", cliutil.String(env, "BUS_CODEX_METRICS_ADDR", ""), "serve GET /metrics (Prometheus), /healthz and /readyz on this address, e.g. 127.0.0.1:9464 (env BUS_CODEX_METRICS_ADDR; default: off)")
 	fs.IntVar(&o.MaxDeliveries, "max-deliveries", maxDeliveries, "a request delivered more often than this is answered with an error and dead-lettered (env BUS_CODEX_MAX_DELIVERIES)")
 	fs.DurationVar(&o.AuthRecovery, "auth-recovery-timeout", authRecovery, "exit when the Events API refuses the token for longer than this (env BUS_CODEX_AUTH_RECOVERY_TIMEOUT)")
 	fs.BoolVar(&o.TrustUnstamped, "trust-unstamped", trustUnstamped, "trust events without identity_type, for an Events API that does not stamp publishers; the bus is then no trust boundary (env BUS_EVENTS_TRUST_UNSTAMPED)")
@@ -291,9 +295,16 @@ func serve(ctx context.Context, o *Options, svc contract.Service, io cliutil.IO)
 	if err != nil {
 		return err
 	}
+	log = slog.New(tracing.LogHandler(log.Handler()))
 	if err := checkProvider(o); err != nil {
 		return err
 	}
+	tr, err := tracing.Setup(ctx, io.Env.Getenv, Name)
+	if err != nil {
+		return err
+	}
+	defer tr.Close(log)
+	reg := metrics.NewRegistry()
 	bus, err := servicecmd.Connect(io.Env, o.EventsURL, "the worker", log)
 	if err != nil {
 		return err
@@ -314,6 +325,7 @@ func serve(ctx context.Context, o *Options, svc contract.Service, io cliutil.IO)
 		Group: o.Group, Consumer: o.Consumer, Concurrency: o.Concurrency, Timeout: o.Timeout,
 		ConnectTimeout: o.ConnectTimeout, MaxDeliveries: o.MaxDeliveries, AuthRecoveryTimeout: o.AuthRecovery,
 		TokenExpiry: bus.TokenExpiry, TrustUnstamped: o.TrustUnstamped, Logger: log,
+		Metrics: metrics.NewWorker(reg), Tracer: tr.Tracer,
 		OnReady: func() {
 			log.Info("worker connected", "events_url", o.EventsURL, "provider", o.Provider, "group", o.Group, "consumer", o.Consumer,
 				"concurrency", o.Concurrency, "token_from", bus.TokenFrom)
@@ -322,7 +334,7 @@ func serve(ctx context.Context, o *Options, svc contract.Service, io cliutil.IO)
 	if err != nil {
 		return err
 	}
-	stopMetrics, err := serveMetrics(o.MetricsAddr, w, log)
+	stopMetrics, err := serveMetrics(o.MetricsAddr, w, reg, log)
 	if err != nil {
 		return err
 	}
@@ -340,7 +352,7 @@ func serve(ctx context.Context, o *Options, svc contract.Service, io cliutil.IO)
 	}
 	provided := make(chan built, 1)
 	go func() {
-		p, err := NewProvider(runCtx, o, log, io.Env)
+		p, err := newProvider(runCtx, o, log, io.Env, reg)
 		provided <- built{p, err}
 	}()
 	var runErr error
@@ -444,6 +456,12 @@ func OpenResponseStore(ctx context.Context, o *Options, env busconfig.Env) (resp
 // NewProvider builds the provider o selects: static, or codex on a warm App
 // Server pool (with one-line errors when codex is missing or not logged in).
 func NewProvider(ctx context.Context, o *Options, log *slog.Logger, env busconfig.Env) (turn.Provider, error) {
+	return newProvider(ctx, o, log, env, nil)
+}
+
+// newProvider is NewProvider registering the codex provider's metrics on
+// reg (none when nil).
+func newProvider(ctx context.Context, o *Options, log *slog.Logger, env busconfig.Env, reg prometheus.Registerer) (turn.Provider, error) {
 	if o.Provider == "static" {
 		return static.New(), nil
 	}
@@ -462,7 +480,7 @@ func NewProvider(ctx context.Context, o *Options, log *slog.Logger, env busconfi
 		Command: o.CodexCommand, Workdir: workdir, Model: o.Model, Sandbox: o.Sandbox,
 		Approvals: o.Approvals, Processes: o.Processes, Instructions: o.Instructions,
 		LiveThreads: o.LiveThreads, LiveThreadTTL: o.LiveThreadTTL, MaxRSS: maxRSSBytes(o.MaxRSSMiB), Logger: log,
-		DenyRead: secretPaths(env, workdir),
+		DenyRead: secretPaths(env, workdir), Metrics: reg,
 	})
 	switch {
 	case errors.Is(err, codex.ErrNotInstalled):

@@ -56,6 +56,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/busdk/bus-integration-codex/internal/metrics"
 	"github.com/busdk/bus-integration-codex/internal/turn"
 	"github.com/busdk/bus-integration-codex/pkg/appserver"
 )
@@ -139,6 +142,10 @@ type Config struct {
 	ExhaustedBackoff time.Duration
 	// Logger receives logs.
 	Logger *slog.Logger
+	// Metrics, when set, gets the provider's metrics registered
+	// (metrics.NewCodex: the pool, the login's rate-limit state, the turn
+	// latency; metrics.go).
+	Metrics prometheus.Registerer
 }
 
 // Provider runs turns on Codex.
@@ -159,6 +166,10 @@ type Provider struct {
 	limits *limits
 	stop   context.CancelFunc
 	wg     sync.WaitGroup
+
+	// busy and metrics (nil without Config.Metrics): metrics.go.
+	busy    busy
+	metrics *metrics.Codex
 }
 
 // Errors of New, to check with errors.Is.
@@ -260,6 +271,7 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	sweepCtx, stop := context.WithCancel(context.Background())
 	p.stop = stop
 	p.wg.Go(func() { p.convs.sweepEvery(sweepCtx, cfg.LiveThreadTTL/4) })
+	p.registerMetrics()
 	return p, nil
 }
 
