@@ -3,6 +3,7 @@
 #   make run      the local stack: Events API (memory) + worker + REST front door
 #   make test     every test, with -race, on real codex, Redis and PostgreSQL
 #   make install  put every command on PATH (PREFIX=/usr/local by default)
+#   make compose-test  the local compose stack end to end (README "Local compose")
 
 GO            ?= go
 PREFIX        ?= /usr/local
@@ -12,9 +13,14 @@ CODEX         := $(TOOLS)/codex/node_modules/.bin/codex
 ASYNCAPI_VERSION := 3.6.6
 ASYNCAPI      := $(TOOLS)/asyncapi/node_modules/@asyncapi/parser
 STATICCHECK   := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+# The docker compose v2 CLI plugin, built from its Go module when missing
+# (Debian 12 does not package it); v2.35 still speaks Docker API 1.41 (the
+# engine of Debian's docker.io 20.10).
+COMPOSE_VERSION := v2.35.1
 ARGS          ?=
 
-.PHONY: all build install run test test-deps codex asyncapi servers lint bench selftest clean test-codex-latest
+.PHONY: all build install run test test-deps codex asyncapi servers lint bench selftest clean \
+	test-codex-latest compose-install compose-context compose-test
 
 all: build
 
@@ -31,10 +37,14 @@ run:
 selftest:
 	$(GO) run ./cmd/bus-integration-codex --self-test
 
-# The pinned Codex CLI, installed project-locally (not globally).
-codex: $(CODEX)
-$(CODEX):
+# The pinned Codex CLI, installed project-locally (not globally); the
+# stamp names the version, so moving CODEX_VERSION reinstalls it.
+CODEX_STAMP := $(TOOLS)/codex/.installed-$(CODEX_VERSION)
+codex: $(CODEX_STAMP)
+$(CODEX_STAMP):
+	rm -rf $(TOOLS)/codex
 	npm install --prefix $(TOOLS)/codex --no-audit --no-fund --loglevel=error @openai/codex@$(CODEX_VERSION)
+	touch $@
 
 # The official AsyncAPI parser, to validate the worker's AsyncAPI document.
 asyncapi: $(ASYNCAPI)
@@ -79,5 +89,21 @@ lint:
 bench: test-deps
 	BUS_TEST_CODEX_COMMAND=$(CODEX) $(GO) run ./tools/bus-bench $(ARGS)
 
+# The local compose stack (compose.yaml; README "Local compose").
+COMPOSE_ENV := GO=$(GO) TOOLS=$(TOOLS) CODEX_VERSION=$(CODEX_VERSION) COMPOSE_VERSION=$(COMPOSE_VERSION)
+
+# docker.io, mmdebstrap and the docker compose plugin, when missing.
+compose-install:
+	$(COMPOSE_ENV) scripts/compose/install.sh all
+
+# What `docker compose up --build` needs and cannot make offline: the Go
+# binaries and Codex's native binary in docker/build, the local Debian base image.
+compose-context:
+	$(COMPOSE_ENV) scripts/compose/context.sh
+
+# Install, start dockerd if none runs, build, up (static provider), smoke, down -v.
+compose-test:
+	$(COMPOSE_ENV) scripts/compose/test.sh
+
 clean:
-	rm -rf $(TOOLS) bin
+	rm -rf $(TOOLS) bin docker/build

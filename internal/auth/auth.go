@@ -38,6 +38,9 @@ const (
 	// only services may publish, listen to, join groups of and acknowledge
 	// bus.llm.* events. Callers' tokens never carry it.
 	ScopeService = "bus:service"
+	// ScopeLLMAdmin lets a token read every identity's usage at the REST
+	// front door (GET /v1/usage), not only its own.
+	ScopeLLMAdmin = "llm:admin"
 )
 
 // Errors returned by Verify, to check with errors.Is.

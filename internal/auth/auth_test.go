@@ -215,3 +215,53 @@ func TestBearerToken(t *testing.T) {
 		t.Errorf("Authenticate without header: %v", err)
 	}
 }
+
+func TestServicePolicy(t *testing.T) {
+	claims := func(sub string, scopes ...string) *auth.Claims { return &auth.Claims{Subject: sub, Scopes: scopes} }
+	p := auth.ServicePolicy{Subjects: []string{"svc-a", "svc-b"}}
+	tests := []struct {
+		name   string
+		policy auth.ServicePolicy
+		claims *auth.Claims
+		want   bool
+	}{
+		{"listed subject", p, claims("svc-a", auth.ScopeLLMProxy), true},
+		{"service scope", p, claims("anyone", auth.ScopeLLMProxy, auth.ScopeService), true},
+		{"caller", p, claims("alice", auth.ScopeLLMProxy), false},
+		{"admin is no service", p, claims("ops", auth.ScopeEventsAdmin, auth.ScopeLLMProxy), false},
+		{"zero policy, scope", auth.ServicePolicy{}, claims("x", auth.ScopeService), true},
+		{"zero policy, no scope", auth.ServicePolicy{}, claims("svc-a", auth.ScopeLLMProxy), false},
+		{"nil claims", p, nil, false},
+	}
+	for _, tc := range tests {
+		if got := tc.policy.IsService(tc.claims); got != tc.want {
+			t.Errorf("%s: IsService = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestServicePolicyFromEnv(t *testing.T) {
+	dir := t.TempDir()
+	id, err := busconfig.LocalIdentity(busconfig.MapEnv(map[string]string{"BUS_CONFIG_DIR": dir}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		env  map[string]string
+		want []string
+	}{
+		{"unset: the local identity", map[string]string{"BUS_CONFIG_DIR": dir}, []string{id}},
+		{"empty: none", map[string]string{"BUS_CONFIG_DIR": dir, auth.EnvServiceSubjects: ""}, nil},
+		{"list", map[string]string{"BUS_CONFIG_DIR": dir, auth.EnvServiceSubjects: " w1, fd ,,w1"}, []string{"w1", "fd"}},
+	}
+	for _, tc := range tests {
+		p, err := auth.ServicePolicyFromEnv(busconfig.MapEnv(tc.env))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if !slices.Equal(p.Subjects, tc.want) {
+			t.Errorf("%s: subjects %q, want %q", tc.name, p.Subjects, tc.want)
+		}
+	}
+}

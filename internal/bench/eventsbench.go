@@ -69,6 +69,7 @@ type EventsMode struct {
 
 const (
 	eventsGroup      = "bench"
+	eventsConsumer   = "bench"
 	deliveryTimeout  = 10 * time.Second
 	drainTimeout     = 20 * time.Second
 	eventsPublishers = 8
@@ -208,7 +209,7 @@ func payload() []byte {
 func openStream(ctx context.Context, c *events.Client, name string, unicast bool) (<-chan events.Envelope, func(), error) {
 	lo := events.ListenOptions{Names: []string{name}}
 	if unicast {
-		lo.Delivery, lo.Group, lo.Consumer, lo.Ack = events.Unicast, eventsGroup, "bench", true
+		lo.Delivery, lo.Group, lo.Consumer, lo.Ack = events.Unicast, eventsGroup, eventsConsumer, true
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	st, err := c.Open(sctx, lo)
@@ -268,7 +269,7 @@ func pingLatency(ctx context.Context, pub, sub *events.Client, name string, unic
 				}
 				lat = append(lat, time.Since(t0))
 				if unicast {
-					if _, err := sub.Ack(ctx, name, eventsGroup, env.ID); err != nil {
+					if _, err := sub.Ack(ctx, name, eventsGroup, eventsConsumer, env.ID); err != nil {
 						return nil, err
 					}
 				}
@@ -391,6 +392,6 @@ func ackLoop(ctx context.Context, c *events.Client, name string, ids <-chan stri
 				break drain
 			}
 		}
-		_, _ = c.Ack(ctx, name, eventsGroup, batch...)
+		_, _ = c.Ack(ctx, name, eventsGroup, eventsConsumer, batch...)
 	}
 }

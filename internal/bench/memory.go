@@ -19,7 +19,6 @@ import (
 	"github.com/busdk/bus-integration-codex/internal/stack"
 	"github.com/busdk/bus-integration-codex/internal/testutil/testproc"
 	"github.com/busdk/bus-integration-codex/pkg/appserver"
-	"github.com/busdk/bus-integration-codex/pkg/llmapi"
 )
 
 // MemoryReport is section 5: resident memory of the worker and of the App
@@ -182,7 +181,7 @@ func (w *workerProc) stderrTail() string {
 // extra flags (e.g. --concurrency) after the connection's; everything
 // else is the command's default.
 func (b *bencher) startWorker(bin string, st *stack.Stack, provider string, e *codexEnv, extra ...string) (*workerProc, error) {
-	token, err := st.Bus.Token("bench-worker-process", llmapi.Scope)
+	token, err := st.Bus.Token("bench-worker-process", stack.ServiceScopes()...)
 	if err != nil {
 		return nil, err
 	}

@@ -91,6 +91,12 @@ func lowerFirst(s string) string {
 	return strings.ToLower(s[:1]) + s[1:]
 }
 
+// traceparent is the schema of a W3C traceparent field (an extension).
+func traceparent(of string) obj {
+	return obj{"type": "string", "pattern": "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$",
+		"description": "W3C traceparent " + of + " (an extension; absent when not traced)."}
+}
+
 // Schemas returns the JSON Schemas of the bus.llm.* payloads.
 func Schemas() map[string]any {
 	var ops []any
@@ -104,13 +110,14 @@ func Schemas() map[string]any {
 			"type":     "object",
 			"required": []any{"requestId", "operation", "model", "stream", "body"},
 			"properties": obj{
-				"requestId":  requestID,
-				"operation":  operation,
-				"model":      obj{"type": "string", "description": "Public (catalog) model id the client asked for."},
-				"stream":     obj{"type": "boolean", "description": "The client asked for Server-Sent Events."},
-				"identityId": obj{"type": "string", "description": "JWT sub of the end user (audit; never trusted for auth)."},
-				"deadline":   obj{"type": "string", "format": "date-time", "description": "The worker gives up after this instant."},
-				"body":       obj{"type": "object", "description": "The client's OpenAI-compatible request JSON, unchanged."},
+				"requestId":   requestID,
+				"operation":   operation,
+				"model":       obj{"type": "string", "description": "Public (catalog) model id the client asked for."},
+				"stream":      obj{"type": "boolean", "description": "The client asked for Server-Sent Events."},
+				"identityId":  obj{"type": "string", "description": "JWT sub of the end user (audit; never trusted for auth)."},
+				"deadline":    obj{"type": "string", "format": "date-time", "description": "The worker gives up after this instant."},
+				"body":        obj{"type": "object", "description": "The client's OpenAI-compatible request JSON, unchanged."},
+				"traceparent": traceparent("of the front door's publish span; the worker continues its trace"),
 			},
 		},
 		"ExecutionEventResponse": obj{
@@ -131,7 +138,8 @@ func Schemas() map[string]any {
 						"reasoningTokens":  obj{"type": "integer"},
 					},
 				},
-				"worker": obj{"type": "string", "description": "Which worker answered (diagnostics)."},
+				"worker":      obj{"type": "string", "description": "Which worker answered (diagnostics)."},
+				"traceparent": traceparent("of the worker's span that answered"),
 			},
 		},
 		"ExecutionEventChunk": obj{

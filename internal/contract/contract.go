@@ -74,7 +74,8 @@ func Worker(version, group string) Service {
 				Description: fmt.Sprintf("The worker listens to %s with unicast delivery in group %q, so each request "+
 					"runs once however many workers share the group. The payload is llmapi.ExecutionEventRequest; its body is the "+
 					"client's OpenAI-compatible %s request, unchanged. Deliveries are acknowledged after the response is published, "+
-					"and at most --concurrency requests are taken at a time.", op.RequestEvent(), group, op.RESTPath()),
+					"and at most --concurrency requests are taken at a time; a worker that stops releases what it received but will not run, "+
+					"so another worker of the group takes it at once.", op.RequestEvent(), group, op.RESTPath()),
 			},
 			Capability{
 				ID: slug + ".respond", Action: Send, Event: op.ResponseEvent(),

@@ -14,6 +14,9 @@
 //     delivered seq is dropped; a negative seq, a payload that is not a
 //     chunk or data that is not a JSON object is malformed; chunks of a
 //     request that did not ask to stream are dropped;
+//   - only events published by a service count (the envelope's
+//     identity_type, stamped by the Events API): any other publisher could
+//     forge an answer, so its events are dropped and counted as untrusted;
 //   - a malformed event fails the call with a 502 in OpenAI's error shape;
 //   - buffers are bounded: at most MaxOutOfOrder chunks may wait for a
 //     missing seq, and at most MaxBufferedBytes of chunk data may wait to
@@ -45,12 +48,16 @@ const (
 	DefaultMaxBufferedBytes = 32 << 20
 )
 
-// Options bound a Correlator's buffers.
+// Options bound a Correlator's buffers and say whom it trusts.
 type Options struct {
 	// MaxOutOfOrder is DefaultMaxOutOfOrder when 0.
 	MaxOutOfOrder int
 	// MaxBufferedBytes is DefaultMaxBufferedBytes when 0.
 	MaxBufferedBytes int64
+	// TrustUnstamped accepts events without an identity_type, for an
+	// Events API that does not stamp publishers (the bus is then not a
+	// trust boundary). By default they are dropped as untrusted.
+	TrustUnstamped bool
 }
 
 // ErrDuplicateID is returned by Register for an id that is already waiting.
@@ -66,6 +73,7 @@ type Correlator struct {
 
 	dropped   atomic.Int64
 	malformed atomic.Int64
+	untrusted atomic.Int64
 }
 
 // New returns an empty Correlator.
@@ -118,6 +126,23 @@ func (c *Correlator) Dropped() int64 { return c.dropped.Load() }
 // Malformed counts events that failed a call because they were malformed.
 func (c *Correlator) Malformed() int64 { return c.malformed.Load() }
 
+// Untrusted counts events dropped because no service published them (they
+// are counted in Dropped too).
+func (c *Correlator) Untrusted() int64 { return c.untrusted.Load() }
+
+// FromService reports whether env was published by a service principal
+// (or carries no stamp and opts trusts unstamped events).
+func (o Options) FromService(env events.Envelope) bool {
+	return env.FromService(o.TrustUnstamped)
+}
+
+// NoWorkerAvailable is the answer to a request that reached no consumer
+// group: no worker is subscribed, so nobody will ever answer it.
+func NoWorkerAvailable() *llmapi.APIError {
+	return llmapi.NewError(http.StatusServiceUnavailable, llmapi.TypeUnavailable, "no_worker_available", "",
+		"No execution worker is available to take the request; retry shortly.")
+}
+
 func (c *Correlator) lookup(id string) *Call {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -133,6 +158,9 @@ type Outcome struct {
 	// Problem, when set, says why the event was malformed (the call then
 	// failed with a 502).
 	Problem string
+	// Untrusted is true when the event was dropped because no service
+	// published it.
+	Untrusted bool
 }
 
 // Deliver hands one bus.llm.*.response or .chunk event to the call waiting
@@ -142,6 +170,12 @@ func (c *Correlator) Deliver(env events.Envelope) Outcome {
 	out := Outcome{RequestID: env.CorrelationID}
 	if err != nil || (kind != llmapi.KindResponse && kind != llmapi.KindChunk) {
 		c.dropped.Add(1)
+		return out
+	}
+	if !c.opts.FromService(env) {
+		c.dropped.Add(1)
+		c.untrusted.Add(1)
+		out.Untrusted = true
 		return out
 	}
 	var head struct {

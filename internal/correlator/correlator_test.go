@@ -13,12 +13,12 @@ import (
 const op = llmapi.OpChatCompletions
 
 func respEnv(id string, payload string) events.Envelope {
-	return events.Envelope{ID: "evt", Name: op.ResponseEvent(), CorrelationID: id, Payload: json.RawMessage(payload)}
+	return events.Envelope{ID: "evt", Name: op.ResponseEvent(), CorrelationID: id, IdentityType: events.IdentityService, Payload: json.RawMessage(payload)}
 }
 
 func chunkEnv(id string, seq int64, data string) events.Envelope {
 	b, _ := json.Marshal(map[string]any{"requestId": id, "operation": op, "seq": seq, "data": json.RawMessage(data)})
-	return events.Envelope{ID: "evt", Name: op.ChunkEvent(), CorrelationID: id, Payload: b}
+	return events.Envelope{ID: "evt", Name: op.ChunkEvent(), CorrelationID: id, IdentityType: events.IdentityService, Payload: b}
 }
 
 const okResp = `{"requestId":"r1","operation":"chat.completions","statusCode":200,"body":{"ok":true}}`
@@ -41,14 +41,14 @@ func TestDeliverRules(t *testing.T) {
 	}{
 		{"response", false, respEnv("r1", okResp), true, "", ""},
 		{"unknown id dropped", false, respEnv("other", okResp), false, "", ""},
-		{"other operation dropped", false, events.Envelope{Name: llmapi.OpResponses.ResponseEvent(), CorrelationID: "r1", Payload: json.RawMessage(okResp)}, false, "", ""},
+		{"other operation dropped", false, events.Envelope{Name: llmapi.OpResponses.ResponseEvent(), CorrelationID: "r1", IdentityType: events.IdentityService, Payload: json.RawMessage(okResp)}, false, "", ""},
 		{"not a bus.llm event dropped", false, events.Envelope{Name: "x.y", CorrelationID: "r1", Payload: json.RawMessage(okResp)}, false, "", ""},
 		{"payload not an object", false, respEnv("r1", `[1]`), true, "payload", "malformed_response"},
 		{"status out of range", false, respEnv("r1", `{"statusCode":42,"body":{}}`), true, "statusCode", "malformed_response"},
 		{"body any JSON value", false, respEnv("r1", `{"statusCode":200,"body":"x"}`), true, "", ""},
 		{"requestId contradicts correlationId", false, respEnv("r1", `{"requestId":"r2","statusCode":200,"body":{}}`), true, "does not match", "malformed_response"},
 		{"operation contradicts event", false, respEnv("r1", `{"operation":"responses","statusCode":200,"body":{}}`), true, "operation", "malformed_response"},
-		{"id from payload without correlationId", false, events.Envelope{Name: op.ResponseEvent(), Payload: json.RawMessage(okResp)}, true, "", ""},
+		{"id from payload without correlationId", false, events.Envelope{Name: op.ResponseEvent(), IdentityType: events.IdentityService, Payload: json.RawMessage(okResp)}, true, "", ""},
 		{"chunk", true, chunkEnv("r1", 0, frame(false)), true, "", ""},
 		{"chunk of a non-stream call dropped", false, chunkEnv("r1", 0, frame(false)), false, "", ""},
 		{"negative seq", true, chunkEnv("r1", -1, frame(false)), true, "negative", "malformed_chunk"},
@@ -71,6 +71,45 @@ func TestDeliverRules(t *testing.T) {
 				t.Fatalf("call failed: %v", failure)
 			case c.failed != "" && (failure == nil || failure.Code != c.failed || failure.Status != 502):
 				t.Fatalf("failure %v, want 502 %s", failure, c.failed)
+			}
+		})
+	}
+}
+
+// TestOnlyServicesAreTrusted: a response or chunk a caller published (or
+// one without a stamp) is dropped, even a malformed one that would fail
+// the call; with TrustUnstamped an unstamped one counts.
+func TestOnlyServicesAreTrusted(t *testing.T) {
+	as := func(env events.Envelope, typ string) events.Envelope { env.IdentityType = typ; return env }
+	for _, c := range []struct {
+		name      string
+		opts      Options
+		env       events.Envelope
+		delivered bool
+	}{
+		{"user response", Options{}, as(respEnv("r1", okResp), events.IdentityUser), false},
+		{"user chunk", Options{}, as(chunkEnv("r1", 0, frame(true)), events.IdentityUser), false},
+		{"user malformed response", Options{}, as(respEnv("r1", `[1]`), events.IdentityUser), false},
+		{"unstamped response", Options{}, as(respEnv("r1", okResp), ""), false},
+		{"unstamped response trusted", Options{TrustUnstamped: true}, as(respEnv("r1", okResp), ""), true},
+		{"user response with TrustUnstamped", Options{TrustUnstamped: true}, as(respEnv("r1", okResp), events.IdentityUser), false},
+		{"service response", Options{}, respEnv("r1", okResp), true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			corr := New(c.opts)
+			k, _ := corr.Register("r1", op, true, false)
+			out := corr.Deliver(c.env)
+			if out.Delivered != c.delivered || out.Untrusted == c.delivered {
+				t.Fatalf("outcome %+v, want delivered=%v", out, c.delivered)
+			}
+			frames, resp, failure := k.Take()
+			if !c.delivered && (len(frames) != 0 || resp != nil || failure != nil) {
+				t.Fatalf("an untrusted event reached the call: %d frames, %v, %v", len(frames), resp, failure)
+			}
+			if want := int64(0); !c.delivered {
+				if want = 1; corr.Untrusted() != want || corr.Dropped() != want {
+					t.Fatalf("untrusted %d dropped %d, want %d", corr.Untrusted(), corr.Dropped(), want)
+				}
 			}
 		})
 	}

@@ -55,7 +55,7 @@ func StartRequester(client *events.Client, opts Options) *Requester {
 			Names: names, Delivery: events.Broadcast,
 			OnConnect: func() { once.Do(func() { close(r.ready) }) },
 		}, func(_ context.Context, env events.Envelope) error {
-			r.corr.Deliver(env)
+			r.corr.Deliver(env) // untrusted events are counted by the correlator
 			return nil
 		})
 	}()
@@ -94,9 +94,14 @@ type DoOptions struct {
 	Settle time.Duration
 }
 
+// ErrorGrace is how long Do waits for chunks still in flight after an
+// error response arrived for a stream that began.
+const ErrorGrace = 100 * time.Millisecond
+
 // Do publishes req (RequestID filled in when empty) and waits until its
 // answer is complete or ctx ends. A call that failed because an event was
-// malformed returns the failure as an *llmapi.APIError.
+// malformed, or that reached no worker (NoWorkerAvailable), returns the
+// failure as an *llmapi.APIError.
 func (r *Requester) Do(ctx context.Context, req llmapi.ExecutionEventRequest, opts DoOptions) (*Result, error) {
 	if req.RequestID == "" {
 		req.RequestID = NewRequestID()
@@ -106,12 +111,18 @@ func (r *Requester) Do(ctx context.Context, req llmapi.ExecutionEventRequest, op
 		return nil, err
 	}
 	defer r.corr.Forget(k)
-	if _, err := r.client.PublishJSON(ctx, req.Operation.RequestEvent(), req.RequestID, req); err != nil {
+	acc, err := r.client.PublishJSON(ctx, req.Operation.RequestEvent(), req.RequestID, req)
+	if err != nil {
 		return nil, fmt.Errorf("correlator: publish: %w", err)
 	}
+	if acc.Groups != nil && *acc.Groups == 0 {
+		return nil, NoWorkerAvailable()
+	}
 	res := &Result{}
+	var errResp bool
 	collect := func() *llmapi.APIError {
-		frames, _, failure := k.Take()
+		frames, resp, failure := k.Take()
+		errResp = resp != nil && resp.IsError()
 		for _, f := range frames {
 			ch := llmapi.ExecutionEventChunk{RequestID: req.RequestID, Operation: req.Operation, Seq: int64(len(res.Chunks)), Data: f}
 			res.Chunks = append(res.Chunks, ch)
@@ -121,12 +132,23 @@ func (r *Requester) Do(ctx context.Context, req llmapi.ExecutionEventRequest, op
 		}
 		return failure
 	}
+	var grace <-chan time.Time
+wait:
 	for !k.Complete() {
 		select {
 		case <-k.Notify():
 			if failure := collect(); failure != nil {
 				return nil, failure
 			}
+			if errResp && grace == nil {
+				// A stream that ends with an error response may lack its
+				// terminal frame: give chunks in flight a moment.
+				t := time.NewTimer(ErrorGrace)
+				defer t.Stop()
+				grace = t.C
+			}
+		case <-grace:
+			break wait
 		case <-ctx.Done():
 			return nil, fmt.Errorf("correlator: waiting for %s: %w", req.RequestID, ctx.Err())
 		}

@@ -95,11 +95,16 @@ func startCodex(t *testing.T) *env {
 	return e
 }
 
-func newEnv(t *testing.T, p turn.Provider) *env {
+func newEnv(t *testing.T, p turn.Provider) *env { return newEnvWith(t, p, stack.Config{}) }
+
+// newEnvWith is newEnv with a stack configuration (its worker, timeout and
+// logger are newEnv's).
+func newEnvWith(t *testing.T, p turn.Provider, cfg stack.Config) *env {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
-	st, err := stack.Start(ctx, stack.Config{Worker: stack.On(p), Timeout: waitLimit, Logger: testLogger(t)})
+	cfg.Worker, cfg.Timeout, cfg.Logger = stack.On(p), waitLimit, testLogger(t)
+	st, err := stack.Start(ctx, cfg)
 	if err != nil {
 		t.Fatalf("stack: %v", err)
 	}

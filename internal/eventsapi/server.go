@@ -1,13 +1,40 @@
 // Package eventsapi is the HTTP server of the Bus Events API: publish
-// (POST /api/v1/events), NDJSON event streams (GET /api/v1/events/stream) and
-// the acknowledgement extension (POST /api/v1/events/ack), with HS256 JWT
+// (POST /api/v1/events), NDJSON event streams (GET /api/v1/events/stream,
+// ended early by POST /api/v1/events/stream/end) and the acknowledgement
+// extension (POST /api/v1/events/ack and /release), with HS256 JWT
 // authorization, on top of any eventstore.Backend.
 //
-// It imports internal/auth, internal/eventstore and pkg/events; the concrete backends are chosen by its caller.
+// Trust model: bus.llm.* events are service traffic. Only service
+// principals (Config.Services: a token with the scope bus:service, or a
+// listed subject) that also carry llm:proxy may publish them, listen to
+// them (broadcast or in a unicast group) and acknowledge them; any other
+// token gets 403 forbidden. Other names need events:send to publish and
+// events:listen to listen, and their listeners receive only their own
+// identity's events unless they hold events:admin. Every stored event is
+// stamped with the publisher's identity (identity_id, the token's sub) and
+// kind (identity_type, "service" or "user"); what a publisher sends there
+// is ignored. An acknowledgement or a release counts only from the
+// consumer that holds the delivery; a stream is ended only by its own
+// identity.
+//
+// Nothing a stream takes is held for a client that never received it: a
+// delivery the stream took from the backend but could not write (the
+// client went away, the stream was ended, the server is stopping, or the
+// write failed) is released at once, not left pending until its
+// visibility timeout.
+//
+// Observability: with Config.Metrics it counts publishes, deliveries (and
+// their lag from publish), redeliveries, acknowledgements, open streams
+// and pending deliveries, served on GET /metrics by
+// Config.MetricsHandler; with Config.Tracer a publish is a span continuing
+// the publisher's traceparent header (untraced publishes make no span).
+//
+// It imports internal/auth, internal/eventstore, internal/metrics, internal/tracing, pkg/events and the OpenTelemetry API; the concrete backends are chosen by its caller.
 package eventsapi
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -22,8 +49,17 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
 	"github.com/busdk/bus-integration-codex/internal/auth"
 	"github.com/busdk/bus-integration-codex/internal/eventstore"
+	"github.com/busdk/bus-integration-codex/internal/metrics"
+	"github.com/busdk/bus-integration-codex/internal/tracing"
 	"github.com/busdk/bus-integration-codex/pkg/events"
 )
 
@@ -41,6 +77,9 @@ type Config struct {
 	Backend eventstore.Backend
 	// Verifier checks bearer tokens.
 	Verifier *auth.Verifier
+	// Services tells service principals from callers. The zero value
+	// recognises services by the scope bus:service only.
+	Services auth.ServicePolicy
 	// Logger receives request logs (slog.Default when nil).
 	Logger *slog.Logger
 	// MaxEventBytes bounds a publish body (DefaultMaxEventBytes when 0).
@@ -48,6 +87,14 @@ type Config struct {
 	// Keepalive is how often an idle stream gets a blank line so proxies and
 	// clients can tell it is alive (DefaultKeepalive when 0).
 	Keepalive time.Duration
+	// Metrics, when set, receives the server's metrics.
+	Metrics *metrics.Events
+	// MetricsHandler, when set, serves GET /metrics (without
+	// authentication, like /healthz).
+	MetricsHandler http.Handler
+	// Tracer, when set, records a span per publish that carries a
+	// traceparent header, continuing the publisher's trace.
+	Tracer trace.Tracer
 }
 
 // Server serves the Events API.
@@ -59,7 +106,14 @@ type Server struct {
 	stop     context.Context
 	stopAll  context.CancelFunc
 	inflight sync.Map // ackKey -> *creditWindow: unacknowledged deliveries of prefetch-limited streams
+	open     sync.Map // stream id -> *openStream
 	streams  sync.WaitGroup
+}
+
+// openStream is what POST /api/v1/events/stream/end needs of a stream.
+type openStream struct {
+	subject string             // only this identity may end it
+	end     context.CancelFunc // stops the stream taking events
 }
 
 // New returns a Server for cfg.
@@ -73,6 +127,9 @@ func New(cfg Config) *Server {
 	if cfg.Keepalive <= 0 {
 		cfg.Keepalive = DefaultKeepalive
 	}
+	if cfg.Tracer == nil {
+		cfg.Tracer = noop.NewTracerProvider().Tracer("")
+	}
 	stop, cancel := context.WithCancel(context.Background())
 	return &Server{cfg: cfg, log: cfg.Logger, stop: stop, stopAll: cancel}
 }
@@ -82,9 +139,14 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /api/v1/events", s.handlePublish)
 	mux.HandleFunc("GET /api/v1/events/stream", s.handleStream)
+	mux.HandleFunc("POST /api/v1/events/stream/end", s.handleEndStream)
 	mux.HandleFunc("POST /api/v1/events/ack", s.handleAck)
+	mux.HandleFunc("POST /api/v1/events/release", s.handleRelease)
 	mux.HandleFunc("GET /healthz", s.handleHealth)
 	mux.HandleFunc("GET /readyz", s.handleHealth)
+	if s.cfg.MetricsHandler != nil {
+		mux.Handle("GET /metrics", s.cfg.MetricsHandler)
+	}
 	return mux
 }
 
@@ -162,12 +224,34 @@ type action int
 const (
 	actPublish action = iota
 	actListen
+	actAck
+	actRelease
 )
 
-// requiredScope is the scope a token needs to publish or listen on name:
-// llm:proxy for bus.llm.*, else events:send or events:listen.
+func (a action) verb() string {
+	switch a {
+	case actPublish:
+		return "publish"
+	case actListen:
+		return "listen to"
+	case actRelease:
+		return "release"
+	}
+	return "acknowledge"
+}
+
+// protectedPrefix starts the names of service traffic.
+const protectedPrefix = "bus.llm."
+
+// protected reports whether name is service traffic: only services may
+// publish, listen to or acknowledge it.
+func protected(name string) bool { return strings.HasPrefix(name, protectedPrefix) }
+
+// requiredScope is the scope a token needs to act on name: llm:proxy for
+// bus.llm.*, else events:send to publish or events:listen to listen,
+// acknowledge and release.
 func requiredScope(name string, a action) string {
-	if strings.HasPrefix(name, "bus.llm.") {
+	if protected(name) {
 		return auth.ScopeLLMProxy
 	}
 	if a == actPublish {
@@ -176,12 +260,36 @@ func requiredScope(name string, a action) string {
 	return auth.ScopeEventsListen
 }
 
+// authorize checks that claims may act on name, or writes the 403 and
+// reports false.
+func (s *Server) authorize(w http.ResponseWriter, claims *auth.Claims, name string, a action) bool {
+	if scope := requiredScope(name, a); !claims.HasScope(scope) {
+		writeError(w, http.StatusForbidden, CodeForbidden, fmt.Sprintf("token lacks scope %s needed to %s %s", scope, a.verb(), name))
+		return false
+	}
+	if protected(name) && !s.cfg.Services.IsService(claims) {
+		writeError(w, http.StatusForbidden, CodeForbidden, fmt.Sprintf(
+			"only service principals may %s %s events; this token is a caller's, good at the REST front door only (a service token carries the scope %s: issue it with --scope \"%s %s\")",
+			a.verb(), protectedPrefix+"*", auth.ScopeService, auth.ScopeLLMProxy, auth.ScopeService))
+		return false
+	}
+	return true
+}
+
+// identityType is the kind of principal claims names.
+func (s *Server) identityType(claims *auth.Claims) string {
+	if s.cfg.Services.IsService(claims) {
+		return events.IdentityService
+	}
+	return events.IdentityUser
+}
+
 // identityScoped reports whether listeners with claims only receive their
 // own identity's events on name: unprotected names, unless the token has
-// events:admin. Protected names are service traffic: every holder of their
-// scope receives all of it.
+// events:admin. Protected names are service traffic: every service
+// receives all of it.
 func identityScoped(claims *auth.Claims, name string) bool {
-	return requiredScope(name, actListen) != auth.ScopeLLMProxy && !claims.HasScope(auth.ScopeEventsAdmin)
+	return !protected(name) && !claims.HasScope(auth.ScopeEventsAdmin)
 }
 
 // internalGroup keeps identity-scoped unicast groups of different
@@ -204,6 +312,15 @@ type PublishRequest struct {
 }
 
 func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
+	// A publish is a span only in a trace its publisher started (the
+	// traceparent header): untraced traffic makes no root spans.
+	ctx := tracing.FromHeader(r.Context(), propagation.HeaderCarrier(r.Header))
+	span := trace.SpanFromContext(ctx)
+	if span.SpanContext().IsValid() {
+		ctx, span = s.cfg.Tracer.Start(ctx, "events.publish", trace.WithSpanKind(trace.SpanKindServer))
+	}
+	defer span.End()
+	r = r.WithContext(ctx)
 	claims, ok := s.authenticate(w, r)
 	if !ok {
 		return
@@ -231,22 +348,27 @@ func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, CodeBadRequest, fmt.Sprintf("correlationId is longer than %d bytes", maxCorrelationIDLen))
 		return
 	}
-	if scope := requiredScope(req.Name, actPublish); !claims.HasScope(scope) {
-		writeError(w, http.StatusForbidden, CodeForbidden, fmt.Sprintf("token lacks scope %s needed to publish %s", scope, req.Name))
+	if !s.authorize(w, claims, req.Name, actPublish) {
 		return
 	}
+	span.SetAttributes(attribute.String("messaging.destination.name", req.Name))
 	if len(req.Payload) == 0 {
 		req.Payload = json.RawMessage("null")
 	}
-	env, err := s.cfg.Backend.Publish(r.Context(), events.Envelope{
-		Name: req.Name, CorrelationID: req.CorrelationID, IdentityID: claims.Subject, Payload: req.Payload,
+	env, groups, err := s.cfg.Backend.Publish(r.Context(), events.Envelope{
+		Name: req.Name, CorrelationID: req.CorrelationID, IdentityID: claims.Subject, IdentityType: s.identityType(claims), Payload: req.Payload,
 	})
 	if err != nil {
-		s.log.Error("publish failed", "name", req.Name, "err", err)
+		s.log.ErrorContext(ctx, "publish failed", "name", req.Name, "err", err)
+		span.SetStatus(codes.Error, "event store is unavailable")
 		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "event store is unavailable")
 		return
 	}
-	writeJSON(w, http.StatusAccepted, events.Accepted{Accepted: true, ID: env.ID, Name: env.Name, CorrelationID: env.CorrelationID})
+	span.SetAttributes(attribute.String("messaging.message.id", env.ID), attribute.Int("bus.groups", groups))
+	if m := s.cfg.Metrics; m != nil {
+		m.Published.WithLabelValues(metrics.NameClass(env.Name)).Inc()
+	}
+	writeJSON(w, http.StatusAccepted, events.Accepted{Accepted: true, ID: env.ID, Name: env.Name, CorrelationID: env.CorrelationID, Groups: &groups})
 }
 
 // streamParams are the parsed query parameters of a stream request.
@@ -353,8 +475,7 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 	}
 	scoped := map[string]bool{}
 	for _, n := range p.sub.Names {
-		if scope := requiredScope(n, actListen); !claims.HasScope(scope) {
-			writeError(w, http.StatusForbidden, CodeForbidden, fmt.Sprintf("token lacks scope %s needed to listen to %s", scope, n))
+		if !s.authorize(w, claims, n, actListen) {
 			return
 		}
 		scoped[n] = identityScoped(claims, n)
@@ -369,6 +490,10 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	stopStream := context.AfterFunc(s.stop, cancel)
 	defer stopStream()
+	// take ends when the stream stops taking events: the client went away,
+	// the server is stopping, or the client asked to end the stream.
+	take, endTaking := context.WithCancel(ctx)
+	defer endTaking()
 
 	sub, err := s.cfg.Backend.Subscribe(ctx, p.sub)
 	if err != nil {
@@ -377,153 +502,341 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer sub.Close()
+	if m := s.cfg.Metrics; m != nil {
+		m.Streams.Inc()
+		defer m.Streams.Dec()
+	}
 
-	flusher, _ := w.(http.Flusher)
+	id := newStreamID()
+	s.open.Store(id, &openStream{subject: claims.Subject, end: endTaking})
+	defer s.open.Delete(id)
+
+	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.Header().Set("X-Accel-Buffering", "no")
+	w.Header().Set(events.StreamIDHeader, id)
 	w.WriteHeader(http.StatusOK)
-	flush := func() {
-		if flusher != nil {
-			flusher.Flush()
+	flush := func() error {
+		if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+			return err
 		}
+		return nil
 	}
-	flush()
+	if flush() != nil {
+		return
+	}
 
 	var window *creditWindow
 	if p.prefetch > 0 {
-		window = newCreditWindow(p.prefetch)
+		window = newCreditWindow(p.prefetch, s.cfg.Metrics)
 		defer s.forget(window)
+	}
+	keepalive := func() bool {
+		if _, err := io.WriteString(w, "\n"); err != nil {
+			return false
+		}
+		return flush() == nil
+	}
+	// giveBack releases a delivery the stream took but the client never
+	// received, so the group has it again at once.
+	giveBack := func(env events.Envelope) {
+		if !p.sub.Ack {
+			return // at most once: handing it over was final
+		}
+		if window != nil {
+			key := ackKey{name: env.Name, group: p.sub.Group, consumer: p.sub.Consumer, id: env.ID}
+			if v, ok := s.inflight.LoadAndDelete(key); ok {
+				v.(*creditWindow).release(key)
+			}
+		}
+		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+		defer rcancel()
+		if _, err := s.cfg.Backend.Release(rctx, env.Name, p.sub.Group, p.sub.Consumer, []string{env.ID}); err != nil {
+			s.log.Warn("delivery not written and not released; it is redelivered after its visibility timeout", "name", env.Name, "id", env.ID, "err", err)
+		}
 	}
 	enc := json.NewEncoder(w)
 	for {
 		if window != nil {
-			if err := window.wait(ctx, s); err != nil {
-				return
+			// A full window may last long (the consumer works on what it
+			// holds): keep the stream visibly alive meanwhile.
+			for {
+				err := window.wait(take, s, s.cfg.Keepalive)
+				if err == nil {
+					break
+				}
+				if !errors.Is(err, errWaitTimeout) || !keepalive() {
+					return
+				}
 			}
 		}
-		nctx, ncancel := context.WithTimeout(ctx, s.cfg.Keepalive)
+		nctx, ncancel := context.WithTimeout(take, s.cfg.Keepalive)
 		env, err := sub.Next(nctx)
 		ncancel()
 		switch {
 		case err == nil:
-		case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
-			if _, err := io.WriteString(w, "\n"); err != nil {
+		case errors.Is(err, context.DeadlineExceeded) && take.Err() == nil:
+			if !keepalive() {
 				return
 			}
-			flush()
 			continue
 		case errors.Is(err, eventstore.ErrEndOfSnapshot):
 			return
 		default:
-			if ctx.Err() == nil {
+			if take.Err() == nil {
 				s.log.Warn("stream ended", "names", p.sub.Names, "err", err)
 			}
 			return
 		}
+		if take.Err() != nil {
+			// Taken as the stream was ending: the client will not read it.
+			giveBack(env)
+			return
+		}
 		if scoped[env.Name] && env.IdentityID != claims.Subject {
 			if p.sub.Ack {
-				_, _ = s.cfg.Backend.Ack(ctx, env.Name, p.sub.Group, []string{env.ID})
+				_, _ = s.cfg.Backend.Ack(ctx, env.Name, p.sub.Group, p.sub.Consumer, []string{env.ID})
 			}
 			continue
 		}
 		if window != nil {
 			// Count the delivery before the client can see it: its
 			// acknowledgement may come back before this loop goes on.
-			key := ackKey{name: env.Name, group: p.sub.Group, id: env.ID}
+			key := ackKey{name: env.Name, group: p.sub.Group, consumer: p.sub.Consumer, id: env.ID}
 			window.add(key, time.Now().Add(p.sub.EffectiveVisibility()))
 			s.inflight.Store(key, window)
 		}
+		s.delivered(env, p.sub.Delivery)
 		if err := enc.Encode(env); err != nil {
+			giveBack(env)
 			return
 		}
-		flush()
+		if err := flush(); err != nil {
+			giveBack(env)
+			return
+		}
 	}
 }
 
-// AckRequest is the body of POST /api/v1/events/ack.
-type AckRequest struct {
-	Name  string   `json:"name"`
-	Group string   `json:"group"`
-	IDs   []string `json:"ids"`
+// releaseTimeout bounds the release of a delivery a stream could not write.
+const releaseTimeout = 10 * time.Second
+
+// newStreamID returns a fresh, unguessable stream id.
+func newStreamID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return "str_" + hex.EncodeToString(b[:])
 }
 
-// AckResponse answers an AckRequest.
-type AckResponse struct {
-	Acknowledged int `json:"acknowledged"`
+// EndStreamRequest is the body of POST /api/v1/events/stream/end: Stream is
+// the id the stream's answer carried in its Bus-Stream-Id header.
+type EndStreamRequest struct {
+	Stream string `json:"stream"`
 }
 
-func (s *Server) handleAck(w http.ResponseWriter, r *http.Request) {
+// EndStreamResponse answers an EndStreamRequest: Ended reports whether an
+// open stream of the caller's identity had that id.
+type EndStreamResponse struct {
+	Ended bool `json:"ended"`
+}
+
+// handleEndStream ends a stream gracefully: it takes no more events, and
+// its answer ends once what it already wrote is sent, so the client can
+// read every event up to the end and release those it will not handle.
+func (s *Server) handleEndStream(w http.ResponseWriter, r *http.Request) {
 	claims, ok := s.authenticate(w, r)
 	if !ok {
 		return
 	}
-	var req AckRequest
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, CodeBadRequest, "request body is not a JSON ack object: "+err.Error())
+	var req EndStreamRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<10)).Decode(&req); err != nil || req.Stream == "" {
+		writeError(w, http.StatusBadRequest, CodeBadRequest, "request body is not a JSON object naming a stream: {\"stream\": \"str_...\"}")
 		return
+	}
+	v, found := s.open.Load(req.Stream)
+	// Another identity's stream is answered like an unknown one.
+	ended := found && v.(*openStream).subject == claims.Subject
+	if ended {
+		v.(*openStream).end()
+	}
+	writeJSON(w, http.StatusOK, EndStreamResponse{Ended: ended})
+}
+
+// AckRequest is the body of POST /api/v1/events/ack and of POST
+// /api/v1/events/release. Consumer names the consumer that holds the
+// deliveries (the one named when its stream was opened;
+// events.DefaultConsumer when empty): deliveries another consumer holds are
+// neither acknowledged nor released.
+type AckRequest struct {
+	Name     string   `json:"name"`
+	Group    string   `json:"group"`
+	Consumer string   `json:"consumer"`
+	IDs      []string `json:"ids"`
+}
+
+// AckResponse answers an acknowledgement.
+type AckResponse struct {
+	Acknowledged int `json:"acknowledged"`
+}
+
+// ReleaseResponse answers a release: how many deliveries went back to the
+// group.
+type ReleaseResponse struct {
+	Released int `json:"released"`
+}
+
+func (s *Server) handleAck(w http.ResponseWriter, r *http.Request) {
+	req, group, ok := s.deliveriesRequest(w, r, actAck)
+	if !ok {
+		return
+	}
+	n, err := s.cfg.Backend.Ack(r.Context(), req.Name, group, req.Consumer, req.IDs)
+	if err != nil {
+		s.log.Error("ack failed", "name", req.Name, "err", err)
+		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "event store is unavailable")
+		return
+	}
+	s.settled(req, group)
+	if m := s.cfg.Metrics; m != nil {
+		m.Acked.Add(float64(n))
+	}
+	writeJSON(w, http.StatusOK, AckResponse{Acknowledged: n})
+}
+
+// handleRelease gives deliveries the consumer will not handle back to its
+// group at once (eventstore.Backend.Release): a consumer that is stopping
+// releases what it received but will not run, instead of holding it until
+// its visibility timeout.
+func (s *Server) handleRelease(w http.ResponseWriter, r *http.Request) {
+	req, group, ok := s.deliveriesRequest(w, r, actRelease)
+	if !ok {
+		return
+	}
+	n, err := s.cfg.Backend.Release(r.Context(), req.Name, group, req.Consumer, req.IDs)
+	if err != nil {
+		s.log.Error("release failed", "name", req.Name, "err", err)
+		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "event store is unavailable")
+		return
+	}
+	s.settled(req, group)
+	writeJSON(w, http.StatusOK, ReleaseResponse{Released: n})
+}
+
+// deliveriesRequest authenticates, parses and authorizes an
+// acknowledgement or release; it returns the request with its defaults and
+// the backend group, or writes the error and reports false.
+func (s *Server) deliveriesRequest(w http.ResponseWriter, r *http.Request, a action) (AckRequest, string, bool) {
+	var req AckRequest
+	claims, ok := s.authenticate(w, r)
+	if !ok {
+		return req, "", false
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, CodeBadRequest, `request body is not a JSON object {"name", "group", "consumer", "ids"}: `+err.Error())
+		return req, "", false
 	}
 	if err := events.ValidateName(req.Name); err != nil {
 		writeError(w, http.StatusBadRequest, CodeBadRequest, err.Error())
-		return
+		return req, "", false
 	}
 	if req.Group == "" {
 		req.Group = events.DefaultGroup
 	}
 	if err := events.ValidateKey("group", req.Group); err != nil {
 		writeError(w, http.StatusBadRequest, CodeBadRequest, err.Error())
-		return
+		return req, "", false
+	}
+	if req.Consumer == "" {
+		req.Consumer = events.DefaultConsumer
+	}
+	if err := events.ValidateKey("consumer", req.Consumer); err != nil {
+		writeError(w, http.StatusBadRequest, CodeBadRequest, err.Error())
+		return req, "", false
 	}
 	if len(req.IDs) == 0 || len(req.IDs) > 10000 {
 		writeError(w, http.StatusBadRequest, CodeBadRequest, "ids must list 1 to 10000 event ids")
-		return
+		return req, "", false
 	}
-	if scope := requiredScope(req.Name, actListen); !claims.HasScope(scope) {
-		writeError(w, http.StatusForbidden, CodeForbidden, fmt.Sprintf("token lacks scope %s needed to acknowledge %s", scope, req.Name))
-		return
+	if !s.authorize(w, claims, req.Name, a) {
+		return req, "", false
 	}
-	group := internalGroup(claims, []string{req.Name}, req.Group)
-	n, err := s.cfg.Backend.Ack(r.Context(), req.Name, group, req.IDs)
-	if err != nil {
-		s.log.Error("ack failed", "name", req.Name, "err", err)
-		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "event store is unavailable")
-		return
-	}
+	return req, internalGroup(claims, []string{req.Name}, req.Group), true
+}
+
+// settled frees the prefetch window slots of deliveries acknowledged or
+// released through this server.
+func (s *Server) settled(req AckRequest, group string) {
 	for _, id := range req.IDs {
-		key := ackKey{name: req.Name, group: group, id: id}
+		key := ackKey{name: req.Name, group: group, consumer: req.Consumer, id: id}
 		if v, ok := s.inflight.LoadAndDelete(key); ok {
 			v.(*creditWindow).release(key)
 		}
 	}
-	writeJSON(w, http.StatusOK, AckResponse{Acknowledged: n})
 }
 
-// ackKey names one unacknowledged delivery.
-type ackKey struct{ name, group, id string }
+// ackKey names one unacknowledged delivery and its holder.
+type ackKey struct{ name, group, consumer, id string }
+
+// delivered counts one delivery of env on a stream, and its lag from the
+// publish.
+func (s *Server) delivered(env events.Envelope, d events.Delivery) {
+	m := s.cfg.Metrics
+	if m == nil {
+		return
+	}
+	class := metrics.NameClass(env.Name)
+	m.Delivered.WithLabelValues(class, string(d)).Inc()
+	if env.Deliveries > 1 {
+		m.Redelivered.WithLabelValues(class).Inc()
+	}
+	if !env.CreatedAt.IsZero() {
+		m.Lag.WithLabelValues(class).Observe(max(0, time.Since(env.CreatedAt).Seconds()))
+	}
+}
 
 // creditWindow limits a stream to prefetch unacknowledged deliveries. A
 // delivery stops counting when it is acknowledged through this server or
 // when its visibility timeout passes (it is then redelivered elsewhere).
+// The pending-deliveries gauge follows its contents.
 type creditWindow struct {
-	limit  int
-	mu     sync.Mutex
-	out    map[ackKey]time.Time
-	notify chan struct{}
+	limit   int
+	pending prometheus.Gauge // nil without metrics
+	mu      sync.Mutex
+	out     map[ackKey]time.Time
+	notify  chan struct{}
 }
 
-func newCreditWindow(limit int) *creditWindow {
-	return &creditWindow{limit: limit, out: map[ackKey]time.Time{}, notify: make(chan struct{}, 1)}
+func newCreditWindow(limit int, m *metrics.Events) *creditWindow {
+	c := &creditWindow{limit: limit, out: map[ackKey]time.Time{}, notify: make(chan struct{}, 1)}
+	if m != nil {
+		c.pending = m.Pending
+	}
+	return c
+}
+
+// count moves the pending gauge by n.
+func (c *creditWindow) count(n int) {
+	if c.pending != nil && n != 0 {
+		c.pending.Add(float64(n))
+	}
 }
 
 func (c *creditWindow) add(k ackKey, deadline time.Time) {
 	c.mu.Lock()
+	if _, dup := c.out[k]; !dup {
+		c.count(1)
+	}
 	c.out[k] = deadline
 	c.mu.Unlock()
 }
 
 func (c *creditWindow) release(k ackKey) {
 	c.mu.Lock()
-	delete(c.out, k)
+	if _, ok := c.out[k]; ok {
+		delete(c.out, k)
+		c.count(-1)
+	}
 	c.mu.Unlock()
 	select {
 	case c.notify <- struct{}{}:
@@ -531,8 +844,15 @@ func (c *creditWindow) release(k ackKey) {
 	}
 }
 
-// wait blocks until the window has room.
-func (c *creditWindow) wait(ctx context.Context, s *Server) error {
+// errWaitTimeout is returned by creditWindow.wait when the window stayed
+// full for its timeout.
+var errWaitTimeout = errors.New("eventsapi: prefetch window still full")
+
+// wait blocks until the window has room, ctx ends (its error) or timeout
+// passes (errWaitTimeout).
+func (c *creditWindow) wait(ctx context.Context, s *Server, timeout time.Duration) error {
+	give := time.NewTimer(timeout)
+	defer give.Stop()
 	for {
 		c.mu.Lock()
 		now := time.Now()
@@ -540,6 +860,7 @@ func (c *creditWindow) wait(ctx context.Context, s *Server) error {
 		for k, d := range c.out {
 			if !d.After(now) {
 				delete(c.out, k)
+				c.count(-1)
 				s.inflight.Delete(k)
 				continue
 			}
@@ -556,6 +877,9 @@ func (c *creditWindow) wait(ctx context.Context, s *Server) error {
 		select {
 		case <-c.notify:
 		case <-t.C:
+		case <-give.C:
+			t.Stop()
+			return errWaitTimeout
 		case <-ctx.Done():
 			t.Stop()
 			return ctx.Err()
@@ -564,11 +888,14 @@ func (c *creditWindow) wait(ctx context.Context, s *Server) error {
 	}
 }
 
-// forget drops a closed stream's outstanding deliveries from the ack index.
+// forget drops a closed stream's outstanding deliveries from the ack index
+// (they are no longer pending here: the backend redelivers them).
 func (s *Server) forget(c *creditWindow) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for k := range c.out {
 		s.inflight.Delete(k)
 	}
+	c.count(-len(c.out))
+	clear(c.out)
 }

@@ -28,6 +28,9 @@ func startBus(t *testing.T) *localbus.Bus {
 	return b
 }
 
+// serviceScopes are those of a service principal's token.
+var serviceScopes = []string{auth.ScopeLLMProxy, auth.ScopeService}
+
 func token(t *testing.T, b *localbus.Bus, sub string, scopes ...string) string {
 	t.Helper()
 	tok, err := b.Token(sub, scopes...)
@@ -58,7 +61,7 @@ func do(t *testing.T, method, u, tok, body string) httpResult {
 	if body != "" {
 		rd = strings.NewReader(body)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, u, rd)
 	if err != nil {
@@ -99,6 +102,8 @@ func TestAuthMatrix(t *testing.T) {
 	noScope.Scopes = []string{"events:listen"}
 
 	publishURL := b.URL + "/api/v1/events"
+	releaseURL := b.URL + "/api/v1/events/release"
+	endURL := b.URL + "/api/v1/events/stream/end"
 	streamURL := func(q string) string { return b.URL + "/api/v1/events/stream?" + q + "&follow=false" }
 	llmEvent := `{"name":"bus.llm.chat.completions.request","payload":{}}`
 	cases := []struct {
@@ -128,6 +133,15 @@ func TestAuthMatrix(t *testing.T) {
 		{"stream group with slash", "GET", streamURL("name=example.ping&delivery=unicast&group=a/b"), sign(b.Secret(), good), "", 400, "bad_request"},
 		{"stream consumer with space", "GET", streamURL("name=example.ping&delivery=unicast&consumer=" + url.QueryEscape("a b")), sign(b.Secret(), good), "", 400, "bad_request"},
 		{"stream ack on broadcast", "GET", streamURL("name=example.ping&ack=true"), sign(b.Secret(), good), "", 400, "bad_request"},
+		{"release without token", "POST", releaseURL, "", `{"name":"example.ping","ids":["evt_1"]}`, 401, "invalid_auth"},
+		{"release bus.llm without llm:proxy", "POST", releaseURL, sign(b.Secret(), noScope), `{"name":"bus.llm.chat.completions.request","ids":["evt_1"]}`, 403, "forbidden"},
+		{"release plain event without events:listen", "POST", releaseURL, token(t, b, "u2", "events:send"), `{"name":"example.ping","ids":["evt_1"]}`, 403, "forbidden"},
+		{"release without ids", "POST", releaseURL, sign(b.Secret(), good), `{"name":"example.ping","ids":[]}`, 400, "bad_request"},
+		{"release malformed JSON", "POST", releaseURL, sign(b.Secret(), good), `{"name":`, 400, "bad_request"},
+		{"release bad consumer", "POST", releaseURL, sign(b.Secret(), good), `{"name":"example.ping","consumer":"a/b","ids":["evt_1"]}`, 400, "bad_request"},
+		{"end stream without token", "POST", endURL, "", `{"stream":"str_x"}`, 401, "invalid_auth"},
+		{"end stream without id", "POST", endURL, sign(b.Secret(), good), `{}`, 400, "bad_request"},
+		{"end unknown stream", "POST", endURL, sign(b.Secret(), good), `{"stream":"str_x"}`, 200, ""},
 		{"publish ok", "POST", publishURL, sign(b.Secret(), good), `{"name":"example.ping","correlationId":"c1","payload":{"x":1}}`, 202, ""},
 		{"stream ok", "GET", streamURL("name=example.ping"), sign(b.Secret(), good), "", 200, ""},
 	}
@@ -148,7 +162,10 @@ func TestAuthMatrix(t *testing.T) {
 			if tc.status == 202 && (r.body["accepted"] != true || r.body["id"] == "" || r.body["name"] != "example.ping") {
 				t.Fatalf("accept body %v", r.body)
 			}
-			if tc.status == 200 && !strings.HasPrefix(r.ctype, "application/x-ndjson") {
+			if tc.url == endURL && tc.status == 200 && r.body["ended"] != false {
+				t.Fatalf("end body %v, want ended=false", r.body)
+			}
+			if tc.status == 200 && tc.method == "GET" && !strings.HasPrefix(r.ctype, "application/x-ndjson") {
 				t.Fatalf("stream content type %q", r.ctype)
 			}
 		})
@@ -157,7 +174,7 @@ func TestAuthMatrix(t *testing.T) {
 
 func collect(t *testing.T, c *events.Client, o events.ListenOptions) []events.Envelope {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	o.NoFollow = true
 	var got []events.Envelope
@@ -244,31 +261,15 @@ func listen(t *testing.T, c *events.Client, o events.ListenOptions) <-chan event
 	t.Cleanup(func() { cancel(); <-done })
 	select {
 	case <-connected:
-	case <-time.After(5 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("listener did not connect")
 	}
 	return ch
 }
 
-// drain collects events until none arrived for quiet, or for at most 5s.
-func drain(ch <-chan events.Envelope, quiet time.Duration) []events.Envelope {
-	var out []events.Envelope
-	limit := time.After(5 * time.Second)
-	for {
-		select {
-		case env := <-ch:
-			out = append(out, env)
-		case <-time.After(quiet):
-			return out
-		case <-limit:
-			return out
-		}
-	}
-}
-
 func TestBroadcastVersusUnicastOverHTTP(t *testing.T) {
 	b := startBus(t)
-	svc := client(t, b, "svc", "llm:proxy")
+	svc := client(t, b, "svc", serviceScopes...)
 	name := "bus.llm.completions.request"
 	bc1 := listen(t, svc, events.ListenOptions{Names: []string{name}})
 	bc2 := listen(t, svc, events.ListenOptions{Names: []string{name}})
@@ -282,14 +283,25 @@ func TestBroadcastVersusUnicastOverHTTP(t *testing.T) {
 		}
 	}
 	for i, ch := range []<-chan events.Envelope{bc1, bc2, other} {
-		if got := drain(ch, 300*time.Millisecond); len(got) != n {
-			t.Fatalf("listener %d got %d events, want all %d", i, len(got), n)
+		for k := range n {
+			if env := next(t, ch); env.CorrelationID != fmt.Sprint(k) {
+				t.Fatalf("listener %d: event %d is %s", i, k, env.CorrelationID)
+			}
 		}
 	}
 	seen := map[string]int{}
-	for _, env := range append(drain(u1, 300*time.Millisecond), drain(u2, 100*time.Millisecond)...) {
-		seen[env.CorrelationID]++
+	for range n {
+		select {
+		case env := <-u1:
+			seen[env.CorrelationID]++
+		case env := <-u2:
+			seen[env.CorrelationID]++
+		case <-time.After(30 * time.Second):
+			t.Fatalf("unicast group got %d events, want %d", len(seen), n)
+		}
 	}
+	quiet(t, u1, 200*time.Millisecond, "a delivery beyond the group's events")
+	quiet(t, u2, 0, "a delivery beyond the group's events")
 	if len(seen) != n {
 		t.Fatalf("unicast group got %d distinct events, want %d", len(seen), n)
 	}
@@ -300,11 +312,48 @@ func TestBroadcastVersusUnicastOverHTTP(t *testing.T) {
 	}
 }
 
+// next waits for the next event of ch (failing after 10s).
+func next(t *testing.T, ch <-chan events.Envelope) events.Envelope {
+	t.Helper()
+	select {
+	case env := <-ch:
+		return env
+	case <-time.After(30 * time.Second):
+		t.Fatal("no event within 30s")
+		return events.Envelope{}
+	}
+}
+
+// quiet asserts that nothing arrives on ch within d (0: nothing is
+// waiting on ch now).
+func quiet(t *testing.T, ch <-chan events.Envelope, d time.Duration, why string) {
+	t.Helper()
+	if d <= 0 {
+		select {
+		case env := <-ch:
+			t.Fatalf("%s: got %s (%s)", why, env.ID, env.CorrelationID)
+		default:
+		}
+		return
+	}
+	select {
+	case env := <-ch:
+		t.Fatalf("%s: got %s (%s)", why, env.ID, env.CorrelationID)
+	case <-time.After(d):
+	}
+}
+
+// TestAckPrefetchAndRedelivery: prefetch bounds a stream's unacknowledged
+// deliveries and each acknowledgement lets one more through; deliveries a
+// consumer dies holding come back to another consumer of the group after
+// their visibility timeout, acknowledged ones never. The consumers that
+// must not see a redelivery during the test hold their deliveries for an
+// hour, so no quiet window races a visibility timeout.
 func TestAckPrefetchAndRedelivery(t *testing.T) {
 	b := startBus(t)
-	svc := client(t, b, "svc", "llm:proxy")
+	svc := client(t, b, "svc", serviceScopes...)
 	name := "bus.llm.responses.request"
-	opts := events.ListenOptions{Names: []string{name}, Delivery: events.Unicast, Group: "g", Consumer: "slow", Ack: true, Prefetch: 2, Visibility: 500 * time.Millisecond}
+	opts := events.ListenOptions{Names: []string{name}, Delivery: events.Unicast, Group: "g", Consumer: "slow", Ack: true, Prefetch: 2, Visibility: time.Hour}
 	slow := listen(t, svc, opts)
 	for i := range 5 {
 		if _, err := svc.PublishJSON(context.Background(), name, fmt.Sprint(i), i); err != nil {
@@ -312,32 +361,46 @@ func TestAckPrefetchAndRedelivery(t *testing.T) {
 		}
 	}
 	// prefetch=2: only two deliveries are outstanding before any ack.
-	first := drain(slow, 200*time.Millisecond)
-	if len(first) != 2 {
-		t.Fatalf("got %d deliveries before acking, want prefetch=2", len(first))
-	}
-	if n, err := svc.Ack(context.Background(), name, "g", first[0].ID); err != nil || n != 1 {
+	first := []events.Envelope{next(t, slow), next(t, slow)}
+	quiet(t, slow, 300*time.Millisecond, "a third delivery before any ack, beyond prefetch=2")
+	if n, err := svc.Ack(context.Background(), name, "g", "slow", first[0].ID); err != nil || n != 1 {
 		t.Fatalf("ack: %d %v", n, err)
 	}
-	if got := drain(slow, 200*time.Millisecond); len(got) != 1 {
-		t.Fatalf("got %d deliveries after one ack, want 1", len(got))
+	if env := next(t, slow); env.CorrelationID != "2" {
+		t.Fatalf("after one ack got %s, want event 2", env.CorrelationID)
 	}
-	// Unacknowledged deliveries come back after the visibility timeout,
-	// here to a second consumer of the group.
-	opts.Consumer = "rescuer"
-	opts.Prefetch = 10
-	rescuer := listen(t, svc, opts)
-	got := drain(rescuer, 1200*time.Millisecond)
-	ids := map[string]bool{}
-	for _, env := range got {
-		ids[env.CorrelationID] = true
+	quiet(t, slow, 300*time.Millisecond, "a second delivery after one ack")
+
+	// A consumer that dies holding events 3 and 4: they come back to a
+	// second consumer after its short visibility timeout.
+	mortalOpts := opts
+	mortalOpts.Consumer, mortalOpts.Prefetch, mortalOpts.Visibility = "mortal", 10, 500*time.Millisecond
+	mortalCtx, die := context.WithCancel(context.Background())
+	held := make(chan events.Envelope, 10)
+	mortalDone := make(chan error, 1)
+	go func() {
+		mortalDone <- svc.Listen(mortalCtx, mortalOpts, func(_ context.Context, env events.Envelope) error { held <- env; return nil })
+	}()
+	got := map[string]bool{next(t, held).CorrelationID: true, next(t, held).CorrelationID: true}
+	die()
+	<-mortalDone
+	if !got["3"] || !got["4"] {
+		t.Fatalf("the second consumer took %v, want events 3 and 4", got)
 	}
-	if !ids["1"] {
-		t.Fatalf("rescuer got %v: the unacknowledged event 1 was not redelivered", ids)
+	rescuerOpts := opts
+	rescuerOpts.Consumer, rescuerOpts.Prefetch = "rescuer", 10
+	rescuer := listen(t, svc, rescuerOpts)
+	again := map[string]int{}
+	for range 2 {
+		env := next(t, rescuer)
+		again[env.CorrelationID] = env.Deliveries
 	}
-	if ids["0"] {
-		t.Fatal("acknowledged event 0 was redelivered")
+	if again["3"] != 2 || again["4"] != 2 {
+		t.Fatalf("rescuer got %v (correlation id: deliveries), want 3 and 4 on their second delivery", again)
 	}
+	// Event 0 was acknowledged and 1, 2 are held for an hour: nothing else
+	// comes.
+	quiet(t, rescuer, 300*time.Millisecond, "an acknowledged or still-held event was redelivered")
 }
 
 func TestListenerReconnectsAfterRestart(t *testing.T) {
@@ -370,7 +433,7 @@ func TestListenerReconnectsAfterRestart(t *testing.T) {
 	defer b2.Close()
 	select {
 	case <-connects:
-	case <-time.After(5 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("listener did not reconnect")
 	}
 	if _, err := c.PublishJSON(context.Background(), "example.ping", "after", 1); err != nil {
@@ -381,7 +444,7 @@ func TestListenerReconnectsAfterRestart(t *testing.T) {
 		if env.CorrelationID != "after" {
 			t.Fatalf("got %+v", env)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("no event after reconnect")
 	}
 }
@@ -430,7 +493,7 @@ func TestPublishTooLarge(t *testing.T) {
 // delivery (a leaked credit would block until the one-hour visibility).
 func TestImmediateAcksReleasePrefetch(t *testing.T) {
 	b := startBus(t)
-	svc := client(t, b, "svc", "llm:proxy")
+	svc := client(t, b, "svc", serviceScopes...)
 	name := "bus.llm.chat.completions.request"
 	const n = 300
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -443,7 +506,7 @@ func TestImmediateAcksReleasePrefetch(t *testing.T) {
 			Names: []string{name}, Delivery: events.Unicast, Group: "g", Consumer: "fast",
 			Ack: true, Prefetch: 1, Visibility: time.Hour, OnConnect: func() { close(connected) },
 		}, func(ctx context.Context, env events.Envelope) error {
-			if _, err := svc.Ack(ctx, name, "g", env.ID); err != nil {
+			if _, err := svc.Ack(ctx, name, "g", "fast", env.ID); err != nil {
 				return err
 			}
 			if got++; got == n {

@@ -3,6 +3,7 @@ package eventstore
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/busdk/bus-integration-codex/pkg/events"
 )
@@ -24,6 +25,26 @@ type ReadResult struct {
 // return promptly once ctx ends. One read runs at a time per Reader, so it
 // may keep unsynchronised state (cursors) of its subscription.
 type ReadFunc func(ctx context.Context) ReadResult
+
+// ClaimTimeout bounds one claim of a unicast read.
+const ClaimTimeout = 10 * time.Second
+
+// ClaimContext returns the context of one claim of a unicast read: it is
+// not cut short when the read's ctx ends (the store could take an event
+// without the reader learning of it, and then nobody could release it),
+// only bounded by ClaimTimeout. A read checks ctx before it claims.
+func ClaimContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), ClaimTimeout)
+}
+
+// ReleaseFunc gives back acknowledged-mode deliveries a subscription took
+// from the store but never returned from Next (Backend.Release). It runs
+// with the backend's lifetime as ctx, bounded by releaseTimeout: when the
+// backend is closing, it is not called at all.
+type ReleaseFunc func(ctx context.Context, envs []events.Envelope)
+
+// releaseTimeout bounds the release of a closed Reader's leftovers.
+const releaseTimeout = 10 * time.Second
 
 // ReadGroup owns the read goroutines of a backend: Close waits for every
 // read in flight, so nothing a backend's read uses is released under it.
@@ -53,14 +74,22 @@ func (g *ReadGroup) Close() bool {
 // result arrives on (buffered: the goroutine never waits for a receiver),
 // or nil once the group is closed.
 func (g *ReadGroup) start(ctx context.Context, read ReadFunc) chan ReadResult {
+	ch := make(chan ReadResult, 1)
+	if !g.spawn(func() { ch <- read(ctx) }) {
+		return nil
+	}
+	return ch
+}
+
+// spawn runs f on a goroutine of the group, unless the group is closed.
+func (g *ReadGroup) spawn(f func()) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.closed {
-		return nil
+		return false
 	}
-	ch := make(chan ReadResult, 1)
-	g.wg.Go(func() { ch <- read(ctx) })
-	return ch
+	g.wg.Go(f)
+	return true
 }
 
 // Reader is the read-ahead buffer of one subscription; it implements the
@@ -72,15 +101,20 @@ func (g *ReadGroup) start(ctx context.Context, read ReadFunc) chan ReadResult {
 //     next call.
 //   - Close (or the end of the parent context) unblocks a waiting Next
 //     promptly with ErrClosed and ends the context of the read in flight.
-//   - The ReadGroup's Close waits for the read in flight.
+//   - Close gives what reads took but Next never returned (including the
+//     result of the read in flight) to the Reader's ReleaseFunc, if any.
+//   - The ReadGroup's Close waits for the read in flight and that release.
 //
 // Concurrent calls of Next are served one at a time.
 type Reader struct {
-	group *ReadGroup
-	read  ReadFunc
+	group    *ReadGroup
+	read     ReadFunc
+	giveBack ReleaseFunc // nil: nothing to release
 
-	ctx    context.Context // ends with Close or the parent context
-	cancel context.CancelFunc
+	parent    context.Context
+	ctx       context.Context // ends with Close or the parent context
+	cancel    context.CancelFunc
+	closeOnce sync.Once
 
 	turn chan struct{} // held by the running Next
 
@@ -92,18 +126,49 @@ type Reader struct {
 
 // NewReader returns a Reader whose reads run read on goroutines of g. It
 // ends when parent (the backend's lifetime) ends or when it is closed.
-func (g *ReadGroup) NewReader(parent context.Context, read ReadFunc) *Reader {
+// giveBack, when not nil, receives on Close what was read but never
+// returned (acknowledged-mode subscriptions release it).
+func (g *ReadGroup) NewReader(parent context.Context, read ReadFunc, giveBack ReleaseFunc) *Reader {
 	ctx, cancel := context.WithCancel(parent)
-	return &Reader{group: g, read: read, ctx: ctx, cancel: cancel, turn: make(chan struct{}, 1)}
+	return &Reader{group: g, read: read, giveBack: giveBack, parent: parent, ctx: ctx, cancel: cancel, turn: make(chan struct{}, 1)}
 }
 
 // Context returns the context of the Reader's reads: it ends with Close or
 // with the parent context.
 func (r *Reader) Context() context.Context { return r.ctx }
 
-// Close ends the Reader. A read in flight is told to stop; its result is
-// dropped.
-func (r *Reader) Close() { r.cancel() }
+// Close ends the Reader. A read in flight is told to stop; what it and
+// earlier reads took but Next never returned goes to the ReleaseFunc (on a
+// goroutine of the group, so Close does not wait for it).
+func (r *Reader) Close() {
+	r.closeOnce.Do(func() {
+		r.cancel()
+		if r.giveBack != nil {
+			r.group.spawn(r.releaseLeftovers)
+		}
+	})
+}
+
+// releaseLeftovers hands what was read but not returned to giveBack. It
+// takes the turn (a running Next returns promptly once the Reader is
+// closed) and waits for the read in flight (which returns promptly once
+// its context ended).
+func (r *Reader) releaseLeftovers() {
+	r.turn <- struct{}{}
+	defer func() { <-r.turn }()
+	left := r.ready
+	r.ready = nil
+	if r.inflight != nil {
+		left = append(left, (<-r.inflight).Envs...)
+		r.inflight = nil
+	}
+	if len(left) == 0 || r.parent.Err() != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.parent, releaseTimeout)
+	defer cancel()
+	r.giveBack(ctx, left)
+}
 
 // Next returns the next event read. It returns ctx's error when ctx ends
 // first (handing nothing over), ErrEndOfSnapshot once a read reported the
@@ -124,7 +189,11 @@ func (r *Reader) Next(ctx context.Context) (events.Envelope, error) {
 		}
 		if len(r.ready) > 0 {
 			env := r.ready[0]
+			r.ready[0] = events.Envelope{} // do not keep its payload alive
 			r.ready = r.ready[1:]
+			if len(r.ready) == 0 {
+				r.ready = nil
+			}
 			return env, nil
 		}
 		if r.end {

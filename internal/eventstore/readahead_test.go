@@ -48,7 +48,7 @@ func TestReaderKeepsResultOfCancelledNext(t *testing.T) {
 	var g ReadGroup
 	defer g.Close()
 	gr := newGatedRead()
-	r := g.NewReader(context.Background(), gr.read)
+	r := g.NewReader(context.Background(), gr.read, nil)
 	defer r.Close()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
@@ -73,7 +73,7 @@ func TestReaderEndAndError(t *testing.T) {
 	var g ReadGroup
 	defer g.Close()
 	gr := newGatedRead()
-	r := g.NewReader(context.Background(), gr.read)
+	r := g.NewReader(context.Background(), gr.read, nil)
 	defer r.Close()
 	boom := errors.New("boom")
 
@@ -100,7 +100,7 @@ func TestReaderCloseUnblocksNext(t *testing.T) {
 	var g ReadGroup
 	defer g.Close()
 	gr := newGatedRead()
-	r := g.NewReader(context.Background(), gr.read)
+	r := g.NewReader(context.Background(), gr.read, nil)
 
 	errc := make(chan error, 1)
 	go func() {
@@ -135,7 +135,7 @@ func TestReadGroupCloseWaitsForReads(t *testing.T) {
 		time.Sleep(20 * time.Millisecond) // cleanup after the ctx ended
 		finished.Store(true)
 		return ReadResult{}
-	})
+	}, nil)
 	defer r.Close()
 
 	nextCtx, stop := context.WithCancel(context.Background())
@@ -159,9 +159,76 @@ func TestReadGroupCloseWaitsForReads(t *testing.T) {
 	r2 := g.NewReader(context.Background(), func(context.Context) ReadResult {
 		t.Error("a read started on a closed group")
 		return ReadResult{}
-	})
+	}, nil)
 	defer r2.Close()
 	if _, err := r2.Next(context.Background()); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Next on a closed group: err = %v, want ErrClosed", err)
 	}
+}
+
+// TestReaderCloseReleasesLeftovers: Close gives what reads took but Next
+// never returned to the ReleaseFunc: events an earlier read queued, and
+// what the read in flight claims even though its context ended.
+func TestReaderCloseReleasesLeftovers(t *testing.T) {
+	released := func(t *testing.T, ch <-chan []events.Envelope, want string) {
+		t.Helper()
+		select {
+		case envs := <-ch:
+			if len(envs) != 1 || envs[0].ID != want {
+				t.Fatalf("released %v, want %s", envs, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s was not released", want)
+		}
+	}
+	t.Run("queued", func(t *testing.T) {
+		var g ReadGroup
+		defer g.Close()
+		gr := newGatedRead()
+		ch := make(chan []events.Envelope, 1)
+		r := g.NewReader(context.Background(), gr.read, func(_ context.Context, envs []events.Envelope) { ch <- envs })
+		gr.release <- ReadResult{Envs: []events.Envelope{{ID: "evt_1"}, {ID: "evt_2"}}}
+		if got, err := r.Next(context.Background()); err != nil || got.ID != "evt_1" {
+			t.Fatalf("Next = %v, %v; want evt_1", got, err)
+		}
+		r.Close()
+		released(t, ch, "evt_2")
+	})
+	t.Run("in flight", func(t *testing.T) {
+		var g ReadGroup
+		defer g.Close()
+		claim := make(chan struct{})
+		started := make(chan struct{}, 1)
+		ch := make(chan []events.Envelope, 1)
+		// The store completes the claim whatever the context says.
+		r := g.NewReader(context.Background(), func(context.Context) ReadResult {
+			started <- struct{}{}
+			<-claim
+			return ReadResult{Envs: []events.Envelope{{ID: "evt_3"}}}
+		}, func(_ context.Context, envs []events.Envelope) { ch <- envs })
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() {
+			<-started
+			cancel()
+		}()
+		if _, err := r.Next(ctx); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Next: err = %v, want Canceled", err)
+		}
+		r.Close()
+		close(claim)
+		released(t, ch, "evt_3")
+	})
+	t.Run("nothing left", func(t *testing.T) {
+		var g ReadGroup
+		gr := newGatedRead()
+		r := g.NewReader(context.Background(), gr.read, func(_ context.Context, envs []events.Envelope) {
+			t.Errorf("released %v although Next returned everything", envs)
+		})
+		gr.release <- ReadResult{Envs: []events.Envelope{{ID: "evt_1"}}}
+		if got, err := r.Next(context.Background()); err != nil || got.ID != "evt_1" {
+			t.Fatalf("Next = %v, %v; want evt_1", got, err)
+		}
+		r.Close()
+		g.Close() // waits for the release goroutine
+	})
 }

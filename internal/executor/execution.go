@@ -71,11 +71,12 @@ func (x *Executor) Execute(ctx context.Context, req *llmapi.ExecutionEventReques
 	if err := x.applyCatalog(&call.Request); err != nil {
 		return llmapi.ErrorResponse(req, err)
 	}
+	var history int // items resumed from previous_response_id
 	if call.Responses != nil {
 		if err := x.resolveReferences(ctx, call, req.IdentityID); err != nil {
 			return llmapi.ErrorResponse(req, err)
 		}
-		if err := x.resume(ctx, call, req.IdentityID); err != nil {
+		if history, err = x.resume(ctx, call, req.IdentityID); err != nil {
 			return llmapi.ErrorResponse(req, err)
 		}
 	}
@@ -111,7 +112,7 @@ func (x *Executor) Execute(ctx context.Context, req *llmapi.ExecutionEventReques
 		closing = stream.Finish(res)
 	}
 	body := call.Build(meta, res)
-	if err := x.save(ctx, call, req.IdentityID, meta, res, body); err != nil {
+	if err := x.save(ctx, call, req.IdentityID, meta, history, res, body); err != nil {
 		x.log().Error("response not stored", "request", req.RequestID, "response", meta.ID, "err", err)
 	}
 	send(closing)
@@ -122,6 +123,15 @@ func (x *Executor) Execute(ctx context.Context, req *llmapi.ExecutionEventReques
 		Body:       body,
 		Usage:      openaiwire.UsageOf(res.Usage),
 	}
+}
+
+// Exhausted reports until when the provider cannot run requests (its
+// login's usage limit is exhausted), when the provider can tell.
+func (x *Executor) Exhausted() (time.Time, bool) {
+	if e, ok := x.Provider.(turn.Exhaustible); ok {
+		return e.Exhausted()
+	}
+	return time.Time{}, false
 }
 
 func (x *Executor) log() *slog.Logger {

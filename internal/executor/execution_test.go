@@ -231,6 +231,54 @@ func TestStoredResponses(t *testing.T) {
 	wantOK(t, state(llmapi.OpResponsesRetrieve, "alice", id2))
 }
 
+// TestContinuationsAreLinks: a stored continuation holds a link and its
+// own items only; the history is read through the links, survives the
+// deletion of an earlier response, and is bounded.
+func TestContinuationsAreLinks(t *testing.T) {
+	p := &recorder{}
+	store := respstore.NewMemory(respstore.WithChainLimits(3, 0))
+	x := &executor.Executor{Provider: p, Store: store, Logger: quiet}
+	next := func(prev, input string) (string, llmapi.ExecutionEventResponse) {
+		t.Helper()
+		body := `{"model":"m","input":"` + input + `"`
+		if prev != "" {
+			body += `,"previous_response_id":"` + prev + `"`
+		}
+		resp, _ := run(t, x, call{op: llmapi.OpResponses, identity: "alice", body: body + "}"})
+		if resp.StatusCode != http.StatusOK {
+			return "", resp
+		}
+		return wantOK(t, resp)["id"].(string), resp
+	}
+	id1, _ := next("", "one")
+	id2, _ := next(id1, "two")
+	id3, _ := next(id2, "three")
+	rec, err := store.Get(context.Background(), "alice", id3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Previous != id2 {
+		t.Errorf("previous %q, want %q", rec.Previous, id2)
+	}
+	sameItems(t, rec.Items, []turn.Item{userText("three"), assistantText("Echo: three")})
+
+	// Deleting the first response hides it, not the later conversation.
+	if resp, _ := run(t, x, call{op: llmapi.OpResponsesDelete, identity: "alice", body: `{"response_id":"` + id1 + `"}`}); resp.StatusCode != http.StatusOK {
+		t.Fatalf("delete: %d %s", resp.StatusCode, resp.Body)
+	}
+	id4, _ := next(id3, "four")
+	sameItems(t, p.last(t).Input, []turn.Item{userText("one"), assistantText("Echo: one"), userText("two"), assistantText("Echo: two"),
+		userText("three"), assistantText("Echo: three"), userText("four")})
+
+	// Past the depth bound a conversation cannot be continued.
+	calls := p.calls()
+	_, resp := next(id4, "five")
+	wantError(t, resp, http.StatusBadRequest, "conversation_too_long", "previous_response_id")
+	if p.calls() != calls {
+		t.Error("the provider ran for a conversation over the bound")
+	}
+}
+
 func TestStoredToolCallsContinue(t *testing.T) {
 	p := &recorder{caps: turn.Capabilities{Tools: true}}
 	p.run = func(_ context.Context, req *turn.Request, _ turn.Sink) (*turn.Result, error) {
@@ -520,6 +568,9 @@ func (failingStore) Put(context.Context, respstore.Record, time.Duration) error 
 }
 func (failingStore) Get(context.Context, string, string) (respstore.Record, error) {
 	return respstore.Record{}, errors.New("down")
+}
+func (failingStore) Chain(context.Context, string, string) ([]respstore.Record, error) {
+	return nil, errors.New("down")
 }
 func (failingStore) Delete(context.Context, string, string) error { return errors.New("down") }
 func (failingStore) Close() error                                 { return nil }

@@ -66,53 +66,60 @@ func (x *Executor) resolveReferences(ctx context.Context, call *openaiwire.Call,
 }
 
 // resume prepends the stored conversation of previous_response_id to the
-// call's input: the earlier input and output items, as if sent again
-// (instructions are not carried over).
-func (x *Executor) resume(ctx context.Context, call *openaiwire.Call, identity string) error {
+// call's input: the items of its chain, as if sent again (instructions are
+// not carried over). It returns how many items it prepended.
+func (x *Executor) resume(ctx context.Context, call *openaiwire.Call, identity string) (int, error) {
 	prev := call.Responses.PreviousResponseID
 	if prev == "" {
 		if len(call.Request.Input) == 0 {
-			return llmapi.InvalidRequest("input", "missing_required_parameter", "input is required")
+			return 0, llmapi.InvalidRequest("input", "missing_required_parameter", "input is required")
 		}
-		return nil
+		return 0, nil
 	}
 	if x.Store == nil {
-		return previousNotFound(prev)
+		return 0, previousNotFound(prev)
 	}
-	rec, err := x.Store.Get(ctx, identity, prev)
+	chain, err := x.Store.Chain(ctx, identity, prev)
 	switch {
 	case errors.Is(err, respstore.ErrNotFound):
-		return previousNotFound(prev)
+		return 0, previousNotFound(prev)
+	case errors.Is(err, respstore.ErrHistoryTooLong):
+		return 0, llmapi.InvalidRequest("previous_response_id", "conversation_too_long",
+			fmt.Sprintf("The conversation of '%s' is too long to continue; start a new one.", prev))
 	case err != nil:
-		return storeUnavailable()
+		x.log().Error("stored conversation not read", "response", prev, "err", err)
+		return 0, storeUnavailable()
 	}
-	call.Request.Input = append(append([]turn.Item(nil), rec.Items...), call.Request.Input...)
-	return nil
+	history := respstore.History(chain)
+	call.Request.Input = append(history, call.Request.Input...)
+	return len(history), nil
 }
 
 // save stores a completed response for later continuation, retrieval,
-// item references and input item listing: its input items (given ids of
-// this response when they came without) and its output items, with the
-// ids the client was given.
-func (x *Executor) save(ctx context.Context, call *openaiwire.Call, identity string, m openaiwire.Meta, res *turn.Result, body json.RawMessage) error {
+// item references and input item listing: a link to the response it
+// continued and its own items — its new input items after the resumed
+// history (given ids of this response when they came without), then its
+// output items, with the ids the client was given.
+func (x *Executor) save(ctx context.Context, call *openaiwire.Call, identity string, m openaiwire.Meta, history int, res *turn.Result, body json.RawMessage) error {
 	if x.Store == nil || call.Responses == nil || !call.Responses.Store {
 		return nil
 	}
-	items := append([]turn.Item(nil), call.Request.Input...)
+	items := append([]turn.Item(nil), call.Request.Input[min(history, len(call.Request.Input)):]...)
 	openaiwire.AssignItemIDs(items, m.ID)
 	items = append(items, call.OutputItems(m, res)...)
 	ttl := x.StoreTTL
 	if ttl <= 0 {
 		ttl = respstore.DefaultTTL
 	}
-	return x.Store.Put(ctx, respstore.Record{ID: m.ID, Identity: identity, CreatedAt: x.now().UTC(), Items: items, Response: body}, ttl)
+	return x.Store.Put(ctx, respstore.Record{ID: m.ID, Identity: identity, CreatedAt: x.now().UTC(), Previous: call.Responses.PreviousResponseID,
+		Items: items, Response: body}, ttl)
 }
 
-// inputItems returns the items a stored response was generated from: its
-// items without its output items (those listed in the response object).
-// Items of records stored before items had ids get ids derived from their
-// position, so paging over them is stable.
-func inputItems(rec respstore.Record) []turn.Item {
+// inputItems returns the items a stored response was generated from: the
+// items of the conversation it continued (read through its chain), then
+// its own items without its output items (those listed in its response
+// object).
+func (x *Executor) inputItems(ctx context.Context, identity string, rec respstore.Record) ([]turn.Item, error) {
 	var obj struct {
 		Output []struct {
 			ID string `json:"id"`
@@ -124,15 +131,34 @@ func inputItems(rec respstore.Record) []turn.Item {
 		output[o.ID] = true
 	}
 	var in []turn.Item
-	for i, it := range rec.Items {
-		if it.ID == "" {
-			it.ID = fmt.Sprintf("item_%s_%d", strings.TrimPrefix(rec.ID, "resp_"), i)
-		} else if output[it.ID] {
-			continue
+	if rec.Previous != "" {
+		chain, err := x.Store.Chain(ctx, identity, rec.ID)
+		if err != nil {
+			return nil, err
 		}
-		in = append(in, it)
+		for i := len(chain) - 1; i >= 1; i-- {
+			in = append(in, withIDs(chain[i])...)
+		}
 	}
-	return in
+	for _, it := range withIDs(rec) {
+		if !output[it.ID] {
+			in = append(in, it)
+		}
+	}
+	return in, nil
+}
+
+// withIDs returns rec's items; items of records stored before items had
+// ids get ids derived from their record and position, so paging over them
+// is stable.
+func withIDs(rec respstore.Record) []turn.Item {
+	items := append([]turn.Item(nil), rec.Items...)
+	for i := range items {
+		if items[i].ID == "" {
+			items[i].ID = fmt.Sprintf("item_%s_%d", strings.TrimPrefix(rec.ID, "resp_"), i)
+		}
+	}
+	return items
 }
 
 // state serves the stored-response operations.
@@ -161,7 +187,17 @@ func (x *Executor) state(ctx context.Context, req *llmapi.ExecutionEventRequest)
 		case err != nil:
 			return llmapi.ErrorResponse(req, storeUnavailable())
 		}
-		list, err := openaiwire.ListItems(inputItems(rec), body)
+		items, err := x.inputItems(ctx, req.IdentityID, rec)
+		switch {
+		case errors.Is(err, respstore.ErrNotFound):
+			return llmapi.ErrorResponse(req, notFound)
+		case errors.Is(err, respstore.ErrHistoryTooLong):
+			return llmapi.ErrorResponse(req, llmapi.InvalidRequest("response_id", "conversation_too_long",
+				fmt.Sprintf("The conversation of '%s' is too long to list.", body.ResponseID)))
+		case err != nil:
+			return llmapi.ErrorResponse(req, storeUnavailable())
+		}
+		list, err := openaiwire.ListItems(items, body)
 		if err != nil {
 			return llmapi.ErrorResponse(req, err)
 		}

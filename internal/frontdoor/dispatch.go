@@ -1,6 +1,8 @@
 package frontdoor
 
 import (
+	"context"
+	"log/slog"
 	"net/http"
 
 	"github.com/busdk/bus-integration-codex/pkg/events"
@@ -12,6 +14,13 @@ import (
 func (s *Server) dispatch(env events.Envelope) {
 	out := s.calls.Deliver(env)
 	switch {
+	case out.Untrusted:
+		level := slog.LevelDebug
+		if s.untrustedNoted.CompareAndSwap(false, true) {
+			level = slog.LevelWarn
+		}
+		s.log.Log(context.Background(), level, "event not published by a service ignored (further ones are logged at debug level)",
+			"name", env.Name, "id", env.ID, "publisher", env.IdentityID, "identity_type", env.IdentityType)
 	case out.Problem != "":
 		s.log.Warn("malformed event", "name", env.Name, "id", env.ID, "request_id", out.RequestID, "problem", out.Problem)
 	case !out.Delivered:

@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/busdk/bus-integration-codex/internal/auth"
 	"github.com/busdk/bus-integration-codex/internal/correlator"
+	"github.com/busdk/bus-integration-codex/internal/tracing"
 	"github.com/busdk/bus-integration-codex/pkg/events"
 	"github.com/busdk/bus-integration-codex/pkg/llmapi"
 )
@@ -26,7 +28,7 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *llma
 	}
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Now().Add(bodyReadTimeout)) // unsupported writers just skip it
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+	body, err := io.ReadAll(http.MaxBytesReader(unwrap(w), r.Body, s.cfg.MaxBodyBytes))
 	_ = rc.SetReadDeadline(time.Time{})
 	if err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
@@ -35,6 +37,14 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *llma
 		return nil, llmapi.InvalidRequest("", "invalid_body", "The request body could not be read.")
 	}
 	return body, nil
+}
+
+// rejectUnread answers e without reading the request body, and closes the
+// connection after it: the server would otherwise read (up to 256 KiB of)
+// the body before answering, for as long as the client takes to send it.
+func rejectUnread(w http.ResponseWriter, e *llmapi.APIError) {
+	w.Header().Set("Connection", "close")
+	writeError(w, e)
 }
 
 // authorize verifies the caller's bearer token and, when scope is not
@@ -124,25 +134,43 @@ type exchange struct {
 	op       llmapi.Operation
 	id       string
 	req      clientRequest
+	charged  bool // its tokens were charged (usage.go)
+	obs      *observation
 	wt       *correlator.Call
+	identity string
 	deadline time.Time
 	start    time.Time
-	status   int // what the client got, for the log
+	status   int    // the HTTP status the client got, for the log
+	errCode  string // the error the client got (in-stream ones too), for the log
+}
+
+// logDone writes the access log line: the HTTP status, and the error the
+// client got, also when it came as a stream frame after a 200.
+func (x *exchange) logDone(attrs ...any) {
+	attrs = append([]any{"request_id", x.id, "operation", string(x.op), "identity", x.identity, "status", x.status}, attrs...)
+	if x.errCode != "" {
+		attrs = append(attrs, "error", x.errCode)
+	}
+	x.obs.answered = time.Now()
+	x.s.log.InfoContext(x.r.Context(), "request", append(attrs, "duration", x.obs.answered.Sub(x.start).Round(time.Millisecond))...)
 }
 
 // handleExecute serves POST on op's REST path.
 func (s *Server) handleExecute(op llmapi.Operation) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		o, w, r := s.observe(w, r, op, start)
+		defer o.end()
 		if !allow(w, r, http.MethodPost) {
 			return
 		}
-		body, apiErr := s.readBody(w, r)
+		// The token first: an unauthenticated body is never read.
+		claims, apiErr := s.authorize(r, llmapi.Scope)
 		if apiErr != nil {
-			writeError(w, apiErr)
+			rejectUnread(w, apiErr)
 			return
 		}
-		claims, apiErr := s.authorize(r, llmapi.Scope)
+		body, apiErr := s.readBody(w, r)
 		if apiErr != nil {
 			writeError(w, apiErr)
 			return
@@ -156,6 +184,7 @@ func (s *Server) handleExecute(op llmapi.Operation) http.HandlerFunc {
 			writeError(w, modelNotFound(cr.model))
 			return
 		}
+		o.model = cr.model
 		if s.draining.Load() {
 			writeError(w, llmapi.NewError(http.StatusServiceUnavailable, "", "shutting_down", "", "The server is shutting down; retry."))
 			return
@@ -165,16 +194,19 @@ func (s *Server) handleExecute(op llmapi.Operation) http.HandlerFunc {
 				"The Events API response listeners are not connected; retry shortly."))
 			return
 		}
-		x := &exchange{s: s, w: w, r: r, op: op, id: correlator.NewRequestID(), req: cr, start: start}
-		x.deadline = start.Add(s.cfg.Timeout)
+		if !s.admit(w, r, claims.Subject, cr.model) {
+			return
+		}
+		x := &exchange{s: s, w: w, r: r, op: op, id: correlator.NewRequestID(), req: cr, identity: claims.Subject, start: start, obs: o}
+		o.x, x.deadline = x, start.Add(s.cfg.Timeout)
 		if !x.register(cr.stream, cr.includeUsage) {
 			return
 		}
 		defer s.calls.Forget(x.wt)
+		defer x.settle()
 		w.Header().Set("X-Request-Id", x.id)
 		x.run(claims.Subject, body)
-		s.log.Info("request", "request_id", x.id, "operation", string(op), "model", cr.model, "stream", cr.stream,
-			"identity", claims.Subject, "status", x.status, "duration", time.Since(start).Round(time.Millisecond))
+		x.logDone("model", cr.model, "stream", cr.stream)
 	}
 }
 
@@ -183,6 +215,12 @@ func (s *Server) handleExecute(op llmapi.Operation) http.HandlerFunc {
 // scopes the lookup.
 func (s *Server) handleStored(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	op := llmapi.OpResponsesRetrieve
+	if r.Method == http.MethodDelete {
+		op = llmapi.OpResponsesDelete
+	}
+	o, w, r := s.observe(w, r, op, start)
+	defer o.end()
 	if !allow(w, r, http.MethodGet, http.MethodDelete) {
 		return
 	}
@@ -190,10 +228,6 @@ func (s *Server) handleStored(w http.ResponseWriter, r *http.Request) {
 	if apiErr != nil {
 		writeError(w, apiErr)
 		return
-	}
-	op := llmapi.OpResponsesRetrieve
-	if r.Method == http.MethodDelete {
-		op = llmapi.OpResponsesDelete
 	}
 	if s.draining.Load() {
 		writeError(w, llmapi.NewError(http.StatusServiceUnavailable, "", "shutting_down", "", "The server is shutting down; retry."))
@@ -205,16 +239,15 @@ func (s *Server) handleStored(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	body, _ := json.Marshal(llmapi.StateRequest{ResponseID: r.PathValue("id")})
-	x := &exchange{s: s, w: w, r: r, op: op, id: correlator.NewRequestID(), start: start}
-	x.deadline = start.Add(s.cfg.Timeout)
+	x := &exchange{s: s, w: w, r: r, op: op, id: correlator.NewRequestID(), identity: claims.Subject, start: start, obs: o}
+	o.x, x.deadline = x, start.Add(s.cfg.Timeout)
 	if !x.register(false, false) {
 		return
 	}
 	defer s.calls.Forget(x.wt)
 	w.Header().Set("X-Request-Id", x.id)
 	x.run(claims.Subject, body)
-	s.log.Info("request", "request_id", x.id, "operation", string(op), "identity", claims.Subject,
-		"status", x.status, "duration", time.Since(start).Round(time.Millisecond))
+	x.logDone()
 }
 
 // run publishes the request event and answers with its outcome.
@@ -226,7 +259,10 @@ func (x *exchange) run(identity string, body []byte) {
 		IdentityID: identity, Deadline: &dl, Body: json.RawMessage(body),
 	}
 	pctx, cancel := context.WithDeadline(ctx, x.deadline)
-	_, err := x.s.cfg.Events.PublishJSON(pctx, x.op.RequestEvent(), x.id, ev)
+	pctx, published := x.publishSpan(pctx)
+	ev.TraceParent = tracing.TraceParent(pctx)
+	acc, err := x.s.cfg.Events.PublishJSON(pctx, x.op.RequestEvent(), x.id, ev)
+	published(acc, err)
 	cancel()
 	if err != nil {
 		switch {
@@ -236,8 +272,14 @@ func (x *exchange) run(identity string, body []byte) {
 			x.timeout()
 		default:
 			x.fail(publishError(err))
-			x.s.log.Warn("publish failed", "request_id", x.id, "name", x.op.RequestEvent(), "err", err)
+			x.s.log.WarnContext(ctx, "publish failed", "request_id", x.id, "name", x.op.RequestEvent(), "err", err)
 		}
+		return
+	}
+	if acc.Groups != nil && *acc.Groups == 0 {
+		// No worker group exists: nobody will ever take it.
+		x.fail(correlator.NoWorkerAvailable())
+		x.s.log.WarnContext(ctx, "no worker available: the request reached no consumer group", "request_id", x.id, "name", x.op.RequestEvent())
 		return
 	}
 	if x.req.stream {
@@ -269,8 +311,12 @@ func (x *exchange) await() {
 			x.fail(failure)
 			return
 		case resp != nil:
+			x.charge(resp)
 			x.status = resp.StatusCode
-			writeRaw(x.w, resp.StatusCode, resp.Body)
+			if resp.IsError() {
+				x.errCode = responseErrorCode(resp)
+			}
+			writeAnswer(x.w, resp)
 			return
 		}
 		select {
@@ -287,8 +333,16 @@ func (x *exchange) await() {
 
 // fail answers with an error before any stream frame went out.
 func (x *exchange) fail(e *llmapi.APIError) {
-	x.status = e.Status
+	x.status, x.errCode = e.Status, e.Code
 	writeError(x.w, e)
+}
+
+// responseErrorCode is the error code of a failed response, for the log.
+func responseErrorCode(resp *llmapi.ExecutionEventResponse) string {
+	if obj, ok := llmapi.ParseErrorBody(resp.Body); ok && obj.Code != nil {
+		return *obj.Code
+	}
+	return "upstream_error"
 }
 
 // timeout answers 504 and cancels the worker's run.
@@ -306,7 +360,7 @@ func (x *exchange) gone() {
 		x.publishCancel(llmapi.ReasonTimeout)
 		return
 	}
-	x.status = 499 // client closed request, for the log only
+	x.status, x.errCode = 499, "client_closed" // for the log only
 	x.publishCancel(llmapi.ReasonClientDisconnected)
 }
 
@@ -322,4 +376,13 @@ func (x *exchange) publishCancel(reason string) {
 		return
 	}
 	x.s.log.Info("request cancelled", "request_id", x.id, "reason", reason)
+}
+
+// writeAnswer writes a response event's answer, with a retry-after header
+// when the worker said when a retry may succeed (a limit that resets).
+func writeAnswer(w http.ResponseWriter, resp *llmapi.ExecutionEventResponse) {
+	if resp.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.FormatInt(resp.RetryAfter, 10))
+	}
+	writeRaw(w, resp.StatusCode, resp.Body)
 }

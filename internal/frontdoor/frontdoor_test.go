@@ -331,17 +331,42 @@ func TestBodyTooLarge(t *testing.T) {
 	if len(big) != DefaultMaxBodyBytes+1 {
 		t.Fatalf("body is %d bytes", len(big))
 	}
-	// With Content-Length, and chunked (no length known up front); also
-	// without a token: size is checked before anything else.
-	for _, tok := range []string{userToken(t, llmapi.Scope), ""} {
-		status, _, body := e.fd.post(t, "/v1/chat/completions", tok, big)
-		wantError(t, status, body, http.StatusRequestEntityTooLarge, "request_body_too_large")
+	// With Content-Length, and chunked (no length known up front); without
+	// a token the body is not even read: 401.
+	for _, c := range []struct {
+		tok    string
+		status int
+		code   string
+	}{{userToken(t, llmapi.Scope), http.StatusRequestEntityTooLarge, "request_body_too_large"}, {"", http.StatusUnauthorized, "missing_token"}} {
+		status, _, body := e.fd.post(t, "/v1/chat/completions", c.tok, big)
+		wantError(t, status, body, c.status, c.code)
 		ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
-		resp := e.fd.call(t, ctx, http.MethodPost, "/v1/chat/completions", tok, io.MultiReader(strings.NewReader(big)))
+		resp := e.fd.call(t, ctx, http.MethodPost, "/v1/chat/completions", c.tok, io.MultiReader(strings.NewReader(big)))
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		cancel()
-		wantError(t, resp.StatusCode, b, http.StatusRequestEntityTooLarge, "request_body_too_large")
+		wantError(t, resp.StatusCode, b, c.status, c.code)
+	}
+	lastRequestIs(t, e)
+}
+
+// TestTokenCheckedBeforeBody: a request without a valid token is answered
+// 401 while its body is still being sent; nothing of it is read or
+// published.
+func TestTokenCheckedBeforeBody(t *testing.T) {
+	e := newEnv(t, Config{}, echo)
+	for _, path := range []string{"/v1/chat/completions", "/v1/responses", "/v1/completions", "/v1/embeddings"} {
+		for _, tok := range []string{"", "not.a.jwt"} {
+			pr, pw := io.Pipe()
+			go func() { _, _ = pw.Write([]byte(`{"model":"codex-chatgpt","messages":[`)) }() // and never more
+			ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+			resp := e.fd.call(t, ctx, http.MethodPost, path, tok, pr)
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			cancel()
+			pw.Close()
+			wantError(t, resp.StatusCode, b, http.StatusUnauthorized, map[bool]string{true: "missing_token", false: "invalid_token"}[tok == ""])
+		}
 	}
 	lastRequestIs(t, e)
 }

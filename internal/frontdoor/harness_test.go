@@ -95,7 +95,7 @@ func serviceClient(t *testing.T, url string) *events.Client {
 	t.Helper()
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	t.Cleanup(transport.CloseIdleConnections)
-	c, err := events.NewClient(url, events.WithToken(userToken(t, llmapi.Scope)), events.WithHTTPClient(&http.Client{Transport: transport}),
+	c, err := events.NewClient(url, events.WithToken(userToken(t, llmapi.Scope, auth.ScopeService)), events.WithHTTPClient(&http.Client{Transport: transport}),
 		events.WithRetry(events.RetryPolicy{Enabled: true, Min: 20 * time.Millisecond, Max: 100 * time.Millisecond}),
 		events.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {

@@ -16,6 +16,9 @@ import (
 // and travels as an llmapi.InputItemsRequest.
 func (s *Server) handleInputItems(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	op := llmapi.OpResponsesInputItems
+	o, w, r := s.observe(w, r, op, start)
+	defer o.end()
 	if !allow(w, r, http.MethodGet) {
 		return
 	}
@@ -29,7 +32,6 @@ func (s *Server) handleInputItems(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apiErr)
 		return
 	}
-	op := llmapi.OpResponsesInputItems
 	if s.draining.Load() {
 		writeError(w, llmapi.NewError(http.StatusServiceUnavailable, "", "shutting_down", "", "The server is shutting down; retry."))
 		return
@@ -40,14 +42,13 @@ func (s *Server) handleInputItems(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	body, _ := json.Marshal(q) // strings and ints always encode
-	x := &exchange{s: s, w: w, r: r, op: op, id: correlator.NewRequestID(), start: start}
-	x.deadline = start.Add(s.cfg.Timeout)
+	x := &exchange{s: s, w: w, r: r, op: op, id: correlator.NewRequestID(), identity: claims.Subject, start: start, obs: o}
+	o.x, x.deadline = x, start.Add(s.cfg.Timeout)
 	if !x.register(false, false) {
 		return
 	}
 	defer s.calls.Forget(x.wt)
 	w.Header().Set("X-Request-Id", x.id)
 	x.run(claims.Subject, body)
-	s.log.Info("request", "request_id", x.id, "operation", string(op), "identity", claims.Subject,
-		"status", x.status, "duration", time.Since(start).Round(time.Millisecond))
+	x.logDone()
 }

@@ -10,11 +10,30 @@
 //
 // One long-lived broadcast listener per response and chunk event name
 // serves every in-flight request through a map from request id to waiter;
-// events nobody waits for (late, duplicate or foreign ones) are dropped. A
-// client that goes away, or a request that times out, gets a
-// bus.llm.<op>.cancel event published so the worker can stop.
+// events nobody waits for (late, duplicate or foreign ones) and events no
+// service published are dropped. A client that goes away, or a request
+// that times out, gets a bus.llm.<op>.cancel event published so the worker
+// can stop; a request that reached no worker group is answered 503 at once.
 //
-// It imports internal/auth, internal/catalog, internal/correlator, pkg/events and pkg/llmapi; never the worker side (executor, providers).
+// Bounds: the caller's token is checked before its body is read; bodies,
+// the stream data held for a slow reader, and the time a stream may be
+// written are bounded.
+//
+// Usage and entitlements (usage.go): an execution request is admitted by
+// the entitlement Enforcer before it is published; its exact tokens are
+// charged before a non-streaming answer goes out (after a stream's last
+// frame); and its usage record is queued, never written on the response
+// path. GET /v1/usage serves the ledger.
+//
+// Metrics and traces (observe.go): every bus-backed request is counted
+// and timed by operation, model and status, with its tokens, its time to
+// the first stream frame and the requests in flight (Config.Metrics,
+// served on GET /metrics by Config.MetricsHandler); and it is a span
+// (Config.Tracer) continuing the client's W3C traceparent header, with a
+// child span for the publish whose traceparent the request event carries
+// to the worker. Its log lines carry the trace id.
+//
+// It imports internal/auth, internal/catalog, internal/correlator, internal/entitlement, internal/metrics, internal/tracing, internal/usage, pkg/events, pkg/llmapi and the OpenTelemetry API; never the worker side (executor, providers).
 package frontdoor
 
 import (
@@ -25,13 +44,20 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
 	"github.com/busdk/bus-integration-codex/internal/auth"
 	"github.com/busdk/bus-integration-codex/internal/catalog"
 	"github.com/busdk/bus-integration-codex/internal/correlator"
+	"github.com/busdk/bus-integration-codex/internal/entitlement"
+	"github.com/busdk/bus-integration-codex/internal/metrics"
+	"github.com/busdk/bus-integration-codex/internal/usage"
 	"github.com/busdk/bus-integration-codex/pkg/events"
 	"github.com/busdk/bus-integration-codex/pkg/llmapi"
 )
@@ -64,6 +90,14 @@ type Config struct {
 	Verifier *auth.Verifier
 	// Catalog lists the public models (catalog.Default() when nil).
 	Catalog *catalog.Catalog
+	// Usage, when set, receives the usage record of every execution
+	// request the front door answers, and GET /v1/usage reads its ledger.
+	// Its owner closes it after Serve returns (which writes what is queued).
+	Usage *usage.Writer
+	// Entitlements, when set, admits every execution request before it is
+	// published (403 for a model not allowed, 429 over a limit) and is
+	// charged its exact tokens once it is answered.
+	Entitlements *entitlement.Enforcer
 	// Timeout bounds each execution request (DefaultTimeout when 0). It is
 	// also sent to the worker as the request's deadline.
 	Timeout time.Duration
@@ -82,9 +116,28 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// MaxBodyBytes bounds request bodies (DefaultMaxBodyBytes when 0).
 	MaxBodyBytes int64
+	// StreamBufferBytes bounds the stream data one request holds for a
+	// client that reads slowly; past it the stream ends with a
+	// stream_buffer_exceeded error (correlator.DefaultMaxBufferedBytes
+	// when 0).
+	StreamBufferBytes int64
+	// TrustUnstamped accepts response and chunk events without an
+	// identity_type, for an Events API that does not stamp publishers (the
+	// bus is then not a trust boundary). By default only events a service
+	// published are accepted.
+	TrustUnstamped bool
 	// Logger receives the logs (slog.Default when nil). Tokens and request
 	// bodies are never logged.
 	Logger *slog.Logger
+	// Metrics, when set, receives the request metrics.
+	Metrics *metrics.FrontDoor
+	// MetricsHandler, when set, serves GET /metrics (without
+	// authentication, like /healthz and /readyz).
+	MetricsHandler http.Handler
+	// Tracer, when set, records the spans of the bus-backed requests;
+	// without one the client's traceparent still travels in the request
+	// event.
+	Tracer trace.Tracer
 }
 
 // listener is one long-lived broadcast stream of one event name.
@@ -110,9 +163,10 @@ type Server struct {
 	ready     chan struct{}
 	readyOnce sync.Once
 
-	calls    *correlator.Correlator
-	draining atomic.Bool
-	served   atomic.Bool
+	calls          *correlator.Correlator
+	untrustedNoted atomic.Bool
+	draining       atomic.Bool
+	served         atomic.Bool
 
 	// hardStop is the base context of every HTTP request; it is cancelled
 	// when the shutdown drain runs out of time, so waiting requests give up.
@@ -146,12 +200,15 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Tracer == nil {
+		cfg.Tracer = noop.NewTracerProvider().Tracer("")
+	}
 	s := &Server{
 		cfg:   cfg,
 		log:   cfg.Logger,
 		byKey: map[listenerKey]*listener{},
 		ready: make(chan struct{}),
-		calls: correlator.New(correlator.Options{}),
+		calls: correlator.New(correlator.Options{MaxBufferedBytes: cfg.StreamBufferBytes, TrustUnstamped: cfg.TrustUnstamped}),
 	}
 	s.hardStop, s.hardCancel = context.WithCancel(context.Background())
 	for _, op := range llmapi.AllOperations() {
@@ -197,7 +254,9 @@ func (s *Server) canExecute(op llmapi.Operation, stream bool) bool {
 }
 
 // Handler returns the HTTP handler of the front door. Execution requests
-// need Serve to be running (it owns the response listeners).
+// need Serve to be running (it owns the response listeners). Every path
+// outside the routes, a non-canonical one included (//v1/models,
+// /v1/models/), gets an OpenAI error object, never a redirect.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	for _, op := range llmapi.Operations() {
@@ -206,15 +265,33 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/v1/responses/{id}", s.handleStored)
 	mux.HandleFunc("/v1/responses/{id}/input_items", s.handleInputItems)
 	mux.HandleFunc("/v1/embeddings", s.handleEmbeddings)
+	mux.HandleFunc("/v1/usage", s.handleUsage)
 	mux.HandleFunc("/v1/models", s.handleModels)
 	mux.HandleFunc("/v1/models/{id...}", s.handleModel)
 	mux.HandleFunc("/readyz", s.handleReady)
 	mux.HandleFunc("/healthz", s.handleHealth)
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, llmapi.NewError(http.StatusNotFound, llmapi.TypeInvalidRequest, "unknown_url",
-			"", fmt.Sprintf("Unknown request URL: %s %s.", r.Method, r.URL.Path)))
+	if h := s.cfg.MetricsHandler; h != nil {
+		mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
+			if allow(w, r, http.MethodGet, http.MethodHead) {
+				h.ServeHTTP(w, r)
+			}
+		})
+	}
+	mux.HandleFunc("/", unknownURL)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// ServeMux would redirect a path that is not canonical.
+		if p := r.URL.Path; p == "" || p[0] != '/' || path.Clean(p) != p {
+			unknownURL(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
 	})
-	return mux
+}
+
+// unknownURL answers a path outside the routes.
+func unknownURL(w http.ResponseWriter, r *http.Request) {
+	writeError(w, llmapi.NewError(http.StatusNotFound, llmapi.TypeInvalidRequest, "unknown_url",
+		"", fmt.Sprintf("Unknown request URL: %s %s.", r.Method, r.URL.Path)))
 }
 
 // Serve opens the response and chunk listeners and serves HTTP on l until
@@ -384,11 +461,11 @@ func (s *Server) handleEmbeddings(w http.ResponseWriter, r *http.Request) {
 	if !allow(w, r, http.MethodPost) {
 		return
 	}
-	if _, apiErr := s.readBody(w, r); apiErr != nil {
-		writeError(w, apiErr)
+	if _, apiErr := s.authorize(r, ""); apiErr != nil {
+		rejectUnread(w, apiErr)
 		return
 	}
-	if _, apiErr := s.authorize(r, ""); apiErr != nil {
+	if _, apiErr := s.readBody(w, r); apiErr != nil {
 		writeError(w, apiErr)
 		return
 	}

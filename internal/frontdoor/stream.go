@@ -117,6 +117,9 @@ func responseError(resp *llmapi.ExecutionEventResponse) llmapi.ErrorObject {
 // until the terminal frame, bounded by the deadline.
 func (x *exchange) stream() {
 	sw := &sseWriter{w: x.w, rc: http.NewResponseController(x.w), op: x.op}
+	// A reader that stops reading cannot hold the handler past the
+	// deadline (and a little to write the timeout frame).
+	_ = sw.rc.SetWriteDeadline(x.deadline.Add(streamWriteGrace)) // unsupported writers just skip it
 	timer := time.NewTimer(time.Until(x.deadline))
 	defer timer.Stop()
 	var (
@@ -141,9 +144,13 @@ func (x *exchange) stream() {
 				x.goneStreaming(sw, r)
 				return
 			}
+			x.frameSent()
 			x.status = http.StatusOK
 			if terminal {
 				finished = true
+				if isErr {
+					x.errCode = frameErrorCode(f)
+				}
 				if !isErr && x.op != llmapi.OpResponses {
 					_ = sw.done() // the client may be gone; the stream is over either way
 				}
@@ -170,8 +177,8 @@ func (x *exchange) stream() {
 		case <-x.wt.Notify():
 		case <-grace:
 			if !sw.started {
-				x.status = resp.StatusCode
-				writeRaw(x.w, resp.StatusCode, resp.Body)
+				x.status, x.errCode = resp.StatusCode, responseErrorCode(resp)
+				writeAnswer(x.w, resp)
 				return
 			}
 			x.streamFail(sw, resp.StatusCode, responseError(resp))
@@ -194,6 +201,10 @@ func (x *exchange) stream() {
 // streamFail ends the stream with an error: a JSON error answer when no
 // frame went out yet, else an error frame.
 func (x *exchange) streamFail(sw *sseWriter, status int, e llmapi.ErrorObject) {
+	x.errCode = "upstream_error"
+	if e.Code != nil {
+		x.errCode = *e.Code
+	}
 	if !sw.started {
 		x.status = status
 		b, _ := json.Marshal(llmapi.ErrorBody{Error: e}) // strings and pointers to strings always encode
@@ -219,8 +230,33 @@ func (x *exchange) goneStreaming(sw *sseWriter, resp *llmapi.ExecutionEventRespo
 		}
 		return
 	}
-	x.status = 499 // client closed request, for the log only
+	x.errCode = "client_closed" // for the log only; the status stays what was sent
+	if !sw.started {
+		x.status = 499
+	}
 	if resp == nil {
 		x.publishCancel(llmapi.ReasonClientDisconnected)
 	}
+}
+
+// streamWriteGrace is how long past the request deadline a stream may
+// still be written (the timeout frame).
+const streamWriteGrace = 5 * time.Second
+
+// frameErrorCode is the error code of an error frame, for the log.
+func frameErrorCode(f json.RawMessage) string {
+	var fe struct {
+		Code  *string `json:"code"`
+		Error struct {
+			Code *string `json:"code"`
+		} `json:"error"`
+	}
+	_ = json.Unmarshal(f, &fe) // inspect already parsed it
+	switch {
+	case fe.Error.Code != nil:
+		return *fe.Error.Code
+	case fe.Code != nil:
+		return *fe.Code
+	}
+	return "upstream_error"
 }

@@ -3,7 +3,7 @@
 // it. The self-test, the benchmarks and the tests use it to exercise the
 // real HTTP path without any set-up.
 //
-// It imports internal/eventsapi, internal/eventstore (memory by default), internal/auth and pkg/events.
+// It imports internal/eventsapi, internal/eventstore (memory by default), internal/auth, internal/metrics, internal/tracing, pkg/events and the OpenTelemetry API.
 package localbus
 
 import (
@@ -13,13 +13,18 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/busdk/bus-integration-codex/internal/auth"
 	"github.com/busdk/bus-integration-codex/internal/eventsapi"
 	"github.com/busdk/bus-integration-codex/internal/eventstore"
 	"github.com/busdk/bus-integration-codex/internal/eventstore/memory"
+	"github.com/busdk/bus-integration-codex/internal/metrics"
+	"github.com/busdk/bus-integration-codex/internal/tracing"
 	"github.com/busdk/bus-integration-codex/pkg/events"
 )
 
@@ -34,6 +39,15 @@ type Options struct {
 	Secret []byte
 	// Logger for the server (discarded when nil).
 	Logger *slog.Logger
+	// Services tells service principals from callers (zero: only tokens
+	// with the scope bus:service are services, so issue service tokens
+	// with auth.ScopeService besides llm:proxy).
+	Services auth.ServicePolicy
+	// Metrics, MetricsHandler and Tracer are the server's observability,
+	// as in eventsapi.Config (none when nil).
+	Metrics        *metrics.Events
+	MetricsHandler http.Handler
+	Tracer         trace.Tracer
 }
 
 // Bus is a running in-process Events API.
@@ -70,7 +84,8 @@ func Start(opts Options) (*Bus, error) {
 		_ = opts.Backend.Close()
 		return nil, fmt.Errorf("localbus: listen: %w", err)
 	}
-	srv := eventsapi.New(eventsapi.Config{Backend: opts.Backend, Verifier: auth.NewVerifier(opts.Secret, auth.Audience), Logger: opts.Logger})
+	srv := eventsapi.New(eventsapi.Config{Backend: opts.Backend, Verifier: auth.NewVerifier(opts.Secret, auth.Audience), Services: opts.Services, Logger: opts.Logger,
+		Metrics: opts.Metrics, MetricsHandler: opts.MetricsHandler, Tracer: opts.Tracer})
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &Bus{URL: "http://" + l.Addr().String(), secret: opts.Secret, backend: opts.Backend, cancel: cancel, done: make(chan error, 1)}
 	go func() { b.done <- srv.Serve(ctx, l) }()
@@ -90,13 +105,17 @@ func (b *Bus) Token(subject string, scopes ...string) (string, error) {
 }
 
 // Client returns an events client for subject with scopes, whose one-hour
-// token is renewed before it expires.
+// token is renewed before it expires; its requests carry the traceparent
+// of their context.
 func (b *Bus) Client(subject string, scopes []string, opts ...events.Option) (*events.Client, error) {
 	r := auth.NewRenewer(b.secret, subject, scopes, time.Hour)
 	if _, err := r.Token(); err != nil {
 		return nil, err
 	}
-	return events.NewClient(b.URL, append([]events.Option{events.WithTokenSource(r.Token)}, opts...)...)
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns, t.MaxIdleConnsPerHost = 256, 256
+	base := []events.Option{events.WithTokenSource(r.Token), events.WithHTTPClient(&http.Client{Transport: tracing.Transport(t)})}
+	return events.NewClient(b.URL, append(base, opts...)...)
 }
 
 // Close stops the server (ending open streams) and closes the backend. It

@@ -4,6 +4,9 @@
 // caller's (never the global default one), and serves them in the
 // Prometheus text format.
 //
+// Listen serves them on a listener of their own, for a service whose
+// main port is public.
+//
 // Names follow the Prometheus conventions: a bus_ prefix per subsystem
 // (bus_llm_ for the front door and the worker, bus_events_ for the Events
 // API, bus_codex_ for the App Server pool and the login), base units
@@ -15,9 +18,15 @@
 package metrics
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -38,6 +47,30 @@ func NewRegistry() *prometheus.Registry {
 // /metrics).
 func Handler(reg *prometheus.Registry) http.Handler {
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+}
+
+// Listen serves h on addr, on a listener of its own, until stop is
+// called; what stops it unexpectedly is logged to log.
+func Listen(addr string, h http.Handler, log *slog.Logger) (stop func(), err error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: listen on %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics listener stopped", "err", err)
+		}
+	}()
+	log.Info("metrics listening", "addr", l.Addr().String())
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		<-done
+	}, nil
 }
 
 // latencyBuckets cover a model turn: tens of milliseconds to minutes.

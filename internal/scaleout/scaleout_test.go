@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/busdk/bus-integration-codex/internal/auth"
 	"github.com/busdk/bus-integration-codex/internal/testutil/pgtest"
 	"github.com/busdk/bus-integration-codex/internal/testutil/redistest"
 	"github.com/busdk/bus-integration-codex/pkg/events"
@@ -70,12 +72,16 @@ type result struct {
 func runScaleOut(t *testing.T, backend string, backendEnv []string) {
 	c := newCluster(t, binaries(t))
 
-	serviceToken := c.token("scaleout-service", llmapi.Scope)
+	// The multi-host token split (docs/SCALING.md): services carry
+	// bus:service, callers only llm:proxy, and the Events API lists no
+	// service subjects.
+	serviceToken := c.token("scaleout-service", llmapi.Scope+" "+auth.ScopeService)
 	callerToken := c.token("scaleout-caller", llmapi.Scope)
+	eventsEnv := append([]string{auth.EnvServiceSubjects + "="}, backendEnv...)
 
 	// Two replicas on the one backend.
-	_, replicaA := c.startHTTP("events-a", "bus-api-provider-events", backendEnv, "--events-backend", backend, "--log-level", "info")
-	_, replicaB := c.startHTTP("events-b", "bus-api-provider-events", backendEnv, "--events-backend", backend, "--log-level", "info")
+	_, replicaA := c.startHTTP("events-a", "bus-api-provider-events", eventsEnv, "--events-backend", backend, "--log-level", "info")
+	_, replicaB := c.startHTTP("events-b", "bus-api-provider-events", eventsEnv, "--events-backend", backend, "--log-level", "info")
 
 	// Three workers in one group: w1 on A, w2 and w3 only on B.
 	workerEnv := []string{"BUS_API_TOKEN=" + serviceToken}
@@ -105,6 +111,18 @@ func runScaleOut(t *testing.T, backend string, backendEnv []string) {
 	// A broadcast listener on B sees every response event, whichever
 	// replica it was published on.
 	mon := startMonitor(t, replicaB, serviceToken)
+
+	// The callers' token is good at the front door only: the Events API
+	// refuses it bus.llm.* traffic.
+	callerBus, err := events.NewClient(replicaA, events.WithToken(callerToken))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = callerBus.PublishJSON(context.Background(), "bus.llm.chat.completions.response", "forged", map[string]any{})
+	if apiErr, ok := errors.AsType[*events.APIError](err); !ok || apiErr.Status != http.StatusForbidden {
+		t.Fatalf("a caller's forged response: got %v, want 403", err)
+	}
+	callerBus.CloseIdleConnections()
 
 	var answered atomic.Int64
 	results := make([]result, requests)

@@ -7,7 +7,14 @@
 //
 // One signing secret serves the whole stack: the Events API verifies the
 // service tokens of the workers and the front door with it, and the front
-// door verifies its callers with it, so [Stack.Token] works everywhere.
+// door verifies its callers with it. Service tokens carry the scope
+// bus:service and the Events API lists no service subjects, so the caller
+// token [Stack.Token] (llm:proxy only) is good at the front door only: on
+// the Events API it is refused bus.llm.* like any caller's.
+//
+// Observability is off unless asked for: each component can be given a
+// metrics registry and a tracer (Telemetry), so tests can scrape /metrics
+// and read the spans.
 //
 // It may import the server, worker, front door and executor packages; no
 // command package imports it except through this API.
@@ -22,14 +29,20 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/busdk/bus-integration-codex/internal/auth"
 	"github.com/busdk/bus-integration-codex/internal/catalog"
 	"github.com/busdk/bus-integration-codex/internal/contract"
+	"github.com/busdk/bus-integration-codex/internal/entitlement"
 	"github.com/busdk/bus-integration-codex/internal/eventstore"
 	"github.com/busdk/bus-integration-codex/internal/executor"
 	"github.com/busdk/bus-integration-codex/internal/frontdoor"
 	"github.com/busdk/bus-integration-codex/internal/localbus"
+	"github.com/busdk/bus-integration-codex/internal/metrics"
 	"github.com/busdk/bus-integration-codex/internal/turn"
+	"github.com/busdk/bus-integration-codex/internal/usage"
 	"github.com/busdk/bus-integration-codex/internal/worker"
 	"github.com/busdk/bus-integration-codex/pkg/events"
 	"github.com/busdk/bus-integration-codex/pkg/llmapi"
@@ -79,8 +92,25 @@ type Config struct {
 	// MaxBodyBytes bounds request bodies at the front door (its default
 	// when 0).
 	MaxBodyBytes int64
+	// Usage and Entitlements are the front door's usage writer and
+	// entitlement enforcer (none when nil); the caller closes Usage after
+	// the stack.
+	Usage        *usage.Writer
+	Entitlements *entitlement.Enforcer
 	// Logger receives the logs of every component (discarded when nil).
 	Logger *slog.Logger
+	// EventsTelemetry and FrontDoorTelemetry observe the Events API and
+	// the first front door (off when zero).
+	EventsTelemetry, FrontDoorTelemetry Telemetry
+}
+
+// Telemetry observes one component: its metrics are registered on
+// Metrics (and served on its GET /metrics where it has an HTTP server: the
+// Events API and the front door), and its spans are started by Tracer.
+// Either may be nil: off.
+type Telemetry struct {
+	Metrics *prometheus.Registry
+	Tracer  trace.Tracer
 }
 
 // WorkerConfig configures one worker of a Stack.
@@ -98,6 +128,8 @@ type WorkerConfig struct {
 	Concurrency int
 	// Timeout bounds each request (the stack's Timeout when 0).
 	Timeout time.Duration
+	// Telemetry observes the worker (off when zero).
+	Telemetry Telemetry
 }
 
 // On is a WorkerConfig running requests on p with a plain executor; the
@@ -113,11 +145,14 @@ type Stack struct {
 	URL string
 	// BaseURL is the front door's root (for /readyz and /healthz).
 	BaseURL string
-	// Token is a one-hour caller token of CallerSubject with scope llm:proxy.
+	// Token is a one-hour caller token of CallerSubject with scope
+	// llm:proxy: good at the front door, refused bus.llm.* on the Events
+	// API.
 	Token string
 	// Bus is the Events API.
 	Bus *localbus.Bus
-	// FrontDoor is the running front door.
+	// FrontDoor is the running front door (more can be added with
+	// AddFrontDoor).
 	FrontDoor *frontdoor.Server
 	// Worker is the worker of Config.Worker (nil without one).
 	Worker *Worker
@@ -126,11 +161,9 @@ type Stack struct {
 	failed  chan error
 	clients []*events.Client
 
-	mu      sync.Mutex
-	workers []*Worker
-
-	stopFront context.CancelFunc
-	frontDone chan error
+	mu         sync.Mutex
+	workers    []*Worker
+	frontDoors []*FrontDoor
 
 	closeOnce sync.Once
 	closeErr  error
@@ -192,7 +225,11 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("stack: %w", err)
 	}
-	if s.Bus, err = localbus.Start(localbus.Options{Backend: cfg.Backend, Addr: cfg.EventsAddr, Secret: cfg.Secret, Logger: cfg.Logger}); err != nil {
+	bo := localbus.Options{Backend: cfg.Backend, Addr: cfg.EventsAddr, Secret: cfg.Secret, Logger: cfg.Logger, Tracer: cfg.EventsTelemetry.Tracer}
+	if reg := cfg.EventsTelemetry.Metrics; reg != nil {
+		bo.Metrics, bo.MetricsHandler = metrics.NewEvents(reg), metrics.Handler(reg)
+	}
+	if s.Bus, err = localbus.Start(bo); err != nil {
 		return nil, err
 	}
 	if s.Token, err = s.Bus.Token(CallerSubject, llmapi.Scope); err != nil {
@@ -203,48 +240,104 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 			return nil, err
 		}
 	}
-	if err := s.startFrontDoor(ctx); err != nil {
+	fd, err := s.AddFrontDoor(ctx, FrontDoorConfig{Addr: cfg.FrontAddr, Usage: cfg.Usage, Entitlements: cfg.Entitlements, Telemetry: cfg.FrontDoorTelemetry})
+	if err != nil {
 		return nil, err
 	}
+	s.FrontDoor, s.URL, s.BaseURL = fd.Server, fd.URL, fd.BaseURL
 	return s, nil
 }
 
-func (s *Stack) startFrontDoor(ctx context.Context) error {
+// FrontDoorConfig configures one front door of a Stack; the rest of its
+// configuration is the stack's.
+type FrontDoorConfig struct {
+	// Addr is the listen address (127.0.0.1:0 when empty).
+	Addr string
+	// Usage and Entitlements as in frontdoor.Config (none when nil).
+	Usage        *usage.Writer
+	Entitlements *entitlement.Enforcer
+	// Telemetry observes the front door (off when zero).
+	Telemetry Telemetry
+}
+
+// FrontDoor is a running front door of a Stack.
+type FrontDoor struct {
+	*frontdoor.Server
+	// URL is its OpenAI base URL, http://HOST:PORT/v1; BaseURL its root.
+	URL, BaseURL string
+
+	stop     context.CancelFunc
+	done     chan error
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// Stop drains the front door's in-flight requests and stops it. It may be
+// called more than once.
+func (f *FrontDoor) Stop() error {
+	f.stopOnce.Do(func() {
+		f.stop()
+		f.stopErr = <-f.done
+	})
+	return f.stopErr
+}
+
+// AddFrontDoor starts another front door (a replica) on the stack's
+// Events API and returns once its listeners are connected. Stack.Close
+// stops it.
+func (s *Stack) AddFrontDoor(ctx context.Context, fc FrontDoorConfig) (*FrontDoor, error) {
 	cfg := s.cfg
-	fc, err := s.ServiceClient("stack-frontdoor")
-	if err != nil {
-		return err
+	if fc.Addr == "" {
+		fc.Addr = "127.0.0.1:0"
 	}
-	s.FrontDoor, err = frontdoor.New(frontdoor.Config{
-		Events: fc, Verifier: auth.NewVerifier(s.Bus.Secret(), auth.Audience), Catalog: cfg.Catalog,
+	s.mu.Lock()
+	n := len(s.frontDoors)
+	s.mu.Unlock()
+	subject := "stack-frontdoor"
+	if n > 0 {
+		subject = fmt.Sprintf("stack-frontdoor-%d", n+1)
+	}
+	client, err := s.ServiceClient(subject)
+	if err != nil {
+		return nil, err
+	}
+	fcfg := frontdoor.Config{
+		Events: client, Verifier: auth.NewVerifier(s.Bus.Secret(), auth.Audience), Catalog: cfg.Catalog,
 		Timeout: cfg.Timeout, ConnectTimeout: cfg.ConnectTimeout, ShutdownTimeout: cfg.ShutdownTimeout,
 		MaxBodyBytes: cfg.MaxBodyBytes, ListenerRequired: true, Logger: cfg.Logger,
-	})
-	if err != nil {
-		return err
+		Usage: fc.Usage, Entitlements: fc.Entitlements, Tracer: fc.Telemetry.Tracer,
 	}
-	l, err := net.Listen("tcp", cfg.FrontAddr)
-	if err != nil {
-		return fmt.Errorf("stack: front door: listen on %s: %w", cfg.FrontAddr, err)
+	if reg := fc.Telemetry.Metrics; reg != nil {
+		fcfg.Metrics, fcfg.MetricsHandler = metrics.NewFrontDoor(reg), metrics.Handler(reg)
 	}
-	s.BaseURL = "http://" + l.Addr().String()
-	s.URL = s.BaseURL + "/v1"
-	fctx, stopFront := context.WithCancel(context.Background())
-	s.stopFront, s.frontDone = stopFront, make(chan error, 1)
+	srv, err := frontdoor.New(fcfg)
+	if err != nil {
+		return nil, err
+	}
+	l, err := net.Listen("tcp", fc.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("stack: front door: listen on %s: %w", fc.Addr, err)
+	}
+	fctx, stop := context.WithCancel(context.Background())
+	fd := &FrontDoor{Server: srv, BaseURL: "http://" + l.Addr().String(), stop: stop, done: make(chan error, 1)}
+	fd.URL = fd.BaseURL + "/v1"
+	s.mu.Lock()
+	s.frontDoors = append(s.frontDoors, fd)
+	s.mu.Unlock()
 	go func() {
-		err := s.FrontDoor.Serve(fctx, l)
+		err := srv.Serve(fctx, l)
 		if fctx.Err() == nil {
 			s.fail(fmt.Errorf("front door stopped: %w", err))
 		}
-		s.frontDone <- err
+		fd.done <- err
 	}()
 	select {
-	case <-s.FrontDoor.Ready():
-		return nil
+	case <-srv.Ready():
+		return fd, nil
 	case err := <-s.failed:
-		return err
+		return nil, err
 	case <-ctx.Done():
-		return fmt.Errorf("stack: waiting for the front door: %w", ctx.Err())
+		return nil, fmt.Errorf("stack: waiting for the front door: %w", ctx.Err())
 	}
 }
 
@@ -273,13 +366,17 @@ func (s *Stack) AddWorker(ctx context.Context, cfg WorkerConfig) (*Worker, error
 	svc := contract.Worker(WorkerVersion, cfg.Group)
 	ready := make(chan struct{})
 	var readyOnce sync.Once
-	w, err := worker.New(worker.Config{
+	wcfg := worker.Config{
 		Client: wc, Executor: cfg.Executor,
 		RequestNames: svc.Names(contract.Receive, events.Unicast), CancelNames: svc.Names(contract.Receive, events.Broadcast),
 		Group: cfg.Group, Consumer: cfg.Consumer, Concurrency: cfg.Concurrency, Timeout: cfg.Timeout,
-		ConnectTimeout: s.cfg.ConnectTimeout, Logger: s.cfg.Logger,
+		ConnectTimeout: s.cfg.ConnectTimeout, Logger: s.cfg.Logger, Tracer: cfg.Telemetry.Tracer,
 		OnReady: func() { readyOnce.Do(func() { close(ready) }) },
-	})
+	}
+	if reg := cfg.Telemetry.Metrics; reg != nil {
+		wcfg.Metrics = metrics.NewWorker(reg)
+	}
+	w, err := worker.New(wcfg)
 	if err != nil {
 		return nil, err
 	}
@@ -324,13 +421,17 @@ func (s *Stack) IssueToken(subject string, scopes ...string) (string, error) {
 	return s.Bus.Token(subject, scopes...)
 }
 
+// ServiceScopes are the scopes of the stack's service tokens: llm:proxy
+// and bus:service.
+func ServiceScopes() []string { return []string{llmapi.Scope, auth.ScopeService} }
+
 // ServiceClient returns an Events API client for a service of the stack
-// (subject), with the bus.llm.* scope and a fast reconnect policy. The
-// stack closes its idle connections on Close.
+// (subject), with a service token (ServiceScopes) and a fast reconnect
+// policy. The stack closes its idle connections on Close.
 func (s *Stack) ServiceClient(subject string, opts ...events.Option) (*events.Client, error) {
 	base := []events.Option{events.WithLogger(s.cfg.Logger),
 		events.WithRetry(events.RetryPolicy{Enabled: true, Min: 50 * time.Millisecond, Max: time.Second})}
-	c, err := s.Bus.Client(subject, []string{llmapi.Scope}, append(base, opts...)...)
+	c, err := s.Bus.Client(subject, ServiceScopes(), append(base, opts...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -340,22 +441,21 @@ func (s *Stack) ServiceClient(subject string, opts ...events.Option) (*events.Cl
 	return c, nil
 }
 
-// Close stops the front door (draining in-flight requests), the workers
+// Close stops the front doors (draining in-flight requests), the workers
 // (which finish the requests they hold), and the Events API, in that order.
 // It returns the first error of any of them and may be called more than
 // once.
 func (s *Stack) Close() error {
 	s.closeOnce.Do(func() {
 		var errs []error
-		if s.stopFront != nil {
-			s.stopFront()
-			if err := <-s.frontDone; err != nil {
+		s.mu.Lock()
+		workers, frontDoors := s.workers, s.frontDoors
+		s.mu.Unlock()
+		for i := len(frontDoors) - 1; i >= 0; i-- {
+			if err := frontDoors[i].Stop(); err != nil {
 				errs = append(errs, fmt.Errorf("front door: %w", err))
 			}
 		}
-		s.mu.Lock()
-		workers := s.workers
-		s.mu.Unlock()
 		for i := len(workers) - 1; i >= 0; i-- {
 			if err := workers[i].Stop(); err != nil {
 				errs = append(errs, fmt.Errorf("worker: %w", err))

@@ -3,6 +3,7 @@ package stack_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/busdk/bus-integration-codex/internal/provider/static"
 	"github.com/busdk/bus-integration-codex/internal/stack"
+	"github.com/busdk/bus-integration-codex/pkg/events"
+	"github.com/busdk/bus-integration-codex/pkg/llmapi"
 )
 
 func TestStartServeClose(t *testing.T) {
@@ -101,4 +104,35 @@ type closeRecorder struct {
 func (c *closeRecorder) Close() error {
 	c.closed = true
 	return c.Provider.Close()
+}
+
+// TestCallerTokenIsNoService: the stack's caller token is good at the
+// front door only; on the Events API it is refused bus.llm.* traffic,
+// while the stack's own service clients are served.
+func TestCallerTokenIsNoService(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := stack.Start(ctx, stack.Config{Worker: stack.On(static.New())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	caller, err := events.NewClient(st.Bus.URL, events.WithToken(st.Token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer caller.CloseIdleConnections()
+	name := llmapi.OpChatCompletions.ResponseEvent()
+	_, err = caller.PublishJSON(ctx, name, "forged", map[string]any{})
+	if apiErr, ok := errors.AsType[*events.APIError](err); !ok || apiErr.Status != http.StatusForbidden {
+		t.Fatalf("the caller token publishing %s: %v, want 403", name, err)
+	}
+	svc, err := st.ServiceClient("test-service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	acc, err := svc.PublishJSON(ctx, llmapi.OpChatCompletions.RequestEvent(), "probe", map[string]any{})
+	if err != nil || acc.Groups == nil || *acc.Groups != 1 {
+		t.Fatalf("a service publishing a request: %+v %v, want it accepted by the worker's one group", acc, err)
+	}
 }

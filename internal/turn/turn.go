@@ -9,6 +9,7 @@ package turn
 import (
 	"context"
 	"encoding/json"
+	"time"
 )
 
 // Role of a message.
@@ -313,6 +314,14 @@ type Provider interface {
 	Capabilities() Capabilities
 	// Close stops the provider and everything it started.
 	Close() error
+}
+
+// Exhaustible is implemented by providers whose capacity can run out for
+// a while, such as a login whose usage limit is exhausted: until then
+// they refuse requests, and a worker stops taking them.
+type Exhaustible interface {
+	// Exhausted reports until when the provider cannot run requests.
+	Exhausted() (until time.Time, ok bool)
 }
 
 // Capabilities lists optional features of a provider.

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/busdk/bus-integration-codex/internal/auth"
 	"github.com/busdk/bus-integration-codex/internal/contract"
 	"github.com/busdk/bus-integration-codex/internal/correlator"
 	"github.com/busdk/bus-integration-codex/internal/executor"
@@ -34,12 +35,15 @@ func startBus(t *testing.T, opts localbus.Options) *localbus.Bus {
 	return b
 }
 
+// serviceScopes are the scopes of a service token (workers, front doors).
+var serviceScopes = []string{llmapi.Scope, auth.ScopeService}
+
 var fastRetry = events.RetryPolicy{Enabled: true, Min: 20 * time.Millisecond, Max: 100 * time.Millisecond}
 
 // startWorker runs a worker until the test ends and waits until it is ready.
 func startWorker(t *testing.T, b *localbus.Bus, consumer string, p turn.Provider, concurrency int) {
 	t.Helper()
-	c, err := b.Client("worker", []string{llmapi.Scope}, events.WithRetry(fastRetry))
+	c, err := b.Client("worker", serviceScopes, events.WithRetry(fastRetry))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +79,7 @@ func startWorker(t *testing.T, b *localbus.Bus, consumer string, p turn.Provider
 
 func startRequester(t *testing.T, b *localbus.Bus) *correlator.Requester {
 	t.Helper()
-	c, err := b.Client("frontdoor", []string{llmapi.Scope})
+	c, err := b.Client("frontdoor", serviceScopes)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +191,7 @@ func TestMalformedRequestsGetErrorResponses(t *testing.T) {
 	b := startBus(t, localbus.Options{})
 	startWorker(t, b, "w1", static.New(), 2)
 	r := startRequester(t, b)
-	pub, err := b.Client("frontdoor", []string{llmapi.Scope})
+	pub, err := b.Client("frontdoor", serviceScopes)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,7 +280,7 @@ func TestCancelEventInterruptsTheRequest(t *testing.T) {
 	p := newBlocking()
 	startWorker(t, b, "w1", p, 2)
 	r := startRequester(t, b)
-	pub, _ := b.Client("frontdoor", []string{llmapi.Scope})
+	pub, _ := b.Client("frontdoor", serviceScopes)
 	req := chatRequest("slow")
 	req.RequestID = correlator.NewRequestID()
 	req.Stream = true

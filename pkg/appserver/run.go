@@ -122,11 +122,14 @@ func threadParams(tp *ThreadParams) map[string]any {
 		approval = ApprovalUntrusted
 	}
 	params["approvalPolicy"] = approval
-	sandbox := tp.Sandbox
-	if sandbox == "" {
-		sandbox = SandboxReadOnly
+	switch {
+	case tp.Permissions != "":
+		params["permissions"] = tp.Permissions
+	case tp.Sandbox != "":
+		params["sandbox"] = tp.Sandbox
+	default:
+		params["sandbox"] = SandboxReadOnly
 	}
-	params["sandbox"] = sandbox
 	if tp.Cwd != "" {
 		params["cwd"] = tp.Cwd
 	}

@@ -16,8 +16,13 @@ type ThreadParams struct {
 	Cwd string
 	// ApprovalPolicy is "untrusted" (default), "on-request" or "never".
 	ApprovalPolicy string
-	// Sandbox is the sandbox mode; default "read-only".
+	// Sandbox is the sandbox mode; default "read-only". Ignored when
+	// Permissions is set.
 	Sandbox string
+	// Permissions, if set, names the thread's permission profile (a
+	// [permissions.<id>] table of the config, e.g. in Config) instead of
+	// a sandbox mode: the App Server takes one or the other.
+	Permissions string
 	// Model is the model; empty or "auto" lets Codex choose.
 	Model string
 	// BaseInstructions, if set, replace Codex's base prompt.

@@ -14,6 +14,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -244,14 +246,48 @@ func (c *Client) PublishJSON(ctx context.Context, name, correlationID string, v 
 	return c.Publish(ctx, Event{Name: name, CorrelationID: correlationID, Payload: b})
 }
 
-// Ack acknowledges unicast deliveries of group on name (the
-// acknowledgement extension). It returns how many were newly acknowledged.
-func (c *Client) Ack(ctx context.Context, name, group string, ids ...string) (int, error) {
+// Ack acknowledges unicast deliveries of group on name that consumer holds
+// (the acknowledgement extension): the consumer named when the stream was
+// opened. Deliveries another consumer holds, unknown and already
+// acknowledged ids are ignored. It returns how many were newly
+// acknowledged.
+func (c *Client) Ack(ctx context.Context, name, group, consumer string, ids ...string) (int, error) {
 	var out struct {
 		Acknowledged int `json:"acknowledged"`
 	}
-	err := c.do(ctx, "/api/v1/events/ack", map[string]any{"name": name, "group": group, "ids": ids}, &out)
+	err := c.do(ctx, "/api/v1/events/ack", map[string]any{"name": name, "group": group, "consumer": consumer, "ids": ids}, &out)
 	return out.Acknowledged, err
+}
+
+// Release gives unicast deliveries of group on name that consumer holds
+// back to the group at once (the acknowledgement extension): a consumer
+// that received deliveries it will not handle — it is stopping — releases
+// them instead of holding them until their visibility timeout. A released
+// delivery does not count: its next delivery carries the same Deliveries.
+// Deliveries another consumer holds, unknown and already settled ids are
+// ignored. It returns how many were released.
+func (c *Client) Release(ctx context.Context, name, group, consumer string, ids ...string) (int, error) {
+	var out struct {
+		Released int `json:"released"`
+	}
+	err := c.do(ctx, "/api/v1/events/release", map[string]any{"name": name, "group": group, "consumer": consumer, "ids": ids}, &out)
+	return out.Released, err
+}
+
+// StreamIDHeader is the header of a stream's answer that carries its id,
+// for EndStream.
+const StreamIDHeader = "Bus-Stream-Id"
+
+// EndStream asks the Events API to end the stream with id (Stream.ID)
+// gracefully: it takes no more events and its answer ends once what it
+// already wrote is sent, so the reader sees every event up to io.EOF. It
+// reports whether an open stream of this client's identity had that id.
+func (c *Client) EndStream(ctx context.Context, id string) (bool, error) {
+	var out struct {
+		Ended bool `json:"ended"`
+	}
+	err := c.do(ctx, "/api/v1/events/stream/end", map[string]string{"stream": id}, &out)
+	return out.Ended, err
 }
 
 // ListenOptions describe a stream.
@@ -267,7 +303,10 @@ type ListenOptions struct {
 	// NoFollow ends the stream after the replayed snapshot (follow=false).
 	NoFollow bool
 	// Ack asks for acknowledged unicast delivery; call Client.Ack for every
-	// event handled, or it is redelivered after Visibility.
+	// event handled, or it is redelivered after Visibility (Client.Release
+	// gives an event back at once). When ctx ends, Listen ends such a
+	// stream gracefully (EndStream) and releases the events that arrive
+	// until its end instead of handing them to the handler.
 	Ack bool
 	// Visibility is the acknowledgement deadline (server default when 0).
 	Visibility time.Duration
@@ -277,10 +316,33 @@ type ListenOptions struct {
 	// successful connection (0: as long as the retry policy allows). After
 	// the first connection Listen reconnects for as long as ctx lives.
 	ConnectTimeout time.Duration
+	// IdleTimeout is how long a stream may stay silent (no event and no
+	// keep-alive line) before it is presumed dead and closed: Next then
+	// returns an error wrapping ErrStreamIdle, and Listen reconnects.
+	// DefaultIdleTimeout when 0; negative disables it. It must exceed the
+	// server's keep-alive interval (15 s on the Events API).
+	IdleTimeout time.Duration
 	// OnConnect is called after each successful (re)connection.
 	OnConnect func()
-	// OnDisconnect is called when an established stream breaks.
+	// OnDisconnect is called when an established stream breaks, including
+	// when it stays silent for longer than IdleTimeout; the listener is
+	// not connected again until the next OnConnect.
 	OnDisconnect func(error)
+}
+
+// DefaultIdleTimeout is three keep-alive intervals of the Events API: a
+// stream silent for this long has lost its connection without noticing.
+const DefaultIdleTimeout = 45 * time.Second
+
+// ErrStreamIdle is wrapped by the error of a stream that stayed silent for
+// longer than its IdleTimeout.
+var ErrStreamIdle = errors.New("events: stream silent for longer than its idle timeout")
+
+func (o ListenOptions) idleTimeout() time.Duration {
+	if o.IdleTimeout == 0 {
+		return DefaultIdleTimeout
+	}
+	return max(o.IdleTimeout, 0)
 }
 
 func (o ListenOptions) query() url.Values {
@@ -319,6 +381,15 @@ func (o ListenOptions) query() url.Values {
 type Stream struct {
 	body io.ReadCloser
 	r    *bufio.Reader
+	id   string // the server's id of the stream, for EndStream ("" if none)
+
+	cancel   context.CancelFunc // ends the request
+	idle     time.Duration      // 0: no watchdog
+	watchdog *time.Timer        // ends the request after idle without data
+	silent   atomic.Bool        // the watchdog fired
+
+	mu       sync.Mutex
+	deadline *time.Timer // closeWithin's timer
 }
 
 // maxLine bounds one NDJSON line.
@@ -326,26 +397,90 @@ const maxLine = 64 << 20
 
 // Open opens one stream without reconnection. Errors the API answers with
 // are *APIError.
+//
+// The stream is closed when it stays silent for longer than o.IdleTimeout,
+// the wait for the answer's headers included.
 func (c *Client) Open(ctx context.Context, o ListenOptions) (*Stream, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	s := &Stream{cancel: cancel, idle: o.idleTimeout()}
+	if s.idle > 0 {
+		s.watchdog = time.AfterFunc(s.idle, func() {
+			s.silent.Store(true)
+			cancel()
+		})
+	}
 	req, err := c.newRequest(ctx, http.MethodGet, "/api/v1/events/stream", o.query(), nil)
 	if err != nil {
+		s.stop()
 		return nil, err
 	}
 	req.Header.Set("Accept", "application/x-ndjson")
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("events: connect %s: %w", c.base.Host, err)
+		s.stop()
+		return nil, fmt.Errorf("events: connect %s: %w", c.base.Host, s.explain(err))
 	}
 	if resp.StatusCode != http.StatusOK {
+		defer s.stop()
 		defer resp.Body.Close()
 		return nil, readAPIError(resp)
 	}
-	return &Stream{body: resp.Body, r: bufio.NewReaderSize(resp.Body, 64<<10)}, nil
+	s.body, s.r = resp.Body, bufio.NewReaderSize(resp.Body, 64<<10)
+	s.id = resp.Header.Get(StreamIDHeader)
+	s.disarm()
+	return s, nil
+}
+
+// ID returns the Events API's id of the stream, for EndStream ("" when the
+// server sent none).
+func (s *Stream) ID() string { return s.id }
+
+// closeWithin closes the stream after d unless it is closed before.
+func (s *Stream) closeWithin(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.deadline == nil {
+		s.deadline = time.AfterFunc(d, s.stop)
+	}
+}
+
+// arm (re)starts the watchdog: the stream must deliver data within idle.
+// It runs only while the stream waits for data (the answer's headers, or
+// inside Next), so a consumer that takes its time between calls of Next
+// is never mistaken for a dead connection.
+func (s *Stream) arm() {
+	if s.watchdog != nil {
+		s.watchdog.Reset(s.idle)
+	}
+}
+
+func (s *Stream) disarm() {
+	if s.watchdog != nil {
+		s.watchdog.Stop()
+	}
+}
+
+// stop ends the watchdog and the request.
+func (s *Stream) stop() {
+	s.disarm()
+	s.cancel()
+}
+
+// explain marks the error of a read the watchdog ended.
+func (s *Stream) explain(err error) error {
+	if err != nil && s.silent.Load() {
+		return fmt.Errorf("%w (%s): %w", ErrStreamIdle, s.idle, err)
+	}
+	return err
 }
 
 // Next returns the next event. Blank keep-alive lines are skipped. io.EOF
-// means the server ended the stream (e.g. after a follow=false snapshot).
+// means the server ended the stream (e.g. after a follow=false snapshot);
+// an error wrapping ErrStreamIdle, that nothing (not even a keep-alive
+// line) arrived within the stream's IdleTimeout.
 func (s *Stream) Next() (Envelope, error) {
+	s.arm()
+	defer s.disarm()
 	for {
 		line, err := s.readLine()
 		if len(bytes.TrimSpace(line)) > 0 {
@@ -365,18 +500,29 @@ func (s *Stream) readLine() ([]byte, error) {
 	var buf []byte
 	for {
 		frag, err := s.r.ReadSlice('\n')
+		if len(frag) > 0 {
+			s.arm() // data arrived: the connection is alive
+		}
 		buf = append(buf, frag...)
 		if len(buf) > maxLine {
 			return nil, fmt.Errorf("events: stream line longer than %d bytes", maxLine)
 		}
 		if !errors.Is(err, bufio.ErrBufferFull) {
-			return buf, err
+			return buf, s.explain(err)
 		}
 	}
 }
 
 // Close ends the stream.
-func (s *Stream) Close() error { return s.body.Close() }
+func (s *Stream) Close() error {
+	s.mu.Lock()
+	if s.deadline != nil {
+		s.deadline.Stop()
+	}
+	s.mu.Unlock()
+	s.stop()
+	return s.body.Close()
+}
 
 // Handler handles one event. An error ends Listen with that error.
 type Handler func(ctx context.Context, env Envelope) error
@@ -390,14 +536,14 @@ func (c *Client) Listen(ctx context.Context, o ListenOptions, h Handler) error {
 	connected := false
 	delay := c.retry.Min
 	for {
-		st, err := c.Open(ctx, o)
+		st, err := c.openFor(ctx, o)
 		if err == nil {
 			connected = true
 			delay = c.retry.Min
 			if o.OnConnect != nil {
 				o.OnConnect()
 			}
-			err = c.pump(ctx, st, h)
+			err = c.pump(ctx, o, st, h)
 			st.Close()
 			var herr *handlerError
 			if errors.As(err, &herr) {
@@ -434,21 +580,88 @@ func (c *Client) Listen(ctx context.Context, o ListenOptions, h Handler) error {
 	}
 }
 
+// openFor opens a stream for Listen. An acknowledged-mode stream outlives
+// ctx, so that when ctx ends, stopStream can end it gracefully and pump
+// can still read (and release) what the server wrote before its end; ctx
+// still aborts the connection attempt.
+func (c *Client) openFor(ctx context.Context, o ListenOptions) (*Stream, error) {
+	if !o.Ack {
+		return c.Open(ctx, o)
+	}
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, cancel)
+	st, err := c.Open(sctx, o)
+	if !stop() { // ctx ended while connecting
+		if err == nil {
+			st.Close()
+		}
+		return nil, fmt.Errorf("events: connect %s: %w", c.base.Host, ctx.Err())
+	}
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	inner := st.cancel
+	st.cancel = func() { inner(); cancel() }
+	return st, nil
+}
+
 type handlerError struct{ err error }
 
 func (e *handlerError) Error() string { return e.err.Error() }
 
-func (c *Client) pump(ctx context.Context, st *Stream, h Handler) error {
-	stop := context.AfterFunc(ctx, func() { st.Close() })
+// drainTimeout bounds how long a listener that stops waits for the end of
+// its acknowledged-mode stream.
+const drainTimeout = 10 * time.Second
+
+func (c *Client) pump(ctx context.Context, o ListenOptions, st *Stream, h Handler) error {
+	stop := context.AfterFunc(ctx, func() { c.stopStream(o, st) })
 	defer stop()
 	for {
 		env, err := st.Next()
 		if err != nil {
 			return err
 		}
+		if ctx.Err() != nil {
+			// Listening has stopped: the handler will not see it.
+			c.giveBack(o, env)
+			continue
+		}
 		if err := h(ctx, env); err != nil {
 			return &handlerError{err}
 		}
+	}
+}
+
+// stopStream ends st once its listener stops. Without Ack it closes it.
+// With Ack, closing could lose what the server wrote just before (it would
+// stay with this consumer until its visibility timeout), so it asks the
+// server to end the stream and lets pump read up to the end, releasing
+// what arrives; it closes the stream when the server cannot end it or the
+// end takes longer than drainTimeout.
+func (c *Client) stopStream(o ListenOptions, st *Stream) {
+	if !o.Ack || st.ID() == "" {
+		st.Close()
+		return
+	}
+	st.closeWithin(drainTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+	defer cancel()
+	if ended, err := c.EndStream(ctx, st.ID()); err != nil || !ended {
+		st.Close()
+	}
+}
+
+// giveBack releases an acknowledged-mode delivery that arrived after its
+// listener stopped.
+func (c *Client) giveBack(o ListenOptions, env Envelope) {
+	if !o.Ack {
+		return // at most once: nothing to give back
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+	defer cancel()
+	if _, err := c.Release(ctx, env.Name, o.Group, o.Consumer, env.ID); err != nil {
+		c.log.Warn("events: delivery received while stopping not released; it is redelivered after its visibility timeout", "name", env.Name, "id", env.ID, "err", err)
 	}
 }
 

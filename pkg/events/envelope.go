@@ -1,8 +1,8 @@
 // Package events is the Go client SDK of the Bus Events API: publish events,
-// listen to NDJSON event streams with automatic reconnection and back-off,
-// and acknowledge unicast deliveries. The worker, the REST front door and
-// the tests use it; nothing else in this repository speaks the HTTP API by
-// hand.
+// listen to NDJSON event streams with automatic reconnection, back-off and
+// detection of silent dead connections, and acknowledge unicast deliveries.
+// The worker, the REST front door and the tests use it; nothing else in this
+// repository speaks the HTTP API by hand.
 //
 // It imports only the standard library.
 package events
@@ -59,6 +59,14 @@ const (
 	IdentityUser = "user"
 )
 
+// FromService reports whether the envelope was published by a service
+// principal, as the Events API stamped it. trustUnstamped treats an
+// envelope without a stamp (from an Events API that does not stamp
+// publishers) as a service's.
+func (e Envelope) FromService(trustUnstamped bool) bool {
+	return e.IdentityType == IdentityService || (e.IdentityType == "" && trustUnstamped)
+}
+
 // Accepted is the Events API's answer to a publish.
 type Accepted struct {
 	Accepted      bool   `json:"accepted"`
@@ -108,6 +116,16 @@ func ValidateName(name string) error {
 	}
 	return nil
 }
+
+// DeadLetterSuffix ends the dead-letter name of an event name.
+const DeadLetterSuffix = ".dead"
+
+// DeadLetterName is where a consumer moves an event it gave up on (for
+// instance a request delivered too many times): name + ".dead", e.g.
+// bus.llm.chat.completions.request.dead. It is a valid name for every
+// valid name of at most 195 bytes, and it has the same access rules as
+// name (the dead letters of bus.llm.* are service traffic too).
+func DeadLetterName(name string) string { return name + DeadLetterSuffix }
 
 // ValidateKey checks a group or consumer name: 1–128 URL-safe characters
 // (letters, digits, '.', '_', '-'); no spaces, slashes or control

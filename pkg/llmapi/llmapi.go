@@ -182,6 +182,12 @@ type ExecutionEventRequest struct {
 	Deadline *time.Time `json:"deadline,omitempty"`
 	// Body is the client's OpenAI-compatible request JSON, unchanged.
 	Body json.RawMessage `json:"body"`
+	// TraceParent is the W3C traceparent of the front door's publish
+	// span ("00-<trace id>-<span id>-<flags>"), which continues the
+	// client's own traceparent header when it sent one; the worker's
+	// spans and logs continue that trace. An extension of the contract:
+	// absent when the publisher does not trace.
+	TraceParent string `json:"traceparent,omitempty"`
 }
 
 // Validate checks the fields a worker needs before it can run the request.
@@ -232,6 +238,9 @@ type ExecutionEventResponse struct {
 	// may succeed (a rate or usage limit that resets); the front door
 	// sends it as the retry-after header. An extension of the contract.
 	RetryAfter int64 `json:"retryAfter,omitempty"`
+	// TraceParent is the W3C traceparent of the worker's span that
+	// answered, in the request's trace. An extension of the contract.
+	TraceParent string `json:"traceparent,omitempty"`
 }
 
 // IsError reports whether the response carries an error body.

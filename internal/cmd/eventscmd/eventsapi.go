@@ -1,5 +1,9 @@
 // Package eventscmd is the bus-api-provider-events command: the Events API
-// server on a chosen backend.
+// server on a chosen backend. Service principals are tokens with the scope
+// bus:service and the subjects of BUS_EVENTS_SERVICE_SUBJECTS (the local
+// identity when unset; see auth.ServicePolicyFromEnv). Its metrics are
+// served on GET /metrics, on its own port or on --metrics-addr; its
+// publish spans go out by OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set.
 //
 // It may import any non-command package; only cmd/bus-api-provider-events imports it.
 package eventscmd
@@ -8,7 +12,9 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net"
+	"net/http"
 	"slices"
 	"strings"
 
@@ -16,6 +22,8 @@ import (
 	"github.com/busdk/bus-integration-codex/internal/cliutil"
 	"github.com/busdk/bus-integration-codex/internal/eventsapi"
 	"github.com/busdk/bus-integration-codex/internal/eventstore/backends"
+	"github.com/busdk/bus-integration-codex/internal/metrics"
+	"github.com/busdk/bus-integration-codex/internal/tracing"
 )
 
 // Name is the command name.
@@ -27,7 +35,7 @@ func SecretVars() []string { return []string{"BUS_API_JWT_SECRET", "BUS_AUTH_HS2
 
 // options are the parsed flags.
 type options struct {
-	addr, backend, logLevel string
+	addr, backend, logLevel, metricsAddr string
 }
 
 func parse(args []string, io cliutil.IO) (*options, error) {
@@ -35,6 +43,8 @@ func parse(args []string, io cliutil.IO) (*options, error) {
 	fs := flag.NewFlagSet(Name, flag.ContinueOnError)
 	fs.StringVar(&o.addr, "addr", cliutil.String(io.Env, "BUS_EVENTS_API_ADDR", "127.0.0.1:8081"), "listen address (env BUS_EVENTS_API_ADDR)")
 	fs.StringVar(&o.backend, "events-backend", cliutil.String(io.Env, "BUS_EVENTS_BACKEND", "memory"), "event store: memory, redis or postgres (env BUS_EVENTS_BACKEND)")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", cliutil.String(io.Env, "BUS_EVENTS_METRICS_ADDR", ""),
+		"serve GET /metrics (Prometheus) on this address of its own instead of on --addr (env BUS_EVENTS_METRICS_ADDR)")
 	fs.StringVar(&o.logLevel, "log-level", cliutil.String(io.Env, "BUS_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env BUS_LOG_LEVEL)")
 	if err := cliutil.ParseFlags(fs, args, io.Stdout); err != nil {
 		return nil, err
@@ -55,21 +65,43 @@ func run(ctx context.Context, o *options, io cliutil.IO) error {
 	if err != nil {
 		return err
 	}
+	log = slog.New(tracing.LogHandler(log.Handler()))
 	key, source, err := auth.ResolveSecret(io.Env, SecretVars()...)
 	if err != nil {
 		return fmt.Errorf("jwt secret: %w", err)
+	}
+	services, err := auth.ServicePolicyFromEnv(io.Env)
+	if err != nil {
+		return err
 	}
 	store, err := backends.Open(ctx, o.backend, io.Env)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
+	tr, err := tracing.Setup(ctx, io.Env.Getenv, Name)
+	if err != nil {
+		return err
+	}
+	defer tr.Close(log)
+	reg := metrics.NewRegistry()
+	var metricsHandler http.Handler = metrics.Handler(reg)
+	if o.metricsAddr != "" {
+		stop, err := metrics.Listen(o.metricsAddr, metricsHandler, log)
+		if err != nil {
+			return fmt.Errorf("--metrics-addr: %w", err)
+		}
+		defer stop()
+		metricsHandler = nil // not on the API's port
+	}
 	l, err := net.Listen("tcp", o.addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", o.addr, err)
 	}
-	log.Info("events api listening", "addr", l.Addr().String(), "backend", o.backend, "jwt_secret_from", source)
-	srv := eventsapi.New(eventsapi.Config{Backend: store, Verifier: auth.NewVerifier(key, auth.Audience), Logger: log})
+	log.Info("events api listening", "addr", l.Addr().String(), "backend", o.backend, "jwt_secret_from", source,
+		"services", "tokens with scope "+auth.ScopeService, "service_subjects", services.Subjects)
+	srv := eventsapi.New(eventsapi.Config{Backend: store, Verifier: auth.NewVerifier(key, auth.Audience), Services: services, Logger: log,
+		Metrics: metrics.NewEvents(reg), MetricsHandler: metricsHandler, Tracer: tr.Tracer})
 	if err := srv.Serve(ctx, l); err != nil {
 		return err
 	}

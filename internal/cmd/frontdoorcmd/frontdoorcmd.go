@@ -2,6 +2,9 @@
 // OpenAI-compatible REST front door in events mode
 // (--execution-backend events), which turns /v1/* requests into bus.llm.*
 // events on the Bus Events API and answers with the correlated responses.
+// Its metrics are served on GET /metrics, on its own port or on
+// --metrics-addr; its spans go out by OTLP when OTEL_EXPORTER_OTLP_ENDPOINT
+// is set.
 //
 // It may import any non-command package and internal/cmd/servicecmd; only cmd/bus-api-provider-llm imports it.
 package frontdoorcmd
@@ -10,7 +13,9 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net"
+	"net/http"
 	"time"
 
 	"github.com/busdk/bus-integration-codex/internal/auth"
@@ -18,6 +23,9 @@ import (
 	"github.com/busdk/bus-integration-codex/internal/cliutil"
 	"github.com/busdk/bus-integration-codex/internal/cmd/servicecmd"
 	"github.com/busdk/bus-integration-codex/internal/frontdoor"
+	"github.com/busdk/bus-integration-codex/internal/metrics"
+	"github.com/busdk/bus-integration-codex/internal/tracing"
+	"github.com/busdk/bus-integration-codex/internal/usage"
 )
 
 // Name is the command name.
@@ -36,8 +44,10 @@ type options struct {
 	usageBackend, billingBackend, runtimeBackend string
 	timeout, connectTimeout, shutdownTimeout     time.Duration
 	streamErrorGrace                             time.Duration
-	listenerRequired                             bool
-	logLevel                                     string
+	listenerRequired, trustUnstamped             bool
+	logLevel, metricsAddr                        string
+	usageRetention                               time.Duration
+	entitlements, entitlementsStore              string
 }
 
 func parse(args []string, io cliutil.IO) (*options, error) {
@@ -68,6 +78,14 @@ func parse(args []string, io cliutil.IO) (*options, error) {
 	if err != nil {
 		return nil, err
 	}
+	trustUnstamped, err := cliutil.Bool(env, "BUS_EVENTS_TRUST_UNSTAMPED", false)
+	if err != nil {
+		return nil, err
+	}
+	usageRetention, err := cliutil.Duration(env, "BUS_LLM_USAGE_RETENTION", usage.DefaultRetention)
+	if err != nil {
+		return nil, err
+	}
 	fs := flag.NewFlagSet(Name, flag.ContinueOnError)
 	fs.StringVar(&o.addr, "addr", cliutil.String(env, "BUS_LLM_ADDR", "127.0.0.1:8080"), "listen address (env BUS_LLM_ADDR)")
 	fs.StringVar(&o.execBackend, "execution-backend", cliutil.String(env, "BUS_LLM_EXECUTION_BACKEND", "http"),
@@ -79,12 +97,21 @@ func parse(args []string, io cliutil.IO) (*options, error) {
 		"where /v1/models comes from: catalog (proxy is not in this build) (env BUS_LLM_MODELS_BACKEND)")
 	fs.StringVar(&o.modelCatalog, "model-catalog", cliutil.String(env, "BUS_LLM_MODEL_CATALOG", ""),
 		"model catalog file, an OpenAI model list; the built-in catalog (codex-chatgpt) when empty (env BUS_LLM_MODEL_CATALOG)")
-	fs.StringVar(&o.usageBackend, "usage-backend", cliutil.String(env, "BUS_LLM_USAGE_BACKEND", ""), "usage recording backend: only none in this build (env BUS_LLM_USAGE_BACKEND)")
-	fs.StringVar(&o.billingBackend, "billing-backend", cliutil.String(env, "BUS_LLM_BILLING_BACKEND", ""), "billing entitlement backend: only none in this build (env BUS_LLM_BILLING_BACKEND)")
+	fs.StringVar(&o.usageBackend, "usage-backend", cliutil.String(env, "BUS_LLM_USAGE_BACKEND", "memory"),
+		"usage ledger: memory, redis (BUS_EVENTS_REDIS_*), postgres (BUS_EVENTS_POSTGRES_DSN) or none (env BUS_LLM_USAGE_BACKEND)")
+	fs.StringVar(&o.billingBackend, "billing-backend", cliutil.String(env, "BUS_LLM_BILLING_BACKEND", ""),
+		"entitlements: policy (limits from --entitlements and BUS_LLM_DEFAULT_*) or none; policy when either is set (env BUS_LLM_BILLING_BACKEND)")
+	fs.StringVar(&o.entitlements, "entitlements", cliutil.String(env, "BUS_LLM_ENTITLEMENTS", ""), "entitlement policy file, JSON (env BUS_LLM_ENTITLEMENTS)")
+	fs.StringVar(&o.entitlementsStore, "entitlements-store", cliutil.String(env, "BUS_LLM_ENTITLEMENTS_STORE", "memory"),
+		"where the limit counters live: memory (one front door), redis or postgres (shared by replicas) (env BUS_LLM_ENTITLEMENTS_STORE)")
 	fs.StringVar(&o.runtimeBackend, "runtime-backend", cliutil.String(env, "BUS_LLM_RUNTIME_BACKEND", ""), "runtime wake-up backend: only none in this build (env BUS_LLM_RUNTIME_BACKEND)")
 	for i, d := range durations {
 		fs.DurationVar(d.dst, d.flag, defaults[i], d.usage+" (env "+d.key+")")
 	}
+	fs.BoolVar(&o.trustUnstamped, "trust-unstamped", trustUnstamped, "accept responses without identity_type, for an Events API that does not stamp publishers; the bus is then no trust boundary (env BUS_EVENTS_TRUST_UNSTAMPED)")
+	fs.DurationVar(&o.usageRetention, "usage-retention", usageRetention, "how long usage records are kept (env BUS_LLM_USAGE_RETENTION)")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", cliutil.String(env, "BUS_LLM_METRICS_ADDR", ""),
+		"serve GET /metrics (Prometheus) on this address of its own instead of on --addr, e.g. 127.0.0.1:9465 for a public front door (env BUS_LLM_METRICS_ADDR)")
 	fs.StringVar(&o.logLevel, "log-level", cliutil.String(env, "BUS_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env BUS_LOG_LEVEL)")
 	if err := cliutil.ParseFlags(fs, args, io.Stdout); err != nil {
 		return nil, err
@@ -95,7 +122,10 @@ func parse(args []string, io cliutil.IO) (*options, error) {
 		}
 	}
 	o.listenerRequired = listenerRequired
-	return o, o.validate()
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	return o, o.validateAccounting(env)
 }
 
 // validate refuses the backends this build does not implement.
@@ -114,12 +144,8 @@ func (o *options) validate() error {
 	default:
 		return cliutil.Usagef("--models-backend must be catalog or proxy, not %q", o.modelsBackend)
 	}
-	for _, b := range []struct{ flag, value string }{
-		{"usage-backend", o.usageBackend}, {"billing-backend", o.billingBackend}, {"runtime-backend", o.runtimeBackend},
-	} {
-		if b.value != "" && b.value != "none" {
-			return cliutil.Usagef("--%s %s is not implemented by this build; leave it empty or set it to none", b.flag, b.value)
-		}
+	if o.runtimeBackend != "" && o.runtimeBackend != "none" {
+		return cliutil.Usagef("--runtime-backend %s is not implemented by this build; leave it empty or set it to none", o.runtimeBackend)
 	}
 	return nil
 }
@@ -134,6 +160,7 @@ func run(ctx context.Context, o *options, io cliutil.IO) error {
 	if err != nil {
 		return err
 	}
+	log = slog.New(tracing.LogHandler(log.Handler()))
 	cat, err := catalog.LoadOrDefault(o.modelCatalog)
 	if err != nil {
 		return err
@@ -150,16 +177,46 @@ func run(ctx context.Context, o *options, io cliutil.IO) error {
 	if o.backendURL != "" {
 		log.Info("--backend-url is ignored in events mode")
 	}
+	acct, err := openAccounting(ctx, o, io.Env, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := acct.close(); err != nil {
+			log.Warn("closing the usage ledger and limit counters", "err", err)
+		}
+	}()
+	tr, err := tracing.Setup(ctx, io.Env.Getenv, Name)
+	if err != nil {
+		return err
+	}
+	defer tr.Close(log)
+	reg := metrics.NewRegistry()
+	var metricsHandler http.Handler = metrics.Handler(reg)
+	if o.metricsAddr != "" {
+		stop, err := metrics.Listen(o.metricsAddr, metricsHandler, log)
+		if err != nil {
+			return fmt.Errorf("--metrics-addr: %w", err)
+		}
+		defer stop()
+		metricsHandler = nil // not on the API's port
+	}
 	srv, err := frontdoor.New(frontdoor.Config{
 		Events:           bus.Client,
 		Verifier:         auth.NewVerifier(key, auth.Audience),
 		Catalog:          cat,
+		Usage:            acct.usage,
+		Entitlements:     acct.enforcer,
 		Timeout:          o.timeout,
 		ListenerRequired: o.listenerRequired,
 		ConnectTimeout:   o.connectTimeout,
 		ErrorGrace:       o.streamErrorGrace,
 		ShutdownTimeout:  o.shutdownTimeout,
+		TrustUnstamped:   o.trustUnstamped,
 		Logger:           log,
+		Metrics:          metrics.NewFrontDoor(reg),
+		MetricsHandler:   metricsHandler,
+		Tracer:           tr.Tracer,
 	})
 	if err != nil {
 		return err
@@ -169,6 +226,6 @@ func run(ctx context.Context, o *options, io cliutil.IO) error {
 		return fmt.Errorf("listen on %s: %w", o.addr, err)
 	}
 	log.Info("starting front door", "execution_backend", o.execBackend, "events_url", bus.URL,
-		"catalog", cat.Source(), "jwt_secret_from", source, "listener_required", o.listenerRequired)
+		"catalog", cat.Source(), "jwt_secret_from", source, "token_from", bus.TokenFrom, "listener_required", o.listenerRequired)
 	return bus.Explain(srv.Serve(ctx, l))
 }

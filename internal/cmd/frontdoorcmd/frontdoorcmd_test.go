@@ -19,6 +19,7 @@ import (
 	"github.com/busdk/bus-integration-codex/internal/cmd/frontdoorcmd"
 	"github.com/busdk/bus-integration-codex/internal/eventsapi"
 	"github.com/busdk/bus-integration-codex/internal/eventstore/memory"
+	"github.com/busdk/bus-integration-codex/internal/testutil/scrape"
 	"github.com/busdk/bus-integration-codex/internal/testutil/testproc"
 	"github.com/busdk/bus-integration-codex/pkg/llmapi"
 )
@@ -107,8 +108,16 @@ func TestUsageErrors(t *testing.T) {
 		{"http backend flag", env, []string{"--execution-backend", "http"}, []string{"not implemented", "--execution-backend events"}},
 		{"unknown backend", env, []string{"--execution-backend", "grpc"}, []string{"must be http or events"}},
 		{"models proxy", env, []string{"--models-backend", "proxy"}, []string{"--models-backend proxy is not implemented"}},
-		{"usage backend", env, []string{"--usage-backend", "postgres"}, []string{"--usage-backend postgres is not implemented"}},
-		{"billing backend", env, []string{"--billing-backend", "stripe"}, []string{"--billing-backend stripe is not implemented"}},
+		{"usage backend", env, []string{"--usage-backend", "mongo"}, []string{"--usage-backend must be memory, redis, postgres or none"}},
+		{"usage retention", env, []string{"--usage-retention", "0s"}, []string{"--usage-retention must be positive"}},
+		{"usage on redis without its address", env, []string{"--usage-backend", "redis"}, []string{"BUS_EVENTS_REDIS_ADDR is required"}},
+		{"usage on postgres without its DSN", env, []string{"--usage-backend", "postgres"}, []string{"--usage-backend postgres needs BUS_EVENTS_POSTGRES_DSN"}},
+		{"billing backend", env, []string{"--billing-backend", "stripe"}, []string{"--billing-backend must be none or policy"}},
+		{"policy without a policy", env, []string{"--billing-backend", "policy"}, []string{"--billing-backend policy needs a policy", "--entitlements"}},
+		{"entitlements with billing none", env, []string{"--billing-backend", "none", "--entitlements", "x.json"}, []string{"--entitlements needs --billing-backend policy"}},
+		{"entitlements store", env, []string{"--entitlements-store", "etcd", "--entitlements", "x.json"}, []string{"--entitlements-store must be memory, redis or postgres"}},
+		{"limits on redis without its address", withEnv(env, "BUS_LLM_DEFAULT_REQUESTS_PER_MINUTE", "5"), []string{"--entitlements-store", "redis"}, []string{"BUS_EVENTS_REDIS_ADDR is required"}},
+		{"bad default limit", withEnv(env, "BUS_LLM_DEFAULT_TOKENS_PER_DAY", "many"), nil, []string{"BUS_LLM_DEFAULT_TOKENS_PER_DAY", "positive number"}},
 		{"runtime backend", env, []string{"--runtime-backend", "k8s"}, []string{"--runtime-backend k8s is not implemented"}},
 		{"token flag refused", env, []string{"--token", "abc"}, []string{"flag provided but not defined: -token"}},
 		{"bad timeout env", badTimeout, nil, []string{"BUS_LLM_TIMEOUT"}},
@@ -131,6 +140,30 @@ func TestUsageErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// withEnv returns a copy of env with key set to value.
+func withEnv(env map[string]string, key, value string) map[string]string {
+	out := map[string]string{key: value}
+	for k, v := range env {
+		if k != key {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+func TestBadPolicyFile(t *testing.T) {
+	env := baseEnv(t, "http://127.0.0.1:1")
+	env["BUS_API_TOKEN"] = "x"
+	path := filepath.Join(t.TempDir(), "entitlements.json")
+	if err := os.WriteFile(path, []byte(`{"defaults": {"tokens_per_day": -5}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out := run(context.Background(), env, "--entitlements", path)
+	if code != cliutil.ExitFailure || !strings.Contains(lastLine(t, out), path) || !strings.Contains(out, "tokens_per_day") {
+		t.Fatalf("exit %d, stderr %q", code, out)
 	}
 }
 
@@ -204,36 +237,13 @@ func TestEventsUnreachable(t *testing.T) {
 func TestServesAndStops(t *testing.T) {
 	url := eventsAPI(t)
 	env := baseEnv(t, url)
-	env["BUS_API_TOKEN"] = token(t, secret, llmapi.Scope)
+	env["BUS_API_TOKEN"] = token(t, secret, llmapi.Scope, auth.ScopeService)
 	env["BUS_EVENTS_LISTENER_REQUIRED"] = "1"
-	ctx, cancel := context.WithCancel(context.Background())
+	addr, done, cancel, stderr := start(t, env, "--backend-url", "http://unused")
 	defer cancel()
-	var stderr testproc.SyncBuffer
-	done := make(chan int, 1)
-	go func() {
-		done <- frontdoorcmd.Run(ctx, []string{"--addr", "127.0.0.1:0", "--backend-url", "http://unused"}, cliutil.IO{Env: busconfig.MapEnv(env), Stdout: io.Discard, Stderr: &stderr})
-	}()
-	addrRE := regexp.MustCompile(`msg="front door listening" addr=(\S+)`)
-	var addr string
-	deadline := time.Now().Add(waitLimit)
-	for {
-		if m := addrRE.FindStringSubmatch(stderr.String()); m != nil && strings.Contains(stderr.String(), "front door ready") {
-			addr = m[1]
-			break
-		}
-		select {
-		case code := <-done:
-			t.Fatalf("exited early with %d: %s", code, stderr.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("never ready: %s", stderr.String())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	for path, want := range map[string]int{"/readyz": 200, "/v1/models": 200} {
+	for path, want := range map[string]int{"/readyz": 200, "/v1/models": 200, "/v1/usage": 200} {
 		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
-		req.Header.Set("Authorization", "Bearer "+token(t, secret))
+		req.Header.Set("Authorization", "Bearer "+token(t, secret, llmapi.Scope))
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -245,6 +255,9 @@ func TestServesAndStops(t *testing.T) {
 		}
 		if path == "/v1/models" && !strings.Contains(string(b), `"id":"codex-chatgpt"`) {
 			t.Fatalf("models: %s", b)
+		}
+		if path == "/v1/usage" && (!strings.Contains(string(b), `"object":"usage.report"`) || !strings.Contains(string(b), `"identity":"svc"`)) {
+			t.Fatalf("usage (the memory ledger by default): %s", b)
 		}
 	}
 	cancel()
@@ -258,5 +271,88 @@ func TestServesAndStops(t *testing.T) {
 	}
 	if strings.Contains(stderr.String(), env["BUS_API_TOKEN"]) {
 		t.Error("logs show the token")
+	}
+	if !strings.Contains(stderr.String(), `msg="usage and limits" usage_backend=memory billing_backend=none`) {
+		t.Errorf("the start-up log does not say how usage and limits are kept: %s", stderr.String())
+	}
+}
+
+// start runs the front door with env and args (on 127.0.0.1:0) until
+// cancel, and returns its address once it is ready.
+func start(t *testing.T, env map[string]string, args ...string) (addr string, done <-chan int, cancel func(), stderr *testproc.SyncBuffer) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	stderr = &testproc.SyncBuffer{}
+	exited := make(chan int, 1)
+	go func() {
+		exited <- frontdoorcmd.Run(ctx, append([]string{"--addr", "127.0.0.1:0"}, args...), cliutil.IO{Env: busconfig.MapEnv(env), Stdout: io.Discard, Stderr: stderr})
+	}()
+	addrRE := regexp.MustCompile(`msg="front door listening" addr=(\S+)`)
+	deadline := time.Now().Add(waitLimit)
+	for {
+		if m := addrRE.FindStringSubmatch(stderr.String()); m != nil && strings.Contains(stderr.String(), "front door ready") {
+			return m[1], exited, cancel, stderr
+		}
+		select {
+		case code := <-exited:
+			t.Fatalf("exited early with %d: %s", code, stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("never ready: %s", stderr.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestMetricsEndpoint: GET /metrics in the Prometheus text format, without
+// a token, on the front door's port, or only on --metrics-addr when set;
+// a refused request moves its counters.
+func TestMetricsEndpoint(t *testing.T) {
+	url := eventsAPI(t)
+	env := baseEnv(t, url)
+	env["BUS_API_TOKEN"] = token(t, secret, llmapi.Scope, auth.ScopeService)
+	own, err := testproc.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{{"on the API port", nil}, {"on its own port", []string{"--metrics-addr", own}}} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr, _, _, _ := start(t, env, tc.args...)
+			metricsURL := "http://" + addr + "/metrics"
+			if tc.args != nil {
+				resp, err := http.Get(metricsURL)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusNotFound {
+					t.Fatalf("/metrics on the API port with --metrics-addr: %d", resp.StatusCode)
+				}
+				metricsURL = "http://" + own + "/metrics"
+			}
+			before := scrape.Get(t, http.DefaultClient, metricsURL)
+			resp, err := http.Post("http://"+addr+"/v1/chat/completions", "application/json", strings.NewReader(`{}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			after := scrape.Get(t, http.DefaultClient, metricsURL)
+			for key, want := range map[string]float64{
+				scrape.Key("bus_llm_requests_total", "operation=chat.completions", "status=401"): 1,
+				scrape.Key("bus_llm_requests_refused_total", "reason=unauthenticated"):           1,
+			} {
+				if got := after[key] - before[key]; got != want {
+					t.Errorf("%s moved by %v, want %v", key, got, want)
+				}
+			}
+			if _, ok := after["go_goroutines"]; !ok {
+				t.Error("no Go runtime metrics")
+			}
+		})
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/busdk/bus-integration-codex/internal/provider/codex"
 	"github.com/busdk/bus-integration-codex/internal/respstore"
 	"github.com/busdk/bus-integration-codex/internal/stack"
+	"github.com/busdk/bus-integration-codex/internal/usage"
 	"github.com/busdk/bus-integration-codex/pkg/appserver"
 	"github.com/busdk/bus-integration-codex/pkg/llmapi"
 )
@@ -117,9 +118,12 @@ func run(ctx context.Context, o *options, io cliutil.IO) error {
 	if err != nil {
 		return err
 	}
+	// Usage in memory, for bus llm usage (bus-llm-usage) against the stack.
+	usageWriter := usage.NewWriter(usage.NewMemory(usage.MemoryOptions{}), usage.WriterOptions{Logger: log})
+	defer usageWriter.Close(context.WithoutCancel(ctx))
 	st, err := stack.Start(ctx, stack.Config{
 		EventsAddr: o.eventsAddr, FrontAddr: o.addr, Secret: key, Catalog: cat,
-		Timeout: o.worker.Timeout, ShutdownTimeout: 30 * time.Second, Logger: log,
+		Timeout: o.worker.Timeout, ShutdownTimeout: 30 * time.Second, Logger: log, Usage: usageWriter,
 		Worker: &stack.WorkerConfig{
 			Executor: x, Release: func() error { closeExecutor(); return nil },
 			Group: o.worker.Group, Consumer: o.worker.Consumer, Concurrency: o.worker.Concurrency,

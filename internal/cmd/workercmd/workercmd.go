@@ -12,9 +12,12 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"runtime"
 	"strings"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/busdk/bus-integration-codex/internal/busconfig"
 	"github.com/busdk/bus-integration-codex/internal/catalog"
@@ -23,10 +26,12 @@ import (
 	"github.com/busdk/bus-integration-codex/internal/contract"
 	"github.com/busdk/bus-integration-codex/internal/eventstore/redisstore"
 	"github.com/busdk/bus-integration-codex/internal/executor"
+	"github.com/busdk/bus-integration-codex/internal/metrics"
 	"github.com/busdk/bus-integration-codex/internal/provider/codex"
 	"github.com/busdk/bus-integration-codex/internal/provider/static"
 	"github.com/busdk/bus-integration-codex/internal/respstore"
 	"github.com/busdk/bus-integration-codex/internal/selftest"
+	"github.com/busdk/bus-integration-codex/internal/tracing"
 	"github.com/busdk/bus-integration-codex/internal/turn"
 	"github.com/busdk/bus-integration-codex/internal/worker"
 	"github.com/busdk/bus-integration-codex/pkg/appserver"
@@ -65,6 +70,11 @@ type Options struct {
 	ModelCatalog   string
 	ResponseStore  string
 	ResponseTTL    time.Duration
+	ResponseBytes  int
+	MetricsAddr    string
+	MaxDeliveries  int
+	AuthRecovery   time.Duration
+	TrustUnstamped bool
 	// WebSearch lets requests use hosted web search (when the provider
 	// can); false answers them with a 400.
 	WebSearch bool
@@ -111,6 +121,22 @@ func parse(args []string, io cliutil.IO) (*Options, error) {
 	if err != nil {
 		return nil, err
 	}
+	responseBytes, err := cliutil.Int(env, "BUS_CODEX_RESPONSE_STORE_BYTES", respstore.DefaultMaxMemoryBytes)
+	if err != nil {
+		return nil, err
+	}
+	maxDeliveries, err := cliutil.Int(env, "BUS_CODEX_MAX_DELIVERIES", worker.DefaultMaxDeliveries)
+	if err != nil {
+		return nil, err
+	}
+	authRecovery, err := cliutil.Duration(env, "BUS_CODEX_AUTH_RECOVERY_TIMEOUT", worker.DefaultAuthRecoveryTimeout)
+	if err != nil {
+		return nil, err
+	}
+	trustUnstamped, err := cliutil.Bool(env, "BUS_EVENTS_TRUST_UNSTAMPED", false)
+	if err != nil {
+		return nil, err
+	}
 	webSearch, err := cliutil.Bool(env, "BUS_CODEX_WEB_SEARCH", true)
 	if err != nil {
 		return nil, err
@@ -136,6 +162,11 @@ func parse(args []string, io cliutil.IO) (*Options, error) {
 	fs.StringVar(&o.ModelCatalog, "model-catalog", cliutil.String(env, "BUS_LLM_MODEL_CATALOG", ""), "model catalog file shared with the front door: unknown ids get 404, aliases pick the Codex model and effort (env BUS_LLM_MODEL_CATALOG; default: built-in codex-chatgpt)")
 	fs.StringVar(&o.ResponseStore, "response-store", cliutil.String(env, "BUS_CODEX_RESPONSE_STORE", "memory"), "where Responses API responses are stored: memory, redis (BUS_EVENTS_REDIS_*) or postgres (BUS_EVENTS_POSTGRES_DSN) (env BUS_CODEX_RESPONSE_STORE)")
 	fs.DurationVar(&o.ResponseTTL, "response-ttl", ttl, "how long stored responses are kept (env BUS_CODEX_RESPONSE_TTL)")
+	fs.IntVar(&o.ResponseBytes, "response-store-bytes", responseBytes, "bound of the memory response store; the oldest responses are dropped past it (env BUS_CODEX_RESPONSE_STORE_BYTES)")
+	fs.StringVar(&o.MetricsAddr, "metrics-addr", cliutil.String(env, "BUS_CODEX_METRICS_ADDR", ""), "serve GET /metrics (Prometheus), /healthz and /readyz on this address, e.g. 127.0.0.1:9464 (env BUS_CODEX_METRICS_ADDR; default: off)")
+	fs.IntVar(&o.MaxDeliveries, "max-deliveries", maxDeliveries, "a request delivered more often than this is answered with an error and dead-lettered (env BUS_CODEX_MAX_DELIVERIES)")
+	fs.DurationVar(&o.AuthRecovery, "auth-recovery-timeout", authRecovery, "exit when the Events API refuses the token for longer than this (env BUS_CODEX_AUTH_RECOVERY_TIMEOUT)")
+	fs.BoolVar(&o.TrustUnstamped, "trust-unstamped", trustUnstamped, "trust events without identity_type, for an Events API that does not stamp publishers; the bus is then no trust boundary (env BUS_EVENTS_TRUST_UNSTAMPED)")
 	fs.BoolVar(&o.WebSearch, "web-search", webSearch, "let requests use hosted web search (Responses web_search tools, chat web_search_options); false answers them with a 400 (env BUS_CODEX_WEB_SEARCH)")
 	fs.StringVar(&o.LogLevel, "log-level", cliutil.String(env, "BUS_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env BUS_LOG_LEVEL)")
 	fs.BoolVar(&o.SelfTest, "self-test", false, "run every operation through an in-process Events API and the static provider, then exit")
@@ -164,8 +195,14 @@ func parse(args []string, io cliutil.IO) (*Options, error) {
 		return nil, cliutil.Usagef("--response-store must be memory, redis or postgres, not %q", o.ResponseStore)
 	case o.ResponseTTL <= 0:
 		return nil, cliutil.Usagef("--response-ttl must be positive")
+	case o.ResponseBytes < 1<<20:
+		return nil, cliutil.Usagef("--response-store-bytes must be at least 1048576 (1 MiB)")
 	case o.Processes < 1:
 		return nil, cliutil.Usagef("--codex-processes must be at least 1")
+	case o.MaxDeliveries < 1:
+		return nil, cliutil.Usagef("--max-deliveries must be at least 1")
+	case o.AuthRecovery <= 0:
+		return nil, cliutil.Usagef("--auth-recovery-timeout must be positive")
 	case o.Approvals != codex.ApprovalsDeny && o.Approvals != codex.ApprovalsApprove:
 		return nil, cliutil.Usagef("--approvals must be deny or approve, not %q", o.Approvals)
 	case o.Sandbox != "read-only" && o.Sandbox != "workspace-write" && o.Sandbox != "danger-full-access":
@@ -258,33 +295,114 @@ func serve(ctx context.Context, o *Options, svc contract.Service, io cliutil.IO)
 	if err != nil {
 		return err
 	}
+	log = slog.New(tracing.LogHandler(log.Handler()))
+	if err := checkProvider(o); err != nil {
+		return err
+	}
+	tr, err := tracing.Setup(ctx, io.Env.Getenv, Name)
+	if err != nil {
+		return err
+	}
+	defer tr.Close(log)
+	reg := metrics.NewRegistry()
 	bus, err := servicecmd.Connect(io.Env, o.EventsURL, "the worker", log)
 	if err != nil {
 		return err
 	}
 	defer bus.Close()
-	executor, closeAll, err := NewExecutor(ctx, o, log, io.Env)
+	cat, err := catalog.LoadOrDefault(o.ModelCatalog)
 	if err != nil {
 		return err
 	}
-	defer closeAll()
+	store, err := OpenResponseStore(ctx, o, io.Env)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
 	w, err := worker.New(worker.Config{
-		Client: bus.Client, Executor: executor,
+		Client:       bus.Client,
 		RequestNames: svc.Names(contract.Receive, events.Unicast), CancelNames: svc.Names(contract.Receive, events.Broadcast),
 		Group: o.Group, Consumer: o.Consumer, Concurrency: o.Concurrency, Timeout: o.Timeout,
-		ConnectTimeout: o.ConnectTimeout, Logger: log,
+		ConnectTimeout: o.ConnectTimeout, MaxDeliveries: o.MaxDeliveries, AuthRecoveryTimeout: o.AuthRecovery,
+		TokenExpiry: bus.TokenExpiry, TrustUnstamped: o.TrustUnstamped, Logger: log,
+		Metrics: metrics.NewWorker(reg), Tracer: tr.Tracer,
 		OnReady: func() {
-			log.Info("worker connected", "events_url", o.EventsURL, "provider", o.Provider, "group", o.Group, "consumer", o.Consumer, "concurrency", o.Concurrency)
+			log.Info("worker connected", "events_url", o.EventsURL, "provider", o.Provider, "group", o.Group, "consumer", o.Consumer,
+				"concurrency", o.Concurrency, "token_from", bus.TokenFrom)
 		},
 	})
 	if err != nil {
 		return err
 	}
-	if err := w.Run(ctx); err != nil {
-		return bus.Explain(err)
+	stopMetrics, err := serveMetrics(o.MetricsAddr, w, reg, log)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
+
+	// Subscribe first, so requests wait in the group (at most Concurrency
+	// taken) while the provider warms up.
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	runDone := make(chan error, 1)
+	go func() { runDone <- w.Run(runCtx) }()
+	type built struct {
+		p   turn.Provider
+		err error
+	}
+	provided := make(chan built, 1)
+	go func() {
+		p, err := newProvider(runCtx, o, log, io.Env, reg)
+		provided <- built{p, err}
+	}()
+	var runErr error
+	select {
+	case b := <-provided:
+		if b.err != nil {
+			stop()
+			<-runDone
+			return b.err
+		}
+		w.SetExecutor(newExecutor(o, log, b.p, cat, store))
+		log.Debug("provider ready", "provider", o.Provider)
+		runErr = <-runDone
+		b.p.Close()
+	case runErr = <-runDone:
+		stop()
+		if b := <-provided; b.p != nil {
+			b.p.Close()
+		}
+	}
+	if runErr != nil {
+		if errors.Is(runErr, worker.ErrTokenRefused) {
+			return fmt.Errorf("%v (longer than --auth-recovery-timeout %s): rotate the service token", bus.Explain(runErr), o.AuthRecovery)
+		}
+		return bus.Explain(runErr)
 	}
 	log.Info("worker stopped")
 	return nil
+}
+
+// checkProvider fails fast, before anything connects, on a provider that
+// cannot start: a workdir that is not a directory, a codex command that is
+// not installed.
+func checkProvider(o *Options) error {
+	if o.Provider != "codex" {
+		return nil
+	}
+	if o.Workdir != "" {
+		if st, err := os.Stat(o.Workdir); err != nil || !st.IsDir() {
+			return cliutil.Usagef("--workdir %q is not a directory", o.Workdir)
+		}
+	}
+	if _, err := exec.LookPath(o.CodexCommand); err != nil {
+		return codexNotFound(o.CodexCommand)
+	}
+	return nil
+}
+
+func codexNotFound(command string) error {
+	return fmt.Errorf("the codex command %q was not found: install the Codex CLI (npm install -g @openai/codex), set --codex-command, or use --provider static", command)
 }
 
 // NewExecutor builds the executor o describes: its provider, catalog and
@@ -294,7 +412,7 @@ func NewExecutor(ctx context.Context, o *Options, log *slog.Logger, env busconfi
 	if err != nil {
 		return nil, nil, err
 	}
-	store, err := OpenResponseStore(ctx, o.ResponseStore, env)
+	store, err := OpenResponseStore(ctx, o, env)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -303,14 +421,18 @@ func NewExecutor(ctx context.Context, o *Options, log *slog.Logger, env busconfi
 		store.Close()
 		return nil, nil, err
 	}
-	x := &executor.Executor{Provider: provider, Catalog: cat, Store: store, StoreTTL: o.ResponseTTL, Logger: log, DisableWebSearch: !o.WebSearch}
-	return x, func() { provider.Close(); store.Close() }, nil
+	return newExecutor(o, log, provider, cat, store), func() { provider.Close(); store.Close() }, nil
 }
 
-// OpenResponseStore opens the response store called kind, configured like
-// the durable Events backends.
-func OpenResponseStore(ctx context.Context, kind string, env busconfig.Env) (respstore.Store, error) {
-	switch kind {
+// newExecutor is the executor o describes on provider p.
+func newExecutor(o *Options, log *slog.Logger, p turn.Provider, cat *catalog.Catalog, store respstore.Store) *executor.Executor {
+	return &executor.Executor{Provider: p, Catalog: cat, Store: store, StoreTTL: o.ResponseTTL, Logger: log, DisableWebSearch: !o.WebSearch}
+}
+
+// OpenResponseStore opens the response store o names, configured like the
+// durable Events backends.
+func OpenResponseStore(ctx context.Context, o *Options, env busconfig.Env) (respstore.Store, error) {
+	switch o.ResponseStore {
 	case "redis":
 		cfg, err := redisstore.FromEnv(env)
 		if err != nil {
@@ -327,13 +449,19 @@ func OpenResponseStore(ctx context.Context, kind string, env busconfig.Env) (res
 		}
 		return respstore.OpenPostgres(ctx, dsn)
 	default:
-		return respstore.NewMemory(), nil
+		return respstore.NewMemory(respstore.WithMaxBytes(int64(o.ResponseBytes))), nil
 	}
 }
 
 // NewProvider builds the provider o selects: static, or codex on a warm App
 // Server pool (with one-line errors when codex is missing or not logged in).
 func NewProvider(ctx context.Context, o *Options, log *slog.Logger, env busconfig.Env) (turn.Provider, error) {
+	return newProvider(ctx, o, log, env, nil)
+}
+
+// newProvider is NewProvider registering the codex provider's metrics on
+// reg (none when nil).
+func newProvider(ctx context.Context, o *Options, log *slog.Logger, env busconfig.Env, reg prometheus.Registerer) (turn.Provider, error) {
 	if o.Provider == "static" {
 		return static.New(), nil
 	}
@@ -352,10 +480,11 @@ func NewProvider(ctx context.Context, o *Options, log *slog.Logger, env busconfi
 		Command: o.CodexCommand, Workdir: workdir, Model: o.Model, Sandbox: o.Sandbox,
 		Approvals: o.Approvals, Processes: o.Processes, Instructions: o.Instructions,
 		LiveThreads: o.LiveThreads, LiveThreadTTL: o.LiveThreadTTL, MaxRSS: maxRSSBytes(o.MaxRSSMiB), Logger: log,
+		DenyRead: secretPaths(env, workdir), Metrics: reg,
 	})
 	switch {
 	case errors.Is(err, codex.ErrNotInstalled):
-		return nil, fmt.Errorf("the codex command %q was not found: install the Codex CLI (npm install -g @openai/codex), set --codex-command, or use --provider static", o.CodexCommand)
+		return nil, codexNotFound(o.CodexCommand)
 	case errors.Is(err, codex.ErrNotLoggedIn):
 		home := env.Getenv("CODEX_HOME")
 		if home == "" {

@@ -131,7 +131,7 @@ func TestUsageErrors(t *testing.T) {
 		{"extra argument", nil, []string{"serve"}, `unexpected argument "serve"`},
 		{"bad provider", nil, []string{"--provider", "gpt"}, "--provider"},
 		{"bad timeout", nil, []string{"--timeout", "0s"}, "--timeout"},
-		{"bad concurrency", nil, []string{"--concurrency", "0"}, "--concurrency"},
+		{"bad concurrency", nil, []string{"--concurrency", "-1"}, "--concurrency"},
 		{"bad sandbox", nil, []string{"--sandbox", "none"}, "--sandbox"},
 		{"bad approvals", nil, []string{"--approvals", "maybe"}, "--approvals"},
 		{"bad response store", nil, []string{"--response-store", "disk"}, "--response-store"},
@@ -229,7 +229,7 @@ func TestBadWorkdir(t *testing.T) {
 // The worker serves until its context ends, then exits 0.
 func TestServesUntilCancelled(t *testing.T) {
 	b := startBus(t)
-	tok, err := b.Token("worker", llmapi.Scope)
+	tok, err := b.Token("worker", llmapi.Scope, auth.ScopeService)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,13 +19,20 @@ import (
 	"github.com/busdk/bus-integration-codex/pkg/events"
 )
 
+// Options are the backend settings a test needs; zero fields mean the
+// backend's defaults.
+type Options struct {
+	// GroupIdleTTL is how long a group without subscriptions is kept.
+	GroupIdleTTL time.Duration
+}
+
 // Harness tells the suite how to open backends.
 type Harness struct {
-	// Open returns a backend instance on namespace ns. For durable
-	// backends, instances opened on the same ns share one store (replicas)
-	// and see what earlier, closed instances stored. The suite closes what
-	// it opens.
-	Open func(t *testing.T, ns string) eventstore.Backend
+	// Open returns a backend instance on namespace ns with options o. For
+	// durable backends, instances opened on the same ns share one store
+	// (replicas) and see what earlier, closed instances stored. The suite
+	// closes what it opens.
+	Open func(t *testing.T, ns string, o Options) eventstore.Backend
 	// Durable marks backends whose state outlives an instance and is shared
 	// between instances on one namespace: it enables the restart and
 	// replica tests.
@@ -57,6 +64,14 @@ func Run(t *testing.T, h Harness) {
 		{"AckRedeliversToAnotherConsumer", testAckRedelivery},
 		{"AckCounts", testAckCounts},
 		{"RedeliveryFollowsTheHoldersVisibility", testHolderVisibility},
+		{"OnlyTheHolderAcknowledges", testAckByHolderOnly},
+		{"DeliveriesAreCounted", testDeliveriesCounted},
+		{"ReleaseHandsOutAtOnce", testRelease},
+		{"OnlyTheHolderReleases", testReleaseByHolderOnly},
+		{"ClosedSubscriptionReleasesWhatItTook", testCloseReleases},
+		{"PublishCountsGroups", testGroupsCounted},
+		{"IdentityTypeIsStored", testIdentityType},
+		{"IdleGroupsExpire", testGroupIdleExpiry},
 		{"CancelledNextLosesNothing", testCancelledNext},
 		{"CloseEndsBlockedNext", testCloseEndsNext},
 		{"BackendCloseEndsSubscriptions", testBackendClose},
@@ -80,7 +95,12 @@ type suite struct {
 
 func (s *suite) open(t *testing.T) eventstore.Backend {
 	t.Helper()
-	b := s.h.Open(t, s.ns)
+	return s.openWith(t, Options{})
+}
+
+func (s *suite) openWith(t *testing.T, o Options) eventstore.Backend {
+	t.Helper()
+	b := s.h.Open(t, s.ns, o)
 	t.Cleanup(func() { _ = b.Close() })
 	return b
 }
@@ -93,7 +113,7 @@ func ctxT(t *testing.T) context.Context {
 
 func publish(t *testing.T, b eventstore.Backend, name string, i int) events.Envelope {
 	t.Helper()
-	env, err := b.Publish(ctxT(t), events.Envelope{
+	env, _, err := b.Publish(ctxT(t), events.Envelope{
 		Name: name, CorrelationID: fmt.Sprintf("c%d", i), IdentityID: "id-1",
 		Payload: json.RawMessage(fmt.Sprintf(`{"i":%d}`, i)),
 	})
@@ -156,7 +176,7 @@ func index(t *testing.T, env events.Envelope) int {
 	return p.I
 }
 
-const wait = 5 * time.Second
+const wait = 15 * time.Second
 
 func testPublish(t *testing.T, s *suite) {
 	b := s.open(t)
@@ -248,7 +268,7 @@ func testReplayFollow(t *testing.T, s *suite) {
 	}
 	go func() {
 		time.Sleep(50 * time.Millisecond)
-		_, _ = b.Publish(context.Background(), events.Envelope{Name: "test.replayfollow", Payload: json.RawMessage(`{"i":4}`)})
+		_, _, _ = b.Publish(context.Background(), events.Envelope{Name: "test.replayfollow", Payload: json.RawMessage(`{"i":4}`)})
 	}()
 	if got := index(t, next(t, sub, wait)); got != 4 {
 		t.Fatalf("followed event is #%d", got)
@@ -350,7 +370,7 @@ func testConcurrentPublishers(t *testing.T, s *suite) {
 	for p := range pubs {
 		wg.Go(func() {
 			for i := range each {
-				if _, err := b.Publish(context.Background(), events.Envelope{
+				if _, _, err := b.Publish(context.Background(), events.Envelope{
 					Name: "test.concurrent", Payload: json.RawMessage(fmt.Sprintf(`{"i":%d}`, p*1000+i)),
 				}); err != nil {
 					errs <- err
@@ -552,24 +572,27 @@ func testAckRedelivery(t *testing.T, s *suite) {
 	a := subscribe(t, b, sub)
 	publish(t, b, "test.ack", 1)
 	publish(t, b, "test.ack", 2)
+	// The visibility timeout starts when #1 is handed out, which is after
+	// this instant: nothing may redeliver it before start + Visibility.
+	start := time.Now()
 	first := next(t, a, wait)
 	second := next(t, a, wait)
-	if n, err := b.Ack(ctxT(t), "test.ack", "g", []string{second.ID}); err != nil || n != 1 {
+	if n, err := b.Ack(ctxT(t), "test.ack", "g", "c1", []string{second.ID}); err != nil || n != 1 {
 		t.Fatalf("ack: %d %v", n, err)
 	}
 	_ = a.Close() // dies holding #1 unacknowledged
 
 	sub.Consumer = "c2"
 	bsub := subscribe(t, b, sub)
-	start := time.Now()
 	again := next(t, bsub, wait)
 	if again.ID != first.ID || index(t, again) != 1 {
 		t.Fatalf("redelivered %s #%d, want %s #1", again.ID, index(t, again), first.ID)
 	}
-	if waited := time.Since(start); waited < 150*time.Millisecond {
-		t.Fatalf("redelivered after %v, before the visibility timeout", waited)
+	// The backends' clocks may round to the millisecond.
+	if waited := time.Since(start); waited < sub.Visibility-10*time.Millisecond {
+		t.Fatalf("redelivered %v after it was handed out, before the visibility timeout (%v)", waited, sub.Visibility)
 	}
-	if n, err := b.Ack(ctxT(t), "test.ack", "g", []string{again.ID}); err != nil || n != 1 {
+	if n, err := b.Ack(ctxT(t), "test.ack", "g", "c2", []string{again.ID}); err != nil || n != 1 {
 		t.Fatalf("ack redelivered: %d %v", n, err)
 	}
 	nothing(t, bsub, 900*time.Millisecond)
@@ -582,16 +605,16 @@ func testAckCounts(t *testing.T, s *suite) {
 	a := subscribe(t, b, sub)
 	publish(t, b, "test.ackcount", 1)
 	env := next(t, a, wait)
-	if n, err := b.Ack(ctxT(t), "test.ackcount", "g", []string{"evt_unknown"}); err != nil || n != 0 {
+	if n, err := b.Ack(ctxT(t), "test.ackcount", "g", "c1", []string{"evt_unknown"}); err != nil || n != 0 {
 		t.Fatalf("ack unknown: %d %v", n, err)
 	}
-	if n, err := b.Ack(ctxT(t), "test.ackcount", "other-group", []string{env.ID}); err != nil || n != 0 {
+	if n, err := b.Ack(ctxT(t), "test.ackcount", "other-group", "c1", []string{env.ID}); err != nil || n != 0 {
 		t.Fatalf("ack in another group: %d %v", n, err)
 	}
-	if n, err := b.Ack(ctxT(t), "test.ackcount", "g", []string{env.ID}); err != nil || n != 1 {
+	if n, err := b.Ack(ctxT(t), "test.ackcount", "g", "c1", []string{env.ID}); err != nil || n != 1 {
 		t.Fatalf("ack: %d %v", n, err)
 	}
-	if n, err := b.Ack(ctxT(t), "test.ackcount", "g", []string{env.ID}); err != nil || n != 0 {
+	if n, err := b.Ack(ctxT(t), "test.ackcount", "g", "c1", []string{env.ID}); err != nil || n != 0 {
 		t.Fatalf("ack twice: %d %v", n, err)
 	}
 }
@@ -607,7 +630,7 @@ func testCancelledNext(t *testing.T, s *suite) {
 			const n = 60
 			go func() {
 				for i := range n {
-					_, _ = b.Publish(context.Background(), events.Envelope{Name: name, Payload: json.RawMessage(fmt.Sprintf(`{"i":%d}`, i))})
+					_, _, _ = b.Publish(context.Background(), events.Envelope{Name: name, Payload: json.RawMessage(fmt.Sprintf(`{"i":%d}`, i))})
 					time.Sleep(time.Millisecond)
 				}
 			}()
@@ -622,7 +645,7 @@ func testCancelledNext(t *testing.T, s *suite) {
 				}
 				seen[index(t, env)]++
 				if ack {
-					_, _ = b.Ack(context.Background(), name, "g", []string{env.ID})
+					_, _ = b.Ack(context.Background(), name, "g", "c", []string{env.ID})
 				}
 			}
 			for i := range n {
@@ -660,7 +683,7 @@ func testCloseEndsNext(t *testing.T, s *suite) {
 }
 
 func testBackendClose(t *testing.T, s *suite) {
-	b := s.h.Open(t, s.ns)
+	b := s.h.Open(t, s.ns, Options{})
 	var subs []eventstore.Subscriber
 	for _, sub := range []eventstore.Subscription{broadcast("test.bclose"), unicast("g", "c", "test.bclose")} {
 		x, err := b.Subscribe(ctxT(t), sub)
@@ -696,7 +719,7 @@ func testBackendClose(t *testing.T, s *suite) {
 }
 
 func testRestart(t *testing.T, s *suite) {
-	b := s.h.Open(t, s.ns)
+	b := s.h.Open(t, s.ns, Options{})
 	for i := range 5 {
 		publish(t, b, "test.restart", i)
 	}
@@ -710,7 +733,7 @@ func testRestart(t *testing.T, s *suite) {
 	}
 	e0 := next(t, x, wait)
 	e1 := next(t, x, wait)
-	if _, err := b.Ack(ctxT(t), "test.restart", "g", []string{e0.ID}); err != nil {
+	if _, err := b.Ack(ctxT(t), "test.restart", "g", "c1", []string{e0.ID}); err != nil {
 		t.Fatal(err)
 	}
 	_ = x.Close()
@@ -731,7 +754,7 @@ func testRestart(t *testing.T, s *suite) {
 	for range 4 {
 		env := next(t, y, wait)
 		got = append(got, index(t, env))
-		_, _ = b2.Ack(ctxT(t), "test.restart", "g", []string{env.ID})
+		_, _ = b2.Ack(ctxT(t), "test.restart", "g", "c2", []string{env.ID})
 	}
 	sort.Ints(got)
 	if fmt.Sprint(got) != "[1 2 3 4]" {
@@ -788,7 +811,303 @@ func testHolderVisibility(t *testing.T, s *suite) {
 	impatient.Visibility = 100 * time.Millisecond
 	x := subscribe(t, b, impatient)
 	nothing(t, x, 800*time.Millisecond)
-	if n, err := b.Ack(ctxT(t), "test.holdervis", "g", []string{held.ID}); err != nil || n != 1 {
+	if n, err := b.Ack(ctxT(t), "test.holdervis", "g", "holder", []string{held.ID}); err != nil || n != 1 {
 		t.Fatalf("holder's ack: %d %v", n, err)
+	}
+}
+
+// testAckByHolderOnly: an acknowledgement naming a consumer that does not
+// hold the delivery is ignored, so the delivery is still redelivered after
+// the holder's visibility timeout; after the redelivery only the new holder
+// can acknowledge it.
+func testAckByHolderOnly(t *testing.T, s *suite) {
+	b := s.open(t)
+	sub := unicast("g", "holder", "test.ackholder")
+	sub.Ack = true
+	sub.Visibility = 300 * time.Millisecond
+	h := subscribe(t, b, sub)
+	publish(t, b, "test.ackholder", 1)
+	held := next(t, h, wait)
+	for _, intruder := range []string{"intruder", "default", ""} {
+		if n, err := b.Ack(ctxT(t), "test.ackholder", "g", intruder, []string{held.ID}); err != nil || n != 0 {
+			t.Fatalf("ack by %q, who does not hold the delivery: %d %v, want 0", intruder, n, err)
+		}
+	}
+	_ = h.Close() // the holder dies without acknowledging
+
+	sub.Consumer = "rescuer"
+	r := subscribe(t, b, sub)
+	again := next(t, r, wait)
+	if again.ID != held.ID {
+		t.Fatalf("redelivered %s, want %s: the intruder's ack must not have counted", again.ID, held.ID)
+	}
+	if n, err := b.Ack(ctxT(t), "test.ackholder", "g", "holder", []string{again.ID}); err != nil || n != 0 {
+		t.Fatalf("ack by the former holder: %d %v, want 0", n, err)
+	}
+	if n, err := b.Ack(ctxT(t), "test.ackholder", "g", "rescuer", []string{again.ID}); err != nil || n != 1 {
+		t.Fatalf("ack by the holder: %d %v, want 1", n, err)
+	}
+}
+
+// testDeliveriesCounted: acknowledged deliveries count 1, 2, 3, ... as
+// the event is handed out again; other deliveries carry no count.
+func testDeliveriesCounted(t *testing.T, s *suite) {
+	b := s.open(t)
+	name := "test.deliveries"
+	acked := unicast("acked", "c1", name)
+	acked.Ack = true
+	acked.Visibility = 200 * time.Millisecond
+	x := subscribe(t, b, acked)
+	plain := subscribe(t, b, unicast("plain", "c1", name))
+	bc := subscribe(t, b, broadcast(name))
+	publish(t, b, name, 1)
+	var id string
+	for want := 1; want <= 3; want++ {
+		if want == 3 { // a redelivery to another consumer counts on
+			_ = x.Close()
+			acked.Consumer = "c2"
+			x = subscribe(t, b, acked)
+		}
+		env := next(t, x, wait)
+		if id == "" {
+			id = env.ID
+		}
+		if env.ID != id || env.Deliveries != want {
+			t.Fatalf("delivery %d: %s with deliveries=%d, want %s with %d", want, env.ID, env.Deliveries, id, want)
+		}
+	}
+	if n, err := b.Ack(ctxT(t), name, "acked", "c2", []string{id}); err != nil || n != 1 {
+		t.Fatalf("ack: %d %v", n, err)
+	}
+	for kind, sub := range map[string]eventstore.Subscriber{"unacknowledged unicast": plain, "broadcast": bc} {
+		if env := next(t, sub, wait); env.ID != id || env.Deliveries != 0 {
+			t.Fatalf("%s delivery %s has deliveries=%d, want %s with 0", kind, env.ID, env.Deliveries, id)
+		}
+	}
+}
+
+// releaseVisibility is the visibility of the release tests: far longer
+// than any wait of theirs, so only a release can explain a redelivery.
+const releaseVisibility = 10 * time.Minute
+
+// testRelease: a released delivery goes to the next consumer of the group
+// at once, long before its visibility timeout, and its count is taken
+// back; after the release nobody holds it, and other deliveries of the
+// holder stay held.
+func testRelease(t *testing.T, s *suite) {
+	b := s.open(t)
+	name := "test.release"
+	sub := unicast("g", "holder", name)
+	sub.Ack = true
+	sub.Visibility = releaseVisibility
+	h := subscribe(t, b, sub)
+	publish(t, b, name, 1)
+	publish(t, b, name, 2)
+	first := next(t, h, wait)
+	second := next(t, h, wait)
+	if n, err := b.Release(ctxT(t), name, "g", "holder", []string{first.ID, "evt_unknown"}); err != nil || n != 1 {
+		t.Fatalf("release by the holder: %d %v, want 1", n, err)
+	}
+	if n, err := b.Release(ctxT(t), name, "g", "holder", []string{first.ID}); err != nil || n != 0 {
+		t.Fatalf("second release: %d %v, want 0 (nobody holds it)", n, err)
+	}
+	if n, err := b.Ack(ctxT(t), name, "g", "holder", []string{first.ID}); err != nil || n != 0 {
+		t.Fatalf("ack by the former holder after its release: %d %v, want 0", n, err)
+	}
+
+	sub.Consumer = "next"
+	x := subscribe(t, b, sub)
+	again := next(t, x, wait)
+	if again.ID != first.ID || index(t, again) != 1 {
+		t.Fatalf("after the release got %s #%d, want %s #1", again.ID, index(t, again), first.ID)
+	}
+	if again.Deliveries != 1 {
+		t.Fatalf("released delivery handed out again with deliveries=%d, want 1 (a release does not count)", again.Deliveries)
+	}
+	nothing(t, x, 700*time.Millisecond) // #2 is still held
+	if n, err := b.Ack(ctxT(t), name, "g", "next", []string{again.ID}); err != nil || n != 1 {
+		t.Fatalf("ack by the new holder: %d %v, want 1", n, err)
+	}
+	if n, err := b.Ack(ctxT(t), name, "g", "holder", []string{second.ID}); err != nil || n != 1 {
+		t.Fatalf("ack of the delivery not released: %d %v, want 1", n, err)
+	}
+}
+
+// testReleaseByHolderOnly: a release naming a consumer that does not hold
+// the delivery (or another group) is ignored: nobody else gets it.
+func testReleaseByHolderOnly(t *testing.T, s *suite) {
+	b := s.open(t)
+	name := "test.releaseholder"
+	sub := unicast("g", "holder", name)
+	sub.Ack = true
+	sub.Visibility = releaseVisibility
+	h := subscribe(t, b, sub)
+	publish(t, b, name, 1)
+	held := next(t, h, wait)
+	for _, intruder := range []string{"intruder", "default", ""} {
+		if n, err := b.Release(ctxT(t), name, "g", intruder, []string{held.ID}); err != nil || n != 0 {
+			t.Fatalf("release by %q, who does not hold the delivery: %d %v, want 0", intruder, n, err)
+		}
+	}
+	if n, err := b.Release(ctxT(t), name, "other-group", "holder", []string{held.ID}); err != nil || n != 0 {
+		t.Fatalf("release in another group: %d %v, want 0", n, err)
+	}
+	sub.Consumer = "rescuer"
+	r := subscribe(t, b, sub)
+	nothing(t, r, 700*time.Millisecond)
+	if n, err := b.Release(ctxT(t), name, "g", "holder", []string{held.ID}); err != nil || n != 1 {
+		t.Fatalf("release by the holder: %d %v, want 1", n, err)
+	}
+	if again := next(t, r, wait); again.ID != held.ID {
+		t.Fatalf("after the holder's release got %s, want %s", again.ID, held.ID)
+	}
+}
+
+// testCloseReleases: an acknowledged-mode subscription closed while a read
+// of it may be taking an event (its Next gave up first) does not keep
+// that event: another consumer gets it long before the visibility timeout,
+// as its first delivery. (Whether the closed subscription's read took the
+// event depends on timing; either way the other consumer must get it.)
+func testCloseReleases(t *testing.T, s *suite) {
+	b := s.open(t)
+	for round := range 3 {
+		name := fmt.Sprintf("test.closerelease.%d", round)
+		sub := unicast("g", "leaver", name)
+		sub.Ack = true
+		sub.Visibility = releaseVisibility
+		x := subscribe(t, b, sub)
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		_, err := x.Next(ctx)
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Next with nothing published: %v, want deadline exceeded", err)
+		}
+		publish(t, b, name, round)
+		_ = x.Close()
+
+		sub.Consumer = "stayer"
+		y := subscribe(t, b, sub)
+		got := next(t, y, wait)
+		if index(t, got) != round || got.Deliveries != 1 {
+			t.Fatalf("round %d: got #%d with deliveries=%d, want #%d with 1", round, index(t, got), got.Deliveries, round)
+		}
+	}
+}
+
+func publishCount(t *testing.T, b eventstore.Backend, name string) int {
+	t.Helper()
+	_, n, err := b.Publish(ctxT(t), events.Envelope{Name: name, Payload: json.RawMessage(`{"i":0}`)})
+	if err != nil {
+		t.Fatalf("publish %s: %v", name, err)
+	}
+	return n
+}
+
+// testGroupsCounted: a publish reports how many unicast groups of its name
+// exist; groups exist from their first subscription, also with no
+// subscription open; broadcast listeners and other names do not count.
+func testGroupsCounted(t *testing.T, s *suite) {
+	b := s.open(t)
+	name := "test.groupcount"
+	if n := publishCount(t, b, name); n != 0 {
+		t.Fatalf("no group yet: publish counted %d groups", n)
+	}
+	subscribe(t, b, broadcast(name))
+	if n := publishCount(t, b, name); n != 0 {
+		t.Fatalf("a broadcast listener is no group: publish counted %d", n)
+	}
+	g1 := subscribe(t, b, unicast("g1", "c", name))
+	subscribe(t, b, unicast("g1", "c2", name)) // same group, another consumer
+	if n := publishCount(t, b, name); n != 1 {
+		t.Fatalf("one group: publish counted %d", n)
+	}
+	subscribe(t, b, unicast("g2", "c", name, "test.groupcount.other"))
+	if n := publishCount(t, b, name); n != 2 {
+		t.Fatalf("two groups: publish counted %d", n)
+	}
+	_ = g1.Close()
+	if n := publishCount(t, b, name); n != 2 {
+		t.Fatalf("a group without open subscription still collects: publish counted %d, want 2", n)
+	}
+	if n := publishCount(t, b, "test.groupcount.other"); n != 1 {
+		t.Fatalf("other name: publish counted %d, want 1", n)
+	}
+	if n := publishCount(t, b, "test.groupcount.none"); n != 0 {
+		t.Fatalf("unrelated name: publish counted %d, want 0", n)
+	}
+}
+
+// testIdentityType: the publisher's identity type is stored and handed
+// out with every kind of delivery.
+func testIdentityType(t *testing.T, s *suite) {
+	b := s.open(t)
+	name := "test.identitytype"
+	uni := subscribe(t, b, unicast("g", "c", name))
+	for _, typ := range []string{events.IdentityService, events.IdentityUser} {
+		env, _, err := b.Publish(ctxT(t), events.Envelope{Name: name, IdentityID: "who", IdentityType: typ, Payload: json.RawMessage(`{}`)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if env.IdentityType != typ {
+			t.Fatalf("published envelope has identity type %q, want %q", env.IdentityType, typ)
+		}
+		if got := next(t, uni, wait); got.IdentityType != typ || got.IdentityID != "who" {
+			t.Fatalf("unicast delivery has identity %q type %q, want who %q", got.IdentityID, got.IdentityType, typ)
+		}
+	}
+	hist := subscribe(t, b, eventstore.Subscription{Names: []string{name}, Delivery: events.Broadcast, Replay: true})
+	for _, typ := range []string{events.IdentityService, events.IdentityUser} {
+		if got := next(t, hist, wait); got.IdentityType != typ {
+			t.Fatalf("replayed identity type %q, want %q", got.IdentityType, typ)
+		}
+	}
+}
+
+// testGroupIdleExpiry: a group that has had no subscription for the idle
+// TTL is deleted (it no longer counts, and a new subscription starts it
+// afresh at the end of the log); a group with an open subscription is
+// kept however long it is open.
+func testGroupIdleExpiry(t *testing.T, s *suite) {
+	const ttl = 3 * time.Second
+	b := s.openWith(t, Options{GroupIdleTTL: ttl})
+	name := "test.idlegroups"
+	live := subscribe(t, b, unicast("live", "c", name))
+	idle := subscribe(t, b, unicast("idle", "c", name))
+	publish(t, b, name, 0)
+	if env := next(t, idle, wait); index(t, env) != 0 {
+		t.Fatalf("idle group got #%d", index(t, env))
+	}
+	_ = idle.Close()
+	closed := time.Now()
+	if n := publishCount(t, b, name); n != 2 {
+		t.Fatalf("before expiry: publish counted %d groups, want 2", n)
+	}
+	// Wait for the expiry, publishing now and then; give up long after it
+	// is due.
+	deadline := closed.Add(ttl + 30*time.Second)
+	for publishCount(t, b, name) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the idle group was not deleted %v after its last subscription closed", time.Since(closed))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if since := time.Since(closed); since < ttl-10*time.Millisecond {
+		t.Fatalf("the idle group was deleted %v after its last subscription closed, before its TTL %v", since, ttl)
+	}
+	// Stay another TTL: the live group must survive it (a backend that
+	// expired it by the time of its last refresh would have done so by
+	// now).
+	for until := time.Now().Add(ttl); time.Now().Before(until); time.Sleep(100 * time.Millisecond) {
+		if n := publishCount(t, b, name); n != 1 {
+			t.Fatalf("the group with an open subscription expired: publish counted %d groups, want 1", n)
+		}
+	}
+	if env := next(t, live, wait); index(t, env) != 0 {
+		t.Fatalf("live group's first event is #%d, want #0", index(t, env))
+	}
+	again := subscribe(t, b, unicast("idle", "c2", name))
+	publish(t, b, name, 99)
+	if env := next(t, again, wait); index(t, env) != 99 {
+		t.Fatalf("the re-created group got #%d, want only what was published after it (#99)", index(t, env))
 	}
 }

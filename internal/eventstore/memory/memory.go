@@ -1,6 +1,11 @@
 // Package memory is the in-process, non-durable Events API backend: the
 // default for local development and single-process stacks.
 //
+// It keeps at most Retention events per name and at most RetentionBytes of
+// events in all (the oldest go first), so no publisher can make it grow
+// without bound; unicast groups nobody has subscribed to for GroupIdleTTL
+// are deleted with their pending deliveries.
+//
 // It imports only internal/eventstore and pkg/events.
 package memory
 
@@ -18,8 +23,18 @@ import (
 	"github.com/busdk/bus-integration-codex/pkg/events"
 )
 
-// DefaultRetention is how many events of each name are kept for replay.
-const DefaultRetention = 10000
+// Retention defaults.
+const (
+	// DefaultRetention is how many events of each name are kept.
+	DefaultRetention = 10000
+	// DefaultRetentionBytes is how many bytes of events are kept in all.
+	DefaultRetentionBytes = 128 << 20
+)
+
+// eventOverhead is what one retained event costs besides its strings and
+// payload (the envelope, its index entries), counted against
+// RetentionBytes so that many tiny events are bounded too.
+const eventOverhead = 200
 
 // Options configure a Backend.
 type Options struct {
@@ -27,6 +42,15 @@ type Options struct {
 	// when 0). Older events drop out of replay and out of groups that have
 	// not read them yet.
 	Retention int
+	// RetentionBytes bounds the size of all retained events together
+	// (payloads, names, ids and a fixed overhead per event;
+	// DefaultRetentionBytes when 0). When a publish goes over it, the
+	// oldest events of any name are dropped, as with Retention. The event
+	// just published is always kept.
+	RetentionBytes int64
+	// GroupIdleTTL is how long a unicast group without an open
+	// subscription is kept (eventstore.DefaultGroupIdleTTL when 0).
+	GroupIdleTTL time.Duration
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
 }
@@ -34,31 +58,56 @@ type Options struct {
 // Backend is the memory backend. The zero value is not usable; call New.
 type Backend struct {
 	retention int
+	maxBytes  int64
+	groupTTL  time.Duration
 	now       func() time.Time
 
-	mu      sync.Mutex
-	seq     uint64
-	logs    map[string][]stored
-	groups  map[groupKey]*group
-	changed chan struct{} // closed and replaced whenever something changes
-	closed  bool
+	mu        sync.Mutex
+	seq       uint64
+	logs      map[string]*eventLog
+	bytes     int64                        // size of every retained event
+	count     int                          // number of retained events
+	order     []orderRef                   // publish order of retained (and some dropped) events
+	orderHead int                          // order[:orderHead] are consumed
+	groups    map[string]map[string]*group // event name -> group name
+	nextSweep time.Time
+	changed   chan struct{} // closed and replaced whenever something changes
+	closed    bool
+}
+
+// eventLog is the retained events of one name: entries[head:], in seq
+// order.
+type eventLog struct {
+	entries []stored
+	head    int
 }
 
 type stored struct {
-	seq uint64
-	env events.Envelope
+	seq  uint64
+	size int64
+	env  events.Envelope
 }
 
-type groupKey struct{ name, group string }
+// orderRef names a published event, for dropping the oldest by bytes.
+type orderRef struct {
+	name string
+	seq  uint64
+}
 
 type group struct {
 	cursor  uint64 // seq of the last event handed out
 	pending map[string]*pendingDelivery
+	// subs counts the open subscriptions; with none, the group expires
+	// GroupIdleTTL after idleSince.
+	subs      int
+	idleSince time.Time
 }
 
 type pendingDelivery struct {
-	st       stored
-	deadline time.Time
+	st         stored
+	consumer   string // the holder
+	deadline   time.Time
+	deliveries int
 }
 
 // New returns an empty memory backend.
@@ -66,19 +115,29 @@ func New(opts Options) *Backend {
 	if opts.Retention <= 0 {
 		opts.Retention = DefaultRetention
 	}
+	if opts.RetentionBytes <= 0 {
+		opts.RetentionBytes = DefaultRetentionBytes
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
 	return &Backend{
 		retention: opts.Retention,
+		maxBytes:  opts.RetentionBytes,
+		groupTTL:  eventstore.EffectiveGroupIdleTTL(opts.GroupIdleTTL),
 		now:       opts.Now,
-		logs:      map[string][]stored{},
-		groups:    map[groupKey]*group{},
+		logs:      map[string]*eventLog{},
+		groups:    map[string]map[string]*group{},
 		changed:   make(chan struct{}),
 	}
 }
 
 func eventID(seq uint64) string { return "evt_" + strconv.FormatUint(seq, 10) }
+
+// size is what an event counts against RetentionBytes.
+func size(env events.Envelope) int64 {
+	return int64(len(env.Payload)+len(env.Name)+len(env.CorrelationID)+len(env.IdentityID)+len(env.IdentityType)) + eventOverhead
+}
 
 // signalLocked wakes every waiting subscriber. b.mu must be held.
 func (b *Backend) signalLocked() {
@@ -87,44 +146,131 @@ func (b *Backend) signalLocked() {
 }
 
 // Publish implements eventstore.Backend.
-func (b *Backend) Publish(ctx context.Context, ev events.Envelope) (events.Envelope, error) {
+func (b *Backend) Publish(ctx context.Context, ev events.Envelope) (events.Envelope, int, error) {
 	if err := ctx.Err(); err != nil {
-		return events.Envelope{}, err
+		return events.Envelope{}, 0, err
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
-		return events.Envelope{}, eventstore.ErrClosed
+		return events.Envelope{}, 0, eventstore.ErrClosed
 	}
+	now := b.now()
+	b.sweepLocked(now)
 	b.seq++
 	ev.ID = eventID(b.seq)
-	ev.CreatedAt = b.now().UTC()
-	log := append(b.logs[ev.Name], stored{seq: b.seq, env: ev})
-	if len(log) > 2*b.retention {
-		log = slices.Clone(log[len(log)-b.retention:])
+	ev.CreatedAt = now.UTC()
+	ev.Deliveries = 0
+	st := stored{seq: b.seq, size: size(ev), env: ev}
+	log := b.logs[ev.Name]
+	if log == nil {
+		log = &eventLog{}
+		b.logs[ev.Name] = log
 	}
-	b.logs[ev.Name] = log
+	log.entries = append(log.entries, st)
+	b.bytes += st.size
+	b.count++
+	b.order = append(b.order, orderRef{name: ev.Name, seq: st.seq})
+	for len(log.entries)-log.head > b.retention {
+		b.dropFirstLocked(ev.Name, log)
+	}
+	b.trimBytesLocked()
+	// The groups of this name that expired are gone before they are
+	// counted, whenever the last sweep was.
+	for name, g := range b.groups[ev.Name] {
+		if b.expiredLocked(g, now) {
+			delete(b.groups[ev.Name], name)
+		}
+	}
+	groups := len(b.groups[ev.Name])
 	b.signalLocked()
-	return ev, nil
+	return ev, groups, nil
 }
 
-// visible returns the retained events of name (at most retention of them).
-func (b *Backend) visibleLocked(name string) []stored {
-	log := b.logs[name]
-	if len(log) > b.retention {
-		log = log[len(log)-b.retention:]
+// dropFirstLocked drops the oldest retained event of name.
+func (b *Backend) dropFirstLocked(name string, log *eventLog) {
+	b.bytes -= log.entries[log.head].size
+	b.count--
+	log.entries[log.head] = stored{} // release the payload
+	log.head++
+	switch {
+	case log.head == len(log.entries):
+		delete(b.logs, name)
+	case log.head > 64 && log.head > len(log.entries)/2:
+		log.entries = slices.Clone(log.entries[log.head:])
+		log.head = 0
 	}
-	return log
+}
+
+// trimBytesLocked drops the oldest events of any name while the retained
+// bytes exceed the budget, keeping at least the newest event.
+func (b *Backend) trimBytesLocked() {
+	for b.bytes > b.maxBytes && b.count > 1 && b.orderHead < len(b.order) {
+		ref := b.order[b.orderHead]
+		b.order[b.orderHead] = orderRef{}
+		b.orderHead++
+		if log := b.logs[ref.name]; log != nil && log.entries[log.head].seq == ref.seq {
+			b.dropFirstLocked(ref.name, log)
+		}
+	}
+	// order also holds events dropped by count: compact it once they
+	// dominate, so it stays proportional to what is retained.
+	if live := len(b.order) - b.orderHead; live > 2*b.count+1024 || (b.orderHead > 1024 && b.orderHead > len(b.order)/2) {
+		kept := make([]orderRef, 0, b.count)
+		for _, ref := range b.order[b.orderHead:] {
+			if log := b.logs[ref.name]; log != nil && log.entries[log.head].seq <= ref.seq {
+				kept = append(kept, ref)
+			}
+		}
+		b.order, b.orderHead = kept, 0
+	}
+}
+
+// expiredLocked reports whether g has had no subscription for the TTL.
+func (b *Backend) expiredLocked(g *group, now time.Time) bool {
+	return g.subs == 0 && now.Sub(g.idleSince) >= b.groupTTL
+}
+
+// sweepLocked deletes expired groups, at most once per sweep interval.
+func (b *Backend) sweepLocked(now time.Time) {
+	if now.Before(b.nextSweep) {
+		return
+	}
+	b.nextSweep = now.Add(eventstore.GroupSweepInterval(b.groupTTL))
+	for name, gs := range b.groups {
+		for gname, g := range gs {
+			if b.expiredLocked(g, now) {
+				delete(gs, gname)
+			}
+		}
+		if len(gs) == 0 {
+			delete(b.groups, name)
+		}
+	}
+}
+
+// retainedLocked returns the retained events of name.
+func (b *Backend) retainedLocked(name string) []stored {
+	log := b.logs[name]
+	if log == nil {
+		return nil
+	}
+	return log.entries[log.head:]
 }
 
 // firstAfterLocked returns the first retained event of name with seq > after.
 func (b *Backend) firstAfterLocked(name string, after uint64) (stored, bool) {
-	log := b.visibleLocked(name)
+	log := b.retainedLocked(name)
 	i := sort.Search(len(log), func(i int) bool { return log[i].seq > after })
 	if i == len(log) {
 		return stored{}, false
 	}
 	return log[i], true
+}
+
+// groupLocked returns the group of name, nil when it does not exist.
+func (b *Backend) groupLocked(name, groupName string) *group {
+	return b.groups[name][groupName]
 }
 
 // Subscribe implements eventstore.Backend.
@@ -140,30 +286,35 @@ func (b *Backend) Subscribe(ctx context.Context, sub eventstore.Subscription) (e
 	if b.closed {
 		return nil, eventstore.ErrClosed
 	}
+	now := b.now()
+	b.sweepLocked(now)
 	s := &subscriber{b: b, sub: sub, snapshot: b.seq, done: make(chan struct{})}
-	s.sub.Names = slices.Clone(sub.Names)
+	s.sub.Names = slices.Compact(slices.Sorted(slices.Values(sub.Names)))
 	if sub.Delivery == events.Broadcast {
 		if !sub.Replay {
 			s.cursor = b.seq
 		}
 		return s, nil
 	}
-	for _, name := range sub.Names {
-		k := groupKey{name, sub.Group}
-		if _, ok := b.groups[k]; ok {
-			continue
+	for _, name := range s.sub.Names {
+		g := b.groupLocked(name, sub.Group)
+		if g == nil || b.expiredLocked(g, now) {
+			g = &group{pending: map[string]*pendingDelivery{}}
+			if !sub.Replay {
+				g.cursor = b.seq
+			}
+			if b.groups[name] == nil {
+				b.groups[name] = map[string]*group{}
+			}
+			b.groups[name][sub.Group] = g
 		}
-		g := &group{pending: map[string]*pendingDelivery{}}
-		if !sub.Replay {
-			g.cursor = b.seq
-		}
-		b.groups[k] = g
+		g.subs++
 	}
 	return s, nil
 }
 
 // Ack implements eventstore.Backend.
-func (b *Backend) Ack(ctx context.Context, name, groupName string, ids []string) (int, error) {
+func (b *Backend) Ack(ctx context.Context, name, groupName, consumer string, ids []string) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
@@ -172,16 +323,46 @@ func (b *Backend) Ack(ctx context.Context, name, groupName string, ids []string)
 	if b.closed {
 		return 0, eventstore.ErrClosed
 	}
-	g := b.groups[groupKey{name, groupName}]
+	g := b.groupLocked(name, groupName)
 	if g == nil {
 		return 0, nil
 	}
 	n := 0
 	for _, id := range ids {
-		if _, ok := g.pending[id]; ok {
+		if p, ok := g.pending[id]; ok && p.consumer == consumer {
 			delete(g.pending, id)
 			n++
 		}
+	}
+	return n, nil
+}
+
+// Release implements eventstore.Backend: the deliveries consumer holds
+// expire now, without counting, and wake the group's subscriptions.
+func (b *Backend) Release(ctx context.Context, name, groupName, consumer string, ids []string) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return 0, eventstore.ErrClosed
+	}
+	g := b.groupLocked(name, groupName)
+	if g == nil {
+		return 0, nil
+	}
+	n := 0
+	for _, id := range ids {
+		if p, ok := g.pending[id]; ok && p.consumer == consumer {
+			p.consumer = eventstore.Unheld
+			p.deadline = time.Time{}
+			p.deliveries--
+			n++
+		}
+	}
+	if n > 0 {
+		b.signalLocked()
 	}
 	return n, nil
 }
@@ -207,8 +388,26 @@ type subscriber struct {
 	done      chan struct{}
 }
 
+// Close implements eventstore.Subscriber: the subscription's groups start
+// their idle time when their last subscription closes.
 func (s *subscriber) Close() error {
-	s.closeOnce.Do(func() { close(s.done) })
+	s.closeOnce.Do(func() {
+		close(s.done)
+		if s.sub.Delivery != events.Unicast {
+			return
+		}
+		b := s.b
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		now := b.now()
+		for _, name := range s.sub.Names {
+			if g := b.groupLocked(name, s.sub.Group); g != nil {
+				if g.subs--; g.subs == 0 {
+					g.idleSince = now
+				}
+			}
+		}
+	})
 	return nil
 }
 
@@ -303,14 +502,18 @@ func (s *subscriber) nextUnicastLocked() (events.Envelope, bool, time.Time) {
 	now := b.now()
 	var earliest time.Time
 	for _, name := range s.sub.Names {
-		g := b.groups[groupKey{name, s.sub.Group}]
+		g := b.groupLocked(name, s.sub.Group)
 		if len(g.pending) == 0 {
 			continue
 		}
 		for _, p := range oldestFirst(g.pending) {
 			if !p.deadline.After(now) {
 				p.deadline = now.Add(s.sub.EffectiveVisibility())
-				return p.st.env, true, time.Time{}
+				p.consumer = s.sub.Consumer
+				p.deliveries++
+				env := p.st.env
+				env.Deliveries = p.deliveries
+				return env, true, time.Time{}
 			}
 			if earliest.IsZero() || p.deadline.Before(earliest) {
 				earliest = p.deadline
@@ -323,7 +526,7 @@ func (s *subscriber) nextUnicastLocked() (events.Envelope, bool, time.Time) {
 		found    bool
 	)
 	for _, name := range s.sub.Names {
-		g := b.groups[groupKey{name, s.sub.Group}]
+		g := b.groupLocked(name, s.sub.Group)
 		st, ok := b.firstAfterLocked(name, g.cursor)
 		if ok && st.seq <= s.limit() && (!found || st.seq < best.seq) {
 			best, bestName, found = st, name, true
@@ -332,12 +535,14 @@ func (s *subscriber) nextUnicastLocked() (events.Envelope, bool, time.Time) {
 	if !found {
 		return events.Envelope{}, false, earliest
 	}
-	g := b.groups[groupKey{bestName, s.sub.Group}]
+	g := b.groupLocked(bestName, s.sub.Group)
 	g.cursor = best.seq
+	env := best.env
 	if s.sub.Ack {
-		g.pending[best.env.ID] = &pendingDelivery{st: best, deadline: now.Add(s.sub.EffectiveVisibility())}
+		g.pending[env.ID] = &pendingDelivery{st: best, consumer: s.sub.Consumer, deadline: now.Add(s.sub.EffectiveVisibility()), deliveries: 1}
+		env.Deliveries = 1
 	}
-	return best.env, true, time.Time{}
+	return env, true, time.Time{}
 }
 
 // oldestFirst returns the pending deliveries in publish order, so
@@ -353,7 +558,7 @@ func oldestFirst(m map[string]*pendingDelivery) []*pendingDelivery {
 
 // String describes the backend for logs.
 func (b *Backend) String() string {
-	return fmt.Sprintf("memory(retention=%d)", b.retention)
+	return fmt.Sprintf("memory(retention=%d bytes=%d)", b.retention, b.maxBytes)
 }
 
 var _ eventstore.Backend = (*Backend)(nil)

@@ -2,20 +2,32 @@
 // every Events API replica that points at the same database, with SQL
 // transactions as the source of truth.
 //
-// Tables (created at startup when missing, no migrations):
+// Tables (created at startup when missing; columns added since are added
+// to existing tables):
 //
 //   - bus_events: the log. id is a bigserial; the event ID is "evt_<id>".
 //     Publishers of one name serialise on a transaction-scoped advisory lock,
 //     so within a name ids commit in increasing order and a reader's cursor
 //     never skips an event that commits late.
 //   - bus_event_group_cursors: per (name, group), the id of the last event
-//     handed to the group. A claim locks the group's cursor rows
+//     handed to the group, and when the group last had an open
+//     subscription (last_seen). Every backend refreshes last_seen of the
+//     groups of its open subscriptions and deletes the groups (with their
+//     pending rows) not seen for GroupIdleTTL, every
+//     eventstore.GroupSweepInterval. A claim locks the group's cursor rows
 //     (SELECT ... FOR UPDATE, in name order), takes the earliest next event
 //     of the subscribed names and advances that cursor in the same statement,
 //     so consumers on different replicas never get the same event.
 //   - bus_event_pending: acknowledged-mode deliveries not acknowledged yet,
-//     with their deadline. Expired rows are handed out again (FOR UPDATE SKIP
-//     LOCKED); Ack deletes them. Rows go with their event (ON DELETE CASCADE).
+//     with their holder (consumer), deadline and delivery count. Expired rows
+//     are handed out again (FOR UPDATE SKIP LOCKED), counting the delivery;
+//     Ack deletes the rows its consumer holds; Release gives them up (no
+//     holder, deadline now, one delivery less) and notifies. Rows go with
+//     their event (ON DELETE CASCADE).
+//
+// Publish counts the name's groups in the same round trip as the insert.
+// Broadcast reads stop at about eventstore.ReadBudget payload bytes (at
+// least one event), so a reader holds little of a large history at a time.
 //
 // Every publish sends one NOTIFY (in its transaction) on channel
 // bus_events with the event name; each backend keeps one LISTEN connection
@@ -25,8 +37,9 @@
 // Reads run on a goroutine owned by the subscription, so a cancelled Next
 // never drops an event a claim already took: it is kept for the next call.
 // Without Ack, an event claimed by a read that completes only after its
-// subscription was closed is lost (at most once); with Ack it stays pending
-// and is redelivered. Waiting subscriptions hold no connection.
+// subscription was closed is lost (at most once); with Ack it is released
+// when the subscription closes (or, when that fails, redelivered after its
+// visibility timeout). Waiting subscriptions hold no connection.
 //
 // It imports internal/eventstore, internal/busconfig, pkg/events and the pgx driver.
 package pgstore
@@ -85,6 +98,10 @@ type Config struct {
 	Retention int64
 	// MaxConns bounds the connection pool (pgxpool's default when 0).
 	MaxConns int32
+	// GroupIdleTTL is how long a unicast group without an open
+	// subscription on any replica is kept (eventstore.DefaultGroupIdleTTL
+	// when 0).
+	GroupIdleTTL time.Duration
 	// Logger receives background problems (slog.Default() when nil).
 	Logger *slog.Logger
 }
@@ -105,6 +122,7 @@ func (c Config) withDefaults() Config {
 	if c.Retention == 0 {
 		c.Retention = DefaultRetention
 	}
+	c.GroupIdleTTL = eventstore.EffectiveGroupIdleTTL(c.GroupIdleTTL)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -122,8 +140,18 @@ type Backend struct {
 	cancel context.CancelFunc
 
 	reads eventstore.ReadGroup // the subscriptions' reads in flight
-	wg    sync.WaitGroup       // the listener
+	wg    sync.WaitGroup       // the listener and the group loop
+
+	mu   sync.Mutex
+	open map[groupRef]int // groups of open subscriptions -> how many
+	// left are the groups whose last open subscription closed since the
+	// last refresh: refreshed once more, so their idle time starts at the
+	// close.
+	left map[groupRef]bool
 }
+
+// groupRef names a unicast group of one event name.
+type groupRef struct{ name, group string }
 
 // Open connects, creates the tables when missing and starts listening for
 // notifications.
@@ -153,9 +181,10 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 		return nil, fmt.Errorf("pgstore: %s: %w", desc, err)
 	}
 	bctx, cancel := context.WithCancel(context.Background())
-	b := &Backend{cfg: cfg, pool: pool, desc: desc, hub: newHub(), ctx: bctx, cancel: cancel}
-	b.wg.Add(1)
+	b := &Backend{cfg: cfg, pool: pool, desc: desc, hub: newHub(), ctx: bctx, cancel: cancel, open: map[groupRef]int{}, left: map[groupRef]bool{}}
+	b.wg.Add(2)
 	go b.listenLoop(listenConn, pcfg.ConnConfig)
+	go b.groupLoop()
 	return b, nil
 }
 
@@ -171,6 +200,7 @@ CREATE TABLE IF NOT EXISTS bus_events (
 	payload        bytea,
 	created_at     timestamptz NOT NULL DEFAULT clock_timestamp()
 );
+ALTER TABLE bus_events ADD COLUMN IF NOT EXISTS identity_type text NOT NULL DEFAULT '';
 CREATE INDEX IF NOT EXISTS bus_events_name_id ON bus_events (name, id);
 CREATE TABLE IF NOT EXISTS bus_event_group_cursors (
 	name       text   NOT NULL,
@@ -178,6 +208,7 @@ CREATE TABLE IF NOT EXISTS bus_event_group_cursors (
 	last_id    bigint NOT NULL,
 	PRIMARY KEY (name, group_name)
 );
+ALTER TABLE bus_event_group_cursors ADD COLUMN IF NOT EXISTS last_seen timestamptz NOT NULL DEFAULT clock_timestamp();
 CREATE TABLE IF NOT EXISTS bus_event_pending (
 	group_name  text        NOT NULL,
 	event_id    bigint      NOT NULL REFERENCES bus_events (id) ON DELETE CASCADE,
@@ -207,14 +238,14 @@ func createSchema(ctx context.Context, pool *pgxpool.Pool) error {
 	return nil
 }
 
-// Publish implements eventstore.Backend: lock the name, insert, notify, in
-// one implicit transaction (one round trip).
-func (b *Backend) Publish(ctx context.Context, ev events.Envelope) (events.Envelope, error) {
+// Publish implements eventstore.Backend: lock the name, insert, notify and
+// count the name's groups, in one implicit transaction (one round trip).
+func (b *Backend) Publish(ctx context.Context, ev events.Envelope) (events.Envelope, int, error) {
 	if err := events.ValidateName(ev.Name); err != nil {
-		return events.Envelope{}, fmt.Errorf("pgstore: %w", err)
+		return events.Envelope{}, 0, fmt.Errorf("pgstore: %w", err)
 	}
 	if b.ctx.Err() != nil {
-		return events.Envelope{}, eventstore.ErrClosed
+		return events.Envelope{}, 0, eventstore.ErrClosed
 	}
 	var payload []byte
 	if ev.Payload != nil {
@@ -222,12 +253,14 @@ func (b *Backend) Publish(ctx context.Context, ev events.Envelope) (events.Envel
 	}
 	batch := &pgx.Batch{}
 	batch.Queue("SELECT pg_advisory_xact_lock($1, hashtext($2))", lockClass, ev.Name)
-	batch.Queue(`INSERT INTO bus_events (name, correlation_id, identity_id, payload)
-		VALUES ($1, $2, $3, $4) RETURNING id, created_at`, ev.Name, ev.CorrelationID, ev.IdentityID, payload)
+	batch.Queue(`INSERT INTO bus_events (name, correlation_id, identity_id, identity_type, payload)
+		VALUES ($1, $2, $3, $4, $5) RETURNING id, created_at`, ev.Name, ev.CorrelationID, ev.IdentityID, ev.IdentityType, payload)
 	batch.Queue("SELECT pg_notify($1, $2)", notifyChannel, ev.Name)
+	batch.Queue("SELECT count(*) FROM bus_event_group_cursors WHERE name = $1", ev.Name)
 	var (
 		id      int64
 		created time.Time
+		groups  int64
 	)
 	err := func() error {
 		br := b.pool.SendBatch(ctx, batch)
@@ -241,10 +274,13 @@ func (b *Backend) Publish(ctx context.Context, ev events.Envelope) (events.Envel
 		if _, err := br.Exec(); err != nil {
 			return err
 		}
+		if err := br.QueryRow().Scan(&groups); err != nil {
+			return err
+		}
 		return br.Close()
 	}()
 	if err != nil {
-		return events.Envelope{}, fmt.Errorf("pgstore: publish %s: %w", ev.Name, err)
+		return events.Envelope{}, 0, fmt.Errorf("pgstore: publish %s: %w", ev.Name, err)
 	}
 	b.hub.wake(ev.Name)
 	if b.cfg.Retention > 0 && id%pruneEvery == 0 {
@@ -252,7 +288,8 @@ func (b *Backend) Publish(ctx context.Context, ev events.Envelope) (events.Envel
 	}
 	ev.ID = formatID(id)
 	ev.CreatedAt = created.UTC()
-	return ev, nil
+	ev.Deliveries = 0
+	return ev, int(groups), nil
 }
 
 // prune deletes the events of name beyond Retention. Failures only delay
@@ -266,8 +303,9 @@ func (b *Backend) prune(ctx context.Context, name string) {
 	}
 }
 
-// Ack implements eventstore.Backend.
-func (b *Backend) Ack(ctx context.Context, name, group string, ids []string) (int, error) {
+// Ack implements eventstore.Backend: it deletes the pending rows consumer
+// holds.
+func (b *Backend) Ack(ctx context.Context, name, group, consumer string, ids []string) (int, error) {
 	if b.ctx.Err() != nil {
 		return 0, eventstore.ErrClosed
 	}
@@ -281,12 +319,53 @@ func (b *Backend) Ack(ctx context.Context, name, group string, ids []string) (in
 		return 0, nil
 	}
 	tag, err := b.pool.Exec(ctx,
-		"DELETE FROM bus_event_pending WHERE group_name = $1 AND name = $2 AND event_id = ANY($3)",
-		group, name, nums)
+		"DELETE FROM bus_event_pending WHERE group_name = $1 AND name = $2 AND consumer = $3 AND event_id = ANY($4)",
+		group, name, consumer, nums)
 	if err != nil {
 		return 0, fmt.Errorf("pgstore: ack %s/%s: %w", name, group, err)
 	}
 	return int(tag.RowsAffected()), nil
+}
+
+// releaseSQL gives back the pending rows consumer holds: no holder
+// (eventstore.Unheld), deadline now, one delivery less.
+const releaseSQL = `
+WITH r AS (
+	UPDATE bus_event_pending SET consumer = $5, deadline = clock_timestamp(), deliveries = greatest(deliveries - 1, 0)
+	WHERE group_name = $1 AND name = $2 AND consumer = $3 AND event_id = ANY($4)
+	RETURNING 1
+)
+SELECT count(*) FROM r`
+
+// Release implements eventstore.Backend: the pending rows consumer holds
+// expire now, without counting; a notification wakes the name's
+// subscriptions on every replica.
+func (b *Backend) Release(ctx context.Context, name, group, consumer string, ids []string) (int, error) {
+	if b.ctx.Err() != nil {
+		return 0, eventstore.ErrClosed
+	}
+	var nums []int64
+	for _, id := range ids {
+		if n, ok := parseID(id); ok {
+			nums = append(nums, n)
+		}
+	}
+	if len(nums) == 0 {
+		return 0, nil
+	}
+	var n int64
+	if err := b.pool.QueryRow(ctx, releaseSQL, group, name, consumer, nums, eventstore.Unheld).Scan(&n); err != nil {
+		return 0, fmt.Errorf("pgstore: release %s/%s: %w", name, group, err)
+	}
+	if n > 0 {
+		b.hub.wake(name)
+		// Other replicas poll at least every PollInterval: a lost
+		// notification only delays the redelivery there.
+		if _, err := b.pool.Exec(ctx, "SELECT pg_notify($1, $2)", notifyChannel, name); err != nil && ctx.Err() == nil {
+			b.cfg.Logger.Warn("pgstore: release notification failed", "name", name, "err", err)
+		}
+	}
+	return int(n), nil
 }
 
 // Close ends every subscription, waits for their reads, stops listening
@@ -299,6 +378,73 @@ func (b *Backend) Close() error {
 	b.wg.Wait()
 	b.pool.Close()
 	return nil
+}
+
+// track counts an open subscription of refs (delta +1) or its end (-1).
+func (b *Backend) track(refs []groupRef, delta int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, r := range refs {
+		if b.open[r] += delta; b.open[r] <= 0 {
+			delete(b.open, r)
+			b.left[r] = true
+		}
+	}
+}
+
+// refreshSQL marks groups as used now.
+const refreshSQL = `
+UPDATE bus_event_group_cursors c SET last_seen = clock_timestamp()
+FROM unnest($1::text[], $2::text[]) AS g(name, group_name)
+WHERE c.name = g.name AND c.group_name = g.group_name`
+
+// sweepSQL deletes the groups not seen for $1 microseconds, with their
+// pending deliveries.
+const sweepSQL = `
+WITH gone AS (
+	DELETE FROM bus_event_group_cursors
+	WHERE last_seen < clock_timestamp() - $1::bigint * interval '1 microsecond'
+	RETURNING name, group_name
+)
+DELETE FROM bus_event_pending p USING gone
+WHERE p.name = gone.name AND p.group_name = gone.group_name`
+
+// groupLoop refreshes the groups of the open subscriptions and deletes
+// expired groups every sweep interval, until the backend closes.
+func (b *Backend) groupLoop() {
+	defer b.wg.Done()
+	t := time.NewTicker(eventstore.GroupSweepInterval(b.cfg.GroupIdleTTL))
+	defer t.Stop()
+	for {
+		select {
+		case <-b.ctx.Done():
+			return
+		case <-t.C:
+		}
+		b.mu.Lock()
+		names := make([]string, 0, len(b.open)+len(b.left))
+		groups := make([]string, 0, len(b.open)+len(b.left))
+		for r := range b.open {
+			names, groups = append(names, r.name), append(groups, r.group)
+		}
+		for r := range b.left {
+			if b.open[r] == 0 {
+				names, groups = append(names, r.name), append(groups, r.group)
+			}
+		}
+		clear(b.left)
+		b.mu.Unlock()
+		var err error
+		if len(names) > 0 {
+			_, err = b.pool.Exec(b.ctx, refreshSQL, names, groups)
+		}
+		if err == nil {
+			_, err = b.pool.Exec(b.ctx, sweepSQL, b.cfg.GroupIdleTTL.Microseconds())
+		}
+		if err != nil && b.ctx.Err() == nil {
+			b.cfg.Logger.Warn("pgstore: group refresh and expiry failed", "db", b.desc, "err", err)
+		}
+	}
 }
 
 // listen opens the dedicated notification connection.

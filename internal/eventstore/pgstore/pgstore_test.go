@@ -49,8 +49,8 @@ func TestConformance(t *testing.T) {
 	admin := pgtest.Start(t)
 	conformance.Run(t, conformance.Harness{
 		Durable: true,
-		Open: func(t *testing.T, ns string) eventstore.Backend {
-			return open(t, pgstore.Config{DSN: database(t, admin, ns)})
+		Open: func(t *testing.T, ns string, o conformance.Options) eventstore.Backend {
+			return open(t, pgstore.Config{DSN: database(t, admin, ns), GroupIdleTTL: o.GroupIdleTTL})
 		},
 	})
 }
@@ -157,7 +157,7 @@ func TestNotifyWakesOtherReplica(t *testing.T) {
 			errc <- err
 		}()
 		time.Sleep(100 * time.Millisecond) // the read is waiting
-		if _, err := publisher.Publish(ctx, events.Envelope{Name: "test.notify", Payload: json.RawMessage(`1`)}); err != nil {
+		if _, _, err := publisher.Publish(ctx, events.Envelope{Name: "test.notify", Payload: json.RawMessage(`1`)}); err != nil {
 			t.Fatal(err)
 		}
 		if err := <-errc; err != nil {
@@ -189,7 +189,7 @@ func TestPollingCoversLostNotifications(t *testing.T) {
 	if _, err := conn.Exec(ctx, `INSERT INTO bus_events (name, payload) VALUES ('test.poll', '7')`); err != nil {
 		t.Fatal(err)
 	}
-	wctx, wcancel := context.WithTimeout(ctx, 2*time.Second)
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
 	defer wcancel()
 	env, err := x.Next(wctx)
 	if err != nil || string(env.Payload) != "7" || !strings.HasPrefix(env.ID, "evt_") {
@@ -212,7 +212,7 @@ func TestRetentionPrunes(t *testing.T) {
 	}
 	defer func() { _ = x.Close() }()
 	for i := range 300 {
-		if _, err := b.Publish(ctx, events.Envelope{Name: "test.prune", Payload: json.RawMessage(fmt.Sprint(i))}); err != nil {
+		if _, _, err := b.Publish(ctx, events.Envelope{Name: "test.prune", Payload: json.RawMessage(fmt.Sprint(i))}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -221,7 +221,7 @@ func TestRetentionPrunes(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 300; i < 400; i++ {
-		if _, err := b.Publish(ctx, events.Envelope{Name: "test.prune", Payload: json.RawMessage(fmt.Sprint(i))}); err != nil {
+		if _, _, err := b.Publish(ctx, events.Envelope{Name: "test.prune", Payload: json.RawMessage(fmt.Sprint(i))}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -244,7 +244,7 @@ func TestRetentionPrunes(t *testing.T) {
 	if len(got) < 10 || len(got) > 10+64 || got[len(got)-1] != "399" {
 		t.Fatalf("after pruning: %d events ending %v, want 10 to 74 ending 399", len(got), got[len(got)-1:])
 	}
-	if n, err := b.Ack(ctx, "test.prune", "g", []string{first.ID}); err != nil || n != 0 {
+	if n, err := b.Ack(ctx, "test.prune", "g", "c", []string{first.ID}); err != nil || n != 0 {
 		t.Fatalf("ack of a pruned pending delivery: %d %v, want 0 (it went with its event)", n, err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -15,27 +16,36 @@ import (
 	"github.com/busdk/bus-integration-codex/pkg/events"
 )
 
-// broadcastBatch is how many events one broadcast query fetches.
+// broadcastBatch is how many events one broadcast query fetches at most.
 const broadcastBatch = 256
 
 // followEnd is the upper id bound of a following subscription.
 const followEnd = math.MaxInt64
 
 // eventColumns are the columns every event query returns, in scanRow order.
-const eventColumns = "e.id, e.name, e.correlation_id, e.identity_id, e.payload, e.created_at"
+const eventColumns = "e.id, e.name, e.correlation_id, e.identity_id, e.identity_type, e.payload, e.created_at"
 
 // broadcastSQL returns the next events after per-name cursors, in id order:
 // the batch smallest ids of each name, merged and cut to batch, so the result
-// is the batch smallest ids overall.
+// is the batch smallest ids overall; and of those only the first events
+// whose payloads fit in $5 bytes (at least one), so the result is a prefix of
+// the merged order.
 const broadcastSQL = `
-SELECT ` + eventColumns + `
-FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS c(name, after, upto)
-CROSS JOIN LATERAL (
-	SELECT * FROM bus_events ev
-	WHERE ev.name = c.name AND ev.id > c.after AND ev.id <= c.upto
-	ORDER BY ev.id LIMIT $4
+SELECT ` + eventColumns + ` FROM (
+	SELECT e.*, sum(coalesce(octet_length(e.payload), 0)) OVER (ORDER BY e.id) AS upto_bytes,
+		row_number() OVER (ORDER BY e.id) AS n
+	FROM (
+		SELECT ev.* FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS c(name, after, upto)
+		CROSS JOIN LATERAL (
+			SELECT * FROM bus_events ev
+			WHERE ev.name = c.name AND ev.id > c.after AND ev.id <= c.upto
+			ORDER BY ev.id LIMIT $4
+		) ev
+		ORDER BY ev.id LIMIT $4
+	) e
 ) e
-ORDER BY e.id LIMIT $4`
+WHERE e.n = 1 OR e.upto_bytes <= $5
+ORDER BY e.id`
 
 // claimSQL hands the group its next event: lock the group's cursor rows
 // of the names (in name order, so claims never deadlock), take the earliest
@@ -67,8 +77,11 @@ WITH cur AS (
 	ON CONFLICT (group_name, event_id) DO UPDATE
 	SET consumer = EXCLUDED.consumer, deadline = EXCLUDED.deadline,
 		deliveries = bus_event_pending.deliveries + 1
+	RETURNING deliveries
 )
-SELECT id, name, correlation_id, identity_id, payload, created_at FROM nxt`
+SELECT id, name, correlation_id, identity_id, identity_type, payload, created_at,
+	coalesce((SELECT deliveries FROM pend), 0)
+FROM nxt`
 
 // redeliverSQL hands out the group's oldest expired pending delivery again,
 // resetting its deadline. SKIP LOCKED and the recheck of the deadline keep
@@ -84,15 +97,18 @@ WITH p AS (
 	SET consumer = $3, deadline = clock_timestamp() + $4::bigint * interval '1 microsecond',
 		deliveries = bp.deliveries + 1
 	FROM p WHERE bp.group_name = p.group_name AND bp.event_id = p.event_id
-	RETURNING bp.event_id
+	RETURNING bp.event_id, bp.deliveries
 )
-SELECT ` + eventColumns + ` FROM upd JOIN bus_events e ON e.id = upd.event_id`
+SELECT ` + eventColumns + `, upd.deliveries FROM upd JOIN bus_events e ON e.id = upd.event_id`
 
 type subscriber struct {
 	b    *Backend
 	sub  eventstore.Subscription
 	wake chan struct{} // from the hub
 	r    *eventstore.Reader
+	refs []groupRef // unicast: its groups
+
+	closeOnce sync.Once
 
 	// Owned by the running read (one at a time; the next one starts after
 	// Next received the previous result).
@@ -112,18 +128,25 @@ func (b *Backend) Subscribe(ctx context.Context, sub eventstore.Subscription) (e
 	slices.Sort(names)
 	sub.Names = slices.Compact(names)
 
+	s := &subscriber{b: b, sub: sub}
 	if sub.Delivery == events.Unicast {
+		for _, n := range sub.Names {
+			s.refs = append(s.refs, groupRef{name: n, group: sub.Group})
+		}
+		// Tracked before the groups are created or refreshed, so an
+		// expiry sweep never deletes a group being subscribed to.
+		b.track(s.refs, 1)
 		_, err := b.pool.Exec(ctx, `
 			INSERT INTO bus_event_group_cursors (name, group_name, last_id)
 			SELECT c.name, $2, CASE WHEN $3::boolean THEN 0 ELSE
 				coalesce((SELECT max(id) FROM bus_events ev WHERE ev.name = c.name), 0) END
 			FROM unnest($1::text[]) AS c(name)
-			ON CONFLICT (name, group_name) DO NOTHING`, sub.Names, sub.Group, sub.Replay)
+			ON CONFLICT (name, group_name) DO UPDATE SET last_seen = clock_timestamp()`, sub.Names, sub.Group, sub.Replay)
 		if err != nil {
+			b.track(s.refs, -1)
 			return nil, fmt.Errorf("pgstore: create group %s: %w", sub.Group, err)
 		}
 	}
-	s := &subscriber{b: b, sub: sub}
 	s.cursors = make([]int64, len(sub.Names))
 	s.ends = make([]int64, len(sub.Names))
 	for i := range s.ends {
@@ -136,10 +159,12 @@ func (b *Backend) Subscribe(ctx context.Context, sub eventstore.Subscription) (e
 			SELECT coalesce((SELECT max(id) FROM bus_events ev WHERE ev.name = c.name), 0)
 			FROM unnest($1::text[]) WITH ORDINALITY AS c(name, n) ORDER BY c.n`, sub.Names)
 		if err != nil {
+			b.track(s.refs, -1)
 			return nil, fmt.Errorf("pgstore: subscribe: %w", err)
 		}
 		last, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 		if err != nil {
+			b.track(s.refs, -1)
 			return nil, fmt.Errorf("pgstore: subscribe: %w", err)
 		}
 		for i := range sub.Names {
@@ -152,15 +177,31 @@ func (b *Backend) Subscribe(ctx context.Context, sub eventstore.Subscription) (e
 		}
 	}
 	s.wake = b.hub.add(sub.Names)
-	s.r = b.reads.NewReader(b.ctx, s.read)
+	s.r = b.reads.NewReader(b.ctx, s.read, b.giveBack(sub))
 	context.AfterFunc(s.r.Context(), func() { b.hub.remove(sub.Names, s.wake) })
 	return s, nil
 }
 
+// giveBack returns the release of what an acknowledged-mode subscription
+// read but never handed out (nil for other subscriptions).
+func (b *Backend) giveBack(sub eventstore.Subscription) eventstore.ReleaseFunc {
+	if !sub.Ack {
+		return nil
+	}
+	return func(ctx context.Context, envs []events.Envelope) {
+		if _, err := eventstore.ReleaseEnvelopes(ctx, b, sub.Group, sub.Consumer, envs); err != nil && b.ctx.Err() == nil {
+			b.cfg.Logger.Warn("pgstore: deliveries read ahead not released; they are redelivered after their visibility timeout", "group", sub.Group, "consumer", sub.Consumer, "err", err)
+		}
+	}
+}
+
 // Close implements eventstore.Subscriber. Pending acknowledged-mode
-// deliveries stay pending.
+// deliveries Next returned stay pending; those read ahead are released.
 func (s *subscriber) Close() error {
-	s.r.Close()
+	s.closeOnce.Do(func() {
+		s.r.Close()
+		s.b.track(s.refs, -1)
+	})
 	return nil
 }
 
@@ -207,7 +248,7 @@ func (s *subscriber) read(ctx context.Context) eventstore.ReadResult {
 }
 
 func (s *subscriber) readBroadcast(ctx context.Context) eventstore.ReadResult {
-	rows, err := s.b.pool.Query(ctx, broadcastSQL, s.sub.Names, s.cursors, s.ends, broadcastBatch)
+	rows, err := s.b.pool.Query(ctx, broadcastSQL, s.sub.Names, s.cursors, s.ends, broadcastBatch, eventstore.ReadBudget)
 	if err != nil {
 		return eventstore.ReadResult{Err: fmt.Errorf("pgstore: read: %w", err)}
 	}
@@ -231,9 +272,16 @@ func (s *subscriber) readBroadcast(ctx context.Context) eventstore.ReadResult {
 // group's next event. With nothing to hand out it returns how long to wait
 // at most: delay, or less when a pending delivery expires sooner.
 func (s *subscriber) readUnicast(ctx context.Context, delay time.Duration) (eventstore.ReadResult, time.Duration) {
+	if ctx.Err() != nil {
+		return eventstore.ReadResult{}, 0
+	}
+	// The claims run to completion even when the subscription closes
+	// meanwhile: what they take is released, not lost.
+	cctx, cancel := eventstore.ClaimContext(ctx)
+	defer cancel()
 	vis := s.sub.EffectiveVisibility().Microseconds()
 	if s.sub.Ack {
-		env, found, err := s.queryOne(ctx, redeliverSQL, s.sub.Group, s.sub.Names, s.sub.Consumer, vis)
+		env, found, err := s.queryOne(cctx, redeliverSQL, s.sub.Group, s.sub.Names, s.sub.Consumer, vis)
 		if err != nil {
 			return eventstore.ReadResult{Err: fmt.Errorf("pgstore: redeliver: %w", err)}, 0
 		}
@@ -241,7 +289,7 @@ func (s *subscriber) readUnicast(ctx context.Context, delay time.Duration) (even
 			return eventstore.ReadResult{Envs: []events.Envelope{env}}, 0
 		}
 	}
-	env, found, err := s.queryOne(ctx, claimSQL, s.sub.Group, s.sub.Names, s.ends, s.sub.Consumer, vis, s.sub.Ack)
+	env, found, err := s.queryOne(cctx, claimSQL, s.sub.Group, s.sub.Names, s.ends, s.sub.Consumer, vis, s.sub.Ack)
 	if err != nil {
 		return eventstore.ReadResult{Err: fmt.Errorf("pgstore: claim: %w", err)}, 0
 	}
@@ -268,13 +316,14 @@ func (s *subscriber) readUnicast(ctx context.Context, delay time.Duration) (even
 	return eventstore.ReadResult{}, delay
 }
 
-// queryOne runs a query returning at most one event.
+// queryOne runs a query returning at most one event with its delivery
+// count.
 func (s *subscriber) queryOne(ctx context.Context, sql string, args ...any) (events.Envelope, bool, error) {
 	rows, err := s.b.pool.Query(ctx, sql, args...)
 	if err != nil {
 		return events.Envelope{}, false, err
 	}
-	env, err := pgx.CollectOneRow(rows, scanEvent)
+	env, err := pgx.CollectOneRow(rows, scanDelivery)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return events.Envelope{}, false, nil
 	}
@@ -286,12 +335,25 @@ func (s *subscriber) queryOne(ctx context.Context, sql string, args ...any) (eve
 
 // scanEvent reads the eventColumns of a row.
 func scanEvent(row pgx.CollectableRow) (events.Envelope, error) {
+	return scan(row)
+}
+
+// scanDelivery reads the eventColumns and the delivery count of a row.
+func scanDelivery(row pgx.CollectableRow) (events.Envelope, error) {
+	var deliveries int32
+	env, err := scan(row, &deliveries)
+	env.Deliveries = int(deliveries)
+	return env, err
+}
+
+func scan(row pgx.CollectableRow, extra ...any) (events.Envelope, error) {
 	var (
 		env     events.Envelope
 		id      int64
 		payload []byte
 	)
-	if err := row.Scan(&id, &env.Name, &env.CorrelationID, &env.IdentityID, &payload, &env.CreatedAt); err != nil {
+	dest := append([]any{&id, &env.Name, &env.CorrelationID, &env.IdentityID, &env.IdentityType, &payload, &env.CreatedAt}, extra...)
+	if err := row.Scan(dest...); err != nil {
 		return events.Envelope{}, err
 	}
 	env.ID = formatID(id)

@@ -2,12 +2,17 @@
 // shared by every Events API replica that points at the same Redis.
 //
 // Layout: one stream per event name, key Prefix+"stream:"+name. Publish is
-// one XADD (approximate MAXLEN trimming keeps about MaxLen entries per name);
-// the event ID is "evt_" + the stream entry ID, so Ack and redelivery find
-// the entry from the ID and the name. Entry fields: c (correlation id),
-// i (identity id), t (CreatedAt, Unix nanoseconds), p (payload).
+// one script: XADD (approximate MAXLEN trimming keeps about MaxLen entries
+// per name) and the number of the stream's consumer groups, in one round
+// trip. The event ID is "evt_" + the stream entry ID, so Ack and
+// redelivery find the entry from the ID and the name. Entry fields: c
+// (correlation id), i (identity id), k (identity type), t (CreatedAt, Unix
+// nanoseconds), p (payload).
 //
-// Broadcast subscriptions XREAD from their own cursors. Unicast groups are
+// Broadcast subscriptions read from their own cursors with a script that
+// stops at about eventstore.ReadBudget bytes (at least one entry per name),
+// and wait for new entries with a blocking XREAD of one entry per name, so
+// a reader holds little of a large history at a time. Unicast groups are
 // Redis consumer groups on each name's stream (created at "$", or "0" with
 // Replay). A small Lua script claims the group's next entry: it compares the
 // next undelivered entry of every subscribed name and XREADGROUPs only the
@@ -15,13 +20,25 @@
 // holds more than the entry it hands out. Without Ack the read uses NOACK
 // (at most once); with Ack the entry stays in the group's pending list until
 // XACK, and entries idle for longer than the subscription's Visibility are
-// taken over with XAUTOCLAIM.
+// taken over (XCLAIM, which counts the delivery). An acknowledgement
+// XACKs only the entries the group's pending list assigns to the
+// acknowledging consumer. A release moves the entries the releasing
+// consumer holds to a placeholder consumer (eventstore.Unheld) with the
+// delivery count one less and the recorded deadline 0, so the next reclaim
+// takes them and counts that delivery again.
+//
+// Group expiry: the hash Prefix+"groups" maps "<name> <group>" to when the
+// group last had an open subscription (Redis time, milliseconds). Every
+// backend refreshes the groups of its open subscriptions and deletes the
+// groups (XGROUP DESTROY, with their pending lists) that nobody refreshed
+// for GroupIdleTTL, every eventstore.GroupSweepInterval.
 //
 // Reads run on a goroutine owned by the subscription, with a bounded BLOCK,
 // so a cancelled Next never drops a reply: what arrives after Next gave up
 // is kept for the next call. Without Ack, an entry claimed by a read that
 // completes only after its subscription was closed is lost (at most once);
-// with Ack it stays pending and is redelivered.
+// with Ack it is released when the subscription closes (or, when that
+// fails, redelivered after its visibility timeout).
 //
 // The claim script touches all streams of a subscription, so on Redis
 // Cluster every key must hash to one slot: use a Prefix with a hash tag,
@@ -34,8 +51,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -61,7 +80,8 @@ const (
 	EnvMaxLen   = "BUS_EVENTS_REDIS_MAXLEN"
 )
 
-// broadcastBatch is how many entries per name one broadcast read fetches.
+// broadcastBatch is how many entries per name one broadcast read fetches
+// at most.
 const broadcastBatch = 128
 
 // Config configures a Backend.
@@ -86,6 +106,12 @@ type Config struct {
 	// acknowledged-mode subscription looks for expired deliveries at least
 	// this often.
 	Block time.Duration
+	// GroupIdleTTL is how long a unicast group without an open
+	// subscription on any replica is kept (eventstore.DefaultGroupIdleTTL
+	// when 0).
+	GroupIdleTTL time.Duration
+	// Logger receives background problems (slog.Default() when nil).
+	Logger *slog.Logger
 }
 
 // FromEnv reads BUS_EVENTS_REDIS_ADDR (required), BUS_EVENTS_REDIS_PASSWORD,
@@ -122,6 +148,10 @@ func (c Config) withDefaults() Config {
 	if c.Block <= 0 {
 		c.Block = DefaultBlock
 	}
+	c.GroupIdleTTL = eventstore.EffectiveGroupIdleTTL(c.GroupIdleTTL)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
 	return c
 }
 
@@ -136,15 +166,27 @@ func (c Config) String() string {
 
 // Backend is the Redis Streams backend. Create it with Open.
 type Backend struct {
-	cfg           Config
-	rdb           *redis.Client
-	claimScript   *redis.Script
-	reclaimScript *redis.Script
+	cfg     Config
+	rdb     *redis.Client
+	scripts scripts
 
 	ctx    context.Context // ends when the backend closes
 	cancel context.CancelFunc
 
-	reads eventstore.ReadGroup // the subscriptions' reads in flight
+	reads   eventstore.ReadGroup // the subscriptions' reads in flight
+	janitor sync.WaitGroup       // the group refresh and expiry loop
+
+	mu   sync.Mutex
+	open map[string]int // registry field -> open subscriptions
+	// left are the groups whose last open subscription closed since the
+	// last refresh: refreshed once more, so their idle time starts at the
+	// close.
+	left map[string]bool
+}
+
+// scripts are the backend's Lua scripts.
+type scripts struct {
+	publish, ack, release, claim, reclaim, rangeRead, refresh, sweep *redis.Script
 }
 
 // Open connects to Redis and checks that it answers.
@@ -167,7 +209,13 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 		return nil, fmt.Errorf("redisstore: connect to %s: %w", cfg.Addr, err)
 	}
 	bctx, cancel := context.WithCancel(context.Background())
-	return &Backend{cfg: cfg, rdb: rdb, claimScript: redis.NewScript(claimSource), reclaimScript: redis.NewScript(reclaimSource), ctx: bctx, cancel: cancel}, nil
+	b := &Backend{cfg: cfg, rdb: rdb, ctx: bctx, cancel: cancel, open: map[string]int{}, left: map[string]bool{}, scripts: scripts{
+		publish: redis.NewScript(publishSource), ack: redis.NewScript(ackSource), release: redis.NewScript(releaseSource),
+		claim: redis.NewScript(claimSource), reclaim: redis.NewScript(reclaimSource),
+		rangeRead: redis.NewScript(rangeSource), refresh: redis.NewScript(refreshSource), sweep: redis.NewScript(sweepSource),
+	}}
+	b.janitor.Go(b.groupLoop)
+	return b, nil
 }
 
 // String describes the backend for logs.
@@ -175,59 +223,141 @@ func (b *Backend) String() string { return b.cfg.String() }
 
 func (b *Backend) streamKey(name string) string { return b.cfg.Prefix + "stream:" + name }
 
-// Publish implements eventstore.Backend with one XADD.
-func (b *Backend) Publish(ctx context.Context, ev events.Envelope) (events.Envelope, error) {
+func (b *Backend) registryKey() string { return b.cfg.Prefix + "groups" }
+
+// registryField names a group in the registry hash. Neither part can
+// contain a space.
+func registryField(name, group string) string { return name + " " + group }
+
+// publishSource appends an entry and counts the stream's groups. KEYS[1]
+// is the stream; ARGV are MaxLen, then the entry's fields and values.
+const publishSource = `
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 2))
+return {id, #redis.call('XINFO', 'GROUPS', KEYS[1])}
+`
+
+// Publish implements eventstore.Backend with one script: XADD, and the
+// number of groups of the stream.
+func (b *Backend) Publish(ctx context.Context, ev events.Envelope) (events.Envelope, int, error) {
 	if err := events.ValidateName(ev.Name); err != nil {
-		return events.Envelope{}, fmt.Errorf("redisstore: %w", err)
+		return events.Envelope{}, 0, fmt.Errorf("redisstore: %w", err)
 	}
 	if b.ctx.Err() != nil {
-		return events.Envelope{}, eventstore.ErrClosed
+		return events.Envelope{}, 0, eventstore.ErrClosed
 	}
 	created := time.Unix(0, time.Now().UnixNano()).UTC()
-	id, err := b.rdb.XAdd(ctx, &redis.XAddArgs{
-		Stream: b.streamKey(ev.Name),
-		MaxLen: b.cfg.MaxLen,
-		Approx: true,
-		Values: []any{
-			"c", ev.CorrelationID,
-			"i", ev.IdentityID,
-			"t", strconv.FormatInt(created.UnixNano(), 10),
-			"p", string(ev.Payload),
-		},
-	}).Result()
+	res, err := b.scripts.publish.Run(ctx, b.rdb, []string{b.streamKey(ev.Name)},
+		b.cfg.MaxLen,
+		"c", ev.CorrelationID,
+		"i", ev.IdentityID,
+		"k", ev.IdentityType,
+		"t", strconv.FormatInt(created.UnixNano(), 10),
+		"p", string(ev.Payload),
+	).Slice()
 	if err != nil {
-		return events.Envelope{}, fmt.Errorf("redisstore: publish %s: %w", ev.Name, err)
+		return events.Envelope{}, 0, fmt.Errorf("redisstore: publish %s: %w", ev.Name, err)
+	}
+	id, _ := res[0].(string)
+	groups, _ := res[1].(int64)
+	if id == "" {
+		return events.Envelope{}, 0, fmt.Errorf("redisstore: publish %s: unexpected reply %v", ev.Name, res)
 	}
 	ev.ID = idPrefix + id
 	ev.CreatedAt = created
-	return ev, nil
+	ev.Deliveries = 0
+	return ev, int(groups), nil
 }
 
-// Ack implements eventstore.Backend with XACK.
-func (b *Backend) Ack(ctx context.Context, name, group string, ids []string) (int, error) {
+// ackSource acknowledges the entries of ARGV[3:] that the group's pending
+// list assigns to consumer ARGV[2]; KEYS[1] is the stream, ARGV[1] the
+// group. Replies how many were acknowledged.
+const ackSource = `
+local group, consumer = ARGV[1], ARGV[2]
+local dkey = KEYS[1] .. ':deadlines:' .. group
+local n = 0
+for i = 3, #ARGV do
+  local ok, p = pcall(redis.call, 'XPENDING', KEYS[1], group, ARGV[i], ARGV[i], 1, consumer)
+  if not ok then return 0 end
+  if #p > 0 then
+    n = n + redis.call('XACK', KEYS[1], group, ARGV[i])
+    redis.call('HDEL', dkey, ARGV[i])
+  end
+end
+return n
+`
+
+// Ack implements eventstore.Backend: XACK of the entries consumer holds.
+func (b *Backend) Ack(ctx context.Context, name, group, consumer string, ids []string) (int, error) {
 	if err := events.ValidateName(name); err != nil {
 		return 0, fmt.Errorf("redisstore: %w", err)
 	}
 	if b.ctx.Err() != nil {
 		return 0, eventstore.ErrClosed
 	}
-	var entryIDs []string
+	args := []any{group, consumer}
 	for _, id := range ids {
 		if e, ok := entryID(id); ok {
-			entryIDs = append(entryIDs, e)
+			args = append(args, e)
 		}
 	}
-	if len(entryIDs) == 0 {
+	if len(args) == 2 {
 		return 0, nil
 	}
-	key := b.streamKey(name)
-	pipe := b.rdb.TxPipeline()
-	acked := pipe.XAck(ctx, key, group, entryIDs...)
-	pipe.HDel(ctx, key+":deadlines:"+group, entryIDs...)
-	if _, err := pipe.Exec(ctx); err != nil {
+	n, err := b.scripts.ack.Run(ctx, b.rdb, []string{b.streamKey(name)}, args...).Int()
+	if err != nil {
 		return 0, fmt.Errorf("redisstore: ack %s/%s: %w", name, group, err)
 	}
-	return int(acked.Val()), nil
+	return n, nil
+}
+
+// releaseSource gives back the entries of ARGV[4:] that the group's pending
+// list assigns to consumer ARGV[2]: each is moved to the placeholder holder
+// ARGV[3] (XCLAIM ... JUSTID, with RETRYCOUNT one less, so the release does
+// not count and the next holder's XCLAIM counts the same delivery again)
+// and its deadline set to 0, so the next reclaim of any consumer takes it.
+// KEYS[1] is the stream, ARGV[1] the group. Replies how many were released.
+const releaseSource = `
+local group, consumer, unheld = ARGV[1], ARGV[2], ARGV[3]
+local dkey = KEYS[1] .. ':deadlines:' .. group
+local n = 0
+for i = 4, #ARGV do
+  local ok, p = pcall(redis.call, 'XPENDING', KEYS[1], group, ARGV[i], ARGV[i], 1, consumer)
+  if not ok then return 0 end
+  if #p > 0 then
+    local count = tonumber(p[1][4])
+    redis.call('XCLAIM', KEYS[1], group, unheld, 0, ARGV[i], 'RETRYCOUNT', math.max(count - 1, 0), 'JUSTID')
+    redis.call('HSET', dkey, ARGV[i], 0)
+    n = n + 1
+  end
+end
+return n
+`
+
+// Release implements eventstore.Backend with one script: the entries
+// consumer holds pass to a placeholder holder with their deadline passed.
+// Waiting subscriptions of the group take them at their next look for
+// expired deliveries (within Block).
+func (b *Backend) Release(ctx context.Context, name, group, consumer string, ids []string) (int, error) {
+	if err := events.ValidateName(name); err != nil {
+		return 0, fmt.Errorf("redisstore: %w", err)
+	}
+	if b.ctx.Err() != nil {
+		return 0, eventstore.ErrClosed
+	}
+	args := []any{group, consumer, eventstore.Unheld}
+	for _, id := range ids {
+		if e, ok := entryID(id); ok {
+			args = append(args, e)
+		}
+	}
+	if len(args) == 3 {
+		return 0, nil
+	}
+	n, err := b.scripts.release.Run(ctx, b.rdb, []string{b.streamKey(name)}, args...).Int()
+	if err != nil {
+		return 0, fmt.Errorf("redisstore: release %s/%s: %w", name, group, err)
+	}
+	return n, nil
 }
 
 // Close ends every subscription, waits for their reads and disconnects.
@@ -236,10 +366,104 @@ func (b *Backend) Close() error {
 	if !b.reads.Close() {
 		return nil
 	}
+	b.janitor.Wait()
 	if err := b.rdb.Close(); err != nil {
 		return fmt.Errorf("redisstore: close: %w", err)
 	}
 	return nil
+}
+
+// refreshSource records, in the registry hash KEYS[1], that the groups
+// named by ARGV have an open subscription now (Redis time).
+const refreshSource = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i = 1, #ARGV do redis.call('HSET', KEYS[1], ARGV[i], now) end
+return #ARGV
+`
+
+// sweepSource deletes the groups of the registry hash KEYS[1] not
+// refreshed for ARGV[1] milliseconds; ARGV[2] is the stream key prefix.
+// Replies how many were deleted.
+const sweepSource = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local cutoff = now - tonumber(ARGV[1])
+local all = redis.call('HGETALL', KEYS[1])
+local n = 0
+for i = 1, #all, 2 do
+  if tonumber(all[i + 1]) < cutoff then
+    local sp = string.find(all[i], ' ', 1, true)
+    local stream = ARGV[2] .. string.sub(all[i], 1, sp - 1)
+    local group = string.sub(all[i], sp + 1)
+    pcall(redis.call, 'XGROUP', 'DESTROY', stream, group)
+    redis.call('DEL', stream .. ':deadlines:' .. group)
+    redis.call('HDEL', KEYS[1], all[i])
+    n = n + 1
+  end
+end
+return n
+`
+
+// track counts an open subscription of the groups of fields (delta +1)
+// or its end (-1).
+func (b *Backend) track(fields []string, delta int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, f := range fields {
+		if b.open[f] += delta; b.open[f] <= 0 {
+			delete(b.open, f)
+			b.left[f] = true
+		}
+	}
+}
+
+// refresh marks the groups of fields as used now.
+func (b *Backend) refresh(ctx context.Context, fields []string) error {
+	if len(fields) == 0 {
+		return nil
+	}
+	args := make([]any, len(fields))
+	for i, f := range fields {
+		args[i] = f
+	}
+	if err := b.scripts.refresh.Run(ctx, b.rdb, []string{b.registryKey()}, args...).Err(); err != nil {
+		return fmt.Errorf("redisstore: refresh groups: %w", err)
+	}
+	return nil
+}
+
+// groupLoop refreshes the groups of the open subscriptions and deletes
+// expired groups every sweep interval, until the backend closes.
+func (b *Backend) groupLoop() {
+	t := time.NewTicker(eventstore.GroupSweepInterval(b.cfg.GroupIdleTTL))
+	defer t.Stop()
+	for {
+		select {
+		case <-b.ctx.Done():
+			return
+		case <-t.C:
+		}
+		b.mu.Lock()
+		fields := make([]string, 0, len(b.open)+len(b.left))
+		for f := range b.open {
+			fields = append(fields, f)
+		}
+		for f := range b.left {
+			if b.open[f] == 0 {
+				fields = append(fields, f)
+			}
+		}
+		clear(b.left)
+		b.mu.Unlock()
+		err := b.refresh(b.ctx, fields)
+		if err == nil {
+			err = b.scripts.sweep.Run(b.ctx, b.rdb, []string{b.registryKey()}, b.cfg.GroupIdleTTL.Milliseconds(), b.cfg.Prefix+"stream:").Err()
+		}
+		if err != nil && b.ctx.Err() == nil {
+			b.cfg.Logger.Warn("redisstore: group refresh and expiry failed", "err", err)
+		}
+	}
 }
 
 const idPrefix = "evt_"
@@ -284,6 +508,16 @@ func (b *Backend) Subscribe(ctx context.Context, sub eventstore.Subscription) (e
 	s := &subscriber{b: b, sub: sub, keys: keys}
 
 	if sub.Delivery == events.Unicast {
+		// Registered (and refreshed) before the groups are created, so an
+		// expiry sweep never deletes a group being subscribed to.
+		for _, n := range names {
+			s.fields = append(s.fields, registryField(n, sub.Group))
+		}
+		b.track(s.fields, 1)
+		if err := b.refresh(ctx, s.fields); err != nil {
+			b.track(s.fields, -1)
+			return nil, err
+		}
 		start := "$"
 		if sub.Replay {
 			start = "0"
@@ -291,6 +525,7 @@ func (b *Backend) Subscribe(ctx context.Context, sub eventstore.Subscription) (e
 		for _, k := range keys {
 			err := b.rdb.XGroupCreateMkStream(ctx, k, sub.Group, start).Err()
 			if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
+				b.track(s.fields, -1)
 				return nil, fmt.Errorf("redisstore: create group %s: %w", sub.Group, err)
 			}
 		}
@@ -301,13 +536,14 @@ func (b *Backend) Subscribe(ctx context.Context, sub eventstore.Subscription) (e
 	if sub.Delivery == events.Broadcast || !sub.Follow {
 		var err error
 		if last, err = b.lastIDs(ctx, keys); err != nil {
+			b.track(s.fields, -1)
 			return nil, err
 		}
 	}
 	s.cursors = make([]string, len(keys))
 	s.ends = make([]string, len(keys))
 	s.queues = make([][]entry, len(keys))
-	s.full = make([]bool, len(keys))
+	s.more = make([]bool, len(keys))
 	s.finished = make([]bool, len(keys))
 	for i := range keys {
 		s.cursors[i] = "0-0"
@@ -320,8 +556,21 @@ func (b *Backend) Subscribe(ctx context.Context, sub eventstore.Subscription) (e
 			s.finished[i] = last[i] == "0-0" || !idLess(s.cursors[i], last[i])
 		}
 	}
-	s.r = b.reads.NewReader(b.ctx, s.read)
+	s.r = b.reads.NewReader(b.ctx, s.read, b.giveBack(sub))
 	return s, nil
+}
+
+// giveBack returns the release of what an acknowledged-mode subscription
+// read but never handed out (nil for other subscriptions).
+func (b *Backend) giveBack(sub eventstore.Subscription) eventstore.ReleaseFunc {
+	if !sub.Ack {
+		return nil
+	}
+	return func(ctx context.Context, envs []events.Envelope) {
+		if _, err := eventstore.ReleaseEnvelopes(ctx, b, sub.Group, sub.Consumer, envs); err != nil && b.ctx.Err() == nil {
+			b.cfg.Logger.Warn("redisstore: deliveries read ahead not released; they are redelivered after their visibility timeout", "group", sub.Group, "consumer", sub.Consumer, "err", err)
+		}
+	}
 }
 
 // lastIDs returns the ID of the last entry of every key ("0-0" when empty),

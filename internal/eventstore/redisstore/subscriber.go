@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -95,7 +96,7 @@ return out
 // pending deliveries to look at. A delivery is expired when the deadline its
 // holder recorded has passed (deliveries without a recorded deadline fall
 // back to having been idle for the visibility). Replies {1, entryID,
-// fields} or {0}.
+// fields, deliveries} or {0}; deliveries counts this one.
 const reclaimSource = `
 local group, consumer, vis = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local dkey = KEYS[1] .. ':deadlines:' .. group
@@ -103,7 +104,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local pending = redis.call('XPENDING', KEYS[1], group, '-', '+', tonumber(ARGV[4]))
 for _, p in ipairs(pending) do
-  local id, idle = p[1], tonumber(p[3])
+  local id, idle, count = p[1], tonumber(p[3]), tonumber(p[4])
   local dl = redis.call('HGET', dkey, id)
   local expired
   if dl then expired = tonumber(dl) <= now else expired = idle >= vis end
@@ -111,7 +112,7 @@ for _, p in ipairs(pending) do
     local c = redis.call('XCLAIM', KEYS[1], group, consumer, 0, id)
     if #c > 0 and c[1] and c[1][2] then
       redis.call('HSET', dkey, id, now + vis)
-      return {1, c[1][1], c[1][2]}
+      return {1, c[1][1], c[1][2], count + 1}
     end
     -- trimmed away while pending: nothing to hand out any more
     redis.call('XACK', KEYS[1], group, id)
@@ -119,6 +120,40 @@ for _, p in ipairs(pending) do
   end
 end
 return {0}
+`
+
+// rangeSource reads the next entries of several streams without
+// blocking, stopping at a byte budget. KEYS are the streams; ARGV are the
+// most entries per stream, the budget in bytes, then for every stream the
+// ID after which to read and the last ID to read ("+" for no limit).
+// Every stream with entries left gives at least one, so a merged order can
+// always make progress; after that, entries are taken while the field
+// bytes read stay within the budget. Replies, per stream, {more, entries}:
+// more is 1 when entries may be left up to the limit.
+const rangeSource = `
+local count, budget = tonumber(ARGV[1]), tonumber(ARGV[2])
+local used = 0
+local out = {}
+for i = 1, #KEYS do
+  local cursor, upto = '(' .. ARGV[1 + 2 * i], ARGV[2 + 2 * i]
+  local got, more = {}, false
+  while true do
+    local want = math.min(16, count - #got)
+    local r = redis.call('XRANGE', KEYS[i], cursor, upto, 'COUNT', want)
+    for _, m in ipairs(r) do
+      local size = 0
+      for j = 2, #m[2], 2 do size = size + #m[2][j] end
+      if #got > 0 and used + size > budget then more = true break end
+      used = used + size
+      got[#got + 1] = m
+      cursor = '(' .. m[1]
+    end
+    if more or #r < want then break end
+    if #got >= count then more = true break end
+  end
+  out[i] = {more and 1 or 0, got}
+end
+return out
 `
 
 // reclaimScan is how many of the oldest pending deliveries of a stream one
@@ -153,20 +188,28 @@ type subscriber struct {
 	keys []string
 	r    *eventstore.Reader
 
+	fields []string // unicast: the registry fields of its groups
+
 	// Owned by the running read (one at a time; the next one starts after
 	// Next received the previous result).
 	cursors  []string  // broadcast: last entry read per name
 	ends     []string  // last entry of the snapshot per name, "+" when following
 	queues   [][]entry // broadcast: entries read but not released yet
-	full     []bool    // broadcast: the last read of the name filled its batch
+	more     []bool    // broadcast: the name may have entries after its queue
 	finished []bool    // broadcast snapshot: nothing left to read of the name
 	nextScan time.Time // ack: when to look for expired deliveries again
+
+	closeOnce sync.Once
 }
 
 // Close implements eventstore.Subscriber. A read in flight ends within the
-// backend's Block; pending acknowledged-mode deliveries stay pending.
+// backend's Block; pending acknowledged-mode deliveries Next returned stay
+// pending, those read ahead are released.
 func (s *subscriber) Close() error {
-	s.r.Close()
+	s.closeOnce.Do(func() {
+		s.r.Close()
+		s.b.track(s.fields, -1)
+	})
 	return nil
 }
 
@@ -184,70 +227,135 @@ func (s *subscriber) read(ctx context.Context) eventstore.ReadResult {
 	return s.readUnicast(ctx)
 }
 
-// readBroadcast reads every unfinished name from its cursor and releases
-// the entries whose place in the merged order is certain. A name's later
-// entries can only precede another name's queued entries when its last
-// read filled the batch, so such a name must be read again once its queue
-// is empty.
+// readBroadcast reads, within a byte budget, the unfinished names whose
+// queue is empty, and releases the entries whose place in the merged order
+// is certain: a name that may have more entries (more) must have one
+// queued before other names' entries can be compared with it. When
+// nothing is left, a following subscription waits for one new entry per
+// name with a blocking XREAD.
 func (s *subscriber) readBroadcast(ctx context.Context) eventstore.ReadResult {
+	waited := false
 	for {
 		if out := s.release(); len(out) > 0 {
 			return eventstore.ReadResult{Envs: out}
 		}
-		queued := false
-		for _, q := range s.queues {
-			queued = queued || len(q) > 0
-		}
-		var keys, ids []string
 		var idx []int
-		for i, k := range s.keys {
-			if !s.finished[i] {
-				keys, ids, idx = append(keys, k), append(ids, s.cursors[i]), append(idx, i)
+		queued := false
+		for i := range s.keys {
+			switch {
+			case len(s.queues[i]) > 0:
+				queued = true
+			case !s.finished[i]:
+				idx = append(idx, i)
 			}
 		}
 		if len(idx) == 0 {
+			if queued { // cannot happen: release would have released
+				return eventstore.ReadResult{Err: errors.New("redisstore: read: merge is stuck")}
+			}
 			return eventstore.ReadResult{End: true}
 		}
-		block := time.Duration(-1) // no BLOCK
-		if s.sub.Follow && !queued {
-			block = s.b.cfg.Block
+		n, err := s.rangeRead(ctx, idx)
+		if err != nil {
+			return eventstore.ReadResult{Err: err}
 		}
-		streams, err := s.b.rdb.XRead(ctx, &redis.XReadArgs{
-			Streams: append(keys, ids...), Count: broadcastBatch, Block: block,
-		}).Result()
-		if err != nil && !errors.Is(err, redis.Nil) {
-			return eventstore.ReadResult{Err: fmt.Errorf("redisstore: read: %w", err)}
+		if n > 0 || queued || !s.sub.Follow {
+			continue
 		}
-		got := make(map[string][]redis.XMessage, len(streams))
-		for _, st := range streams {
-			got[st.Stream] = st.Messages
+		if waited {
+			return eventstore.ReadResult{} // Next calls again
 		}
-		for _, i := range idx {
-			msgs := got[s.keys[i]]
-			s.full[i] = len(msgs) >= broadcastBatch
-			for _, m := range msgs {
-				if !s.sub.Follow && idLess(s.ends[i], m.ID) {
-					s.finished[i] = true
-					break
-				}
-				s.cursors[i] = m.ID
-				e, err := s.decode(i, m.ID, m.Values)
-				if err != nil {
-					return eventstore.ReadResult{Err: err}
-				}
-				s.queues[i] = append(s.queues[i], e)
-			}
-			if !s.sub.Follow && (!s.full[i] || !idLess(s.cursors[i], s.ends[i])) {
-				s.finished[i] = true
-			}
-			if s.finished[i] {
-				s.full[i] = false
-			}
-		}
-		if len(streams) == 0 && block >= 0 {
-			return eventstore.ReadResult{} // BLOCK timed out; Next calls again
+		waited = true
+		if err := s.waitBroadcast(ctx, idx); err != nil {
+			return eventstore.ReadResult{Err: err}
 		}
 	}
+}
+
+// rangeRead reads the names idx with the range script and queues what it
+// returns; it reports how many entries it queued.
+func (s *subscriber) rangeRead(ctx context.Context, idx []int) (int, error) {
+	keys := make([]string, len(idx))
+	args := make([]any, 0, 2+2*len(idx))
+	args = append(args, broadcastBatch, eventstore.ReadBudget)
+	for j, i := range idx {
+		keys[j] = s.keys[i]
+		args = append(args, s.cursors[i], s.ends[i])
+	}
+	res, err := s.b.scripts.rangeRead.Run(ctx, s.b.rdb, keys, args...).Slice()
+	if err != nil {
+		return 0, fmt.Errorf("redisstore: read: %w", err)
+	}
+	if len(res) != len(idx) {
+		return 0, fmt.Errorf("redisstore: read: unexpected reply of %d streams for %d", len(res), len(idx))
+	}
+	total := 0
+	for j, i := range idx {
+		part, _ := res[j].([]any)
+		if len(part) != 2 {
+			return 0, fmt.Errorf("redisstore: read: unexpected reply %v", res[j])
+		}
+		more, _ := part[0].(int64)
+		msgs, _ := part[1].([]any)
+		for _, m := range msgs {
+			pair, _ := m.([]any)
+			if len(pair) != 2 {
+				return 0, fmt.Errorf("redisstore: read: unexpected entry %v", m)
+			}
+			id, _ := pair[0].(string)
+			e, err := s.decode(i, id, flatFields(pair[1]))
+			if err != nil {
+				return 0, err
+			}
+			s.cursors[i] = id
+			s.queues[i] = append(s.queues[i], e)
+			total++
+		}
+		s.more[i] = more == 1
+		if !s.sub.Follow && !s.more[i] {
+			s.finished[i] = true
+		}
+	}
+	return total, nil
+}
+
+// waitBroadcast blocks up to Block for a new entry of the names idx and
+// queues at most one entry per name.
+func (s *subscriber) waitBroadcast(ctx context.Context, idx []int) error {
+	streams := make([]string, 0, 2*len(idx))
+	for _, i := range idx {
+		streams = append(streams, s.keys[i])
+	}
+	for _, i := range idx {
+		streams = append(streams, s.cursors[i])
+	}
+	got, err := s.b.rdb.XRead(ctx, &redis.XReadArgs{Streams: streams, Count: 1, Block: s.b.cfg.Block}).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("redisstore: wait: %w", err)
+	}
+	byKey := make(map[string]int, len(idx))
+	for _, i := range idx {
+		byKey[s.keys[i]] = i
+	}
+	for _, st := range got {
+		i, ok := byKey[st.Stream]
+		if !ok {
+			continue
+		}
+		for _, m := range st.Messages {
+			e, err := s.decode(i, m.ID, m.Values)
+			if err != nil {
+				return err
+			}
+			s.cursors[i] = m.ID
+			s.queues[i] = append(s.queues[i], e)
+			s.more[i] = true // COUNT 1: there may be more
+		}
+	}
+	return nil
 }
 
 // release takes queued entries in merged order while that order is certain.
@@ -257,7 +365,7 @@ func (s *subscriber) release() []events.Envelope {
 		best := -1
 		for i, q := range s.queues {
 			if len(q) == 0 {
-				if s.full[i] {
+				if s.more[i] {
 					return out
 				}
 				continue
@@ -270,6 +378,7 @@ func (s *subscriber) release() []events.Envelope {
 			return out
 		}
 		out = append(out, s.queues[best][0].env)
+		s.queues[best][0] = entry{} // do not keep its payload alive
 		s.queues[best] = s.queues[best][1:]
 		if len(s.queues[best]) == 0 {
 			s.queues[best] = nil
@@ -282,16 +391,10 @@ func (s *subscriber) release() []events.Envelope {
 func (s *subscriber) readUnicast(ctx context.Context) eventstore.ReadResult {
 	waited := false
 	for {
-		if s.sub.Ack && !time.Now().Before(s.nextScan) {
-			e, err := s.autoclaim(ctx)
-			if err != nil {
-				return eventstore.ReadResult{Err: err}
-			}
-			if e != nil {
-				return eventstore.ReadResult{Envs: []events.Envelope{e.env}}
-			}
+		if ctx.Err() != nil {
+			return eventstore.ReadResult{}
 		}
-		e, lastIDs, err := s.claim(ctx)
+		e, lastIDs, err := s.claimOnce(ctx)
 		if err != nil {
 			return eventstore.ReadResult{Err: err}
 		}
@@ -322,6 +425,22 @@ func (s *subscriber) readUnicast(ctx context.Context) eventstore.ReadResult {
 	}
 }
 
+// claimOnce takes an expired pending delivery (Ack), else the group's next
+// entry. Its scripts run to completion even when ctx ends meanwhile (the
+// subscription closing): what they take is released, not lost. Without an
+// entry it returns the last entry ID of every stream.
+func (s *subscriber) claimOnce(ctx context.Context) (*entry, []string, error) {
+	cctx, cancel := eventstore.ClaimContext(ctx)
+	defer cancel()
+	if s.sub.Ack && !time.Now().Before(s.nextScan) {
+		e, err := s.autoclaim(cctx)
+		if e != nil || err != nil {
+			return e, nil, err
+		}
+	}
+	return s.claim(cctx)
+}
+
 // claim runs the claim script. It returns the claimed entry, or the last
 // entry ID of every stream when nothing was available.
 func (s *subscriber) claim(ctx context.Context) (*entry, []string, error) {
@@ -335,7 +454,7 @@ func (s *subscriber) claim(ctx context.Context) (*entry, []string, error) {
 		args = append(args, e)
 	}
 	for attempt := 0; ; attempt++ {
-		res, err := s.b.claimScript.Run(ctx, s.b.rdb, s.keys, args...).Slice()
+		res, err := s.b.scripts.claim.Run(ctx, s.b.rdb, s.keys, args...).Slice()
 		if err != nil {
 			return nil, nil, fmt.Errorf("redisstore: claim: %w", err)
 		}
@@ -347,6 +466,9 @@ func (s *subscriber) claim(ctx context.Context) (*entry, []string, error) {
 			e, err := s.decode(int(i)-1, id, flatFields(res[3]))
 			if err != nil {
 				return nil, nil, err
+			}
+			if s.sub.Ack {
+				e.env.Deliveries = 1
 			}
 			return &e, nil, nil
 		case status == 0 && len(res) == len(s.keys)+1:
@@ -377,11 +499,11 @@ func (s *subscriber) claim(ctx context.Context) (*entry, []string, error) {
 func (s *subscriber) autoclaim(ctx context.Context) (*entry, error) {
 	vis := s.sub.EffectiveVisibility()
 	for i, k := range s.keys {
-		res, err := s.b.reclaimScript.Run(ctx, s.b.rdb, []string{k}, s.sub.Group, s.sub.Consumer, vis.Milliseconds(), reclaimScan).Slice()
+		res, err := s.b.scripts.reclaim.Run(ctx, s.b.rdb, []string{k}, s.sub.Group, s.sub.Consumer, vis.Milliseconds(), reclaimScan).Slice()
 		if err != nil {
 			return nil, fmt.Errorf("redisstore: claim expired deliveries: %w", err)
 		}
-		if status, _ := res[0].(int64); status != 1 || len(res) != 3 {
+		if status, _ := res[0].(int64); status != 1 || len(res) != 4 {
 			continue
 		}
 		id, _ := res[1].(string)
@@ -389,6 +511,8 @@ func (s *subscriber) autoclaim(ctx context.Context) (*entry, error) {
 		if err != nil {
 			return nil, err
 		}
+		deliveries, _ := res[3].(int64)
+		e.env.Deliveries = int(deliveries)
 		s.nextScan = time.Time{} // there may be more: look again next time
 		return &e, nil
 	}
@@ -423,6 +547,7 @@ func (s *subscriber) decode(i int, id string, values map[string]any) (entry, err
 		Name:          s.sub.Names[i],
 		CorrelationID: str("c"),
 		IdentityID:    str("i"),
+		IdentityType:  str("k"),
 		CreatedAt:     time.Unix(0, created).UTC(),
 	}
 	if p := str("p"); p != "" {

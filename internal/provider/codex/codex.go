@@ -17,7 +17,11 @@
 //     request is retried once with Codex's own base prompt and the provider
 //     remembers that for its login (Config.Instructions forces either way).
 //   - agent: Codex as a coding agent in Config.Workdir with its own tools,
-//     inside the configured sandbox, as the Codex CLI runs.
+//     inside the configured sandbox, as the Codex CLI runs. Paths in
+//     Config.DenyRead (the worker's secrets) are unreadable there: the
+//     thread's permission profile extends the sandbox mode's built-in
+//     profile with those paths denied (on Linux an empty, mode-000 tmpfs
+//     or file mounted over each path inside Codex's bubblewrap sandbox).
 //
 // # Conversations
 //
@@ -52,6 +56,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/busdk/bus-integration-codex/internal/metrics"
 	"github.com/busdk/bus-integration-codex/internal/turn"
 	"github.com/busdk/bus-integration-codex/pkg/appserver"
 )
@@ -119,11 +126,26 @@ type Config struct {
 	// loaded (DefaultLiveThreads, DefaultLiveThreadTTL when 0).
 	LiveThreads   int
 	LiveThreadTTL time.Duration
+	// DenyRead lists absolute paths (files or directories) that the
+	// commands Codex runs in agent mode can neither read nor write, such
+	// as the Bus auth directory and the worker's token file. Agent threads
+	// then run under a permission profile that extends the sandbox mode's
+	// built-in one with these paths denied. Symbolic links in the paths
+	// are resolved once, in New. A file replaced by rename while a command
+	// runs is readable to that command (the kernel detaches the mount over
+	// it): deny the directory of a file rotated that way. Nothing is
+	// enforced under SandboxDangerFullAccess, which has no sandbox (New
+	// logs a warning).
+	DenyRead []string
 	// ExhaustedBackoff is how long an exhausted login rests when Codex
 	// names no reset time (DefaultExhaustedBackoff when 0).
 	ExhaustedBackoff time.Duration
 	// Logger receives logs.
 	Logger *slog.Logger
+	// Metrics, when set, gets the provider's metrics registered
+	// (metrics.NewCodex: the pool, the login's rate-limit state, the turn
+	// latency; metrics.go).
+	Metrics prometheus.Registerer
 }
 
 // Provider runs turns on Codex.
@@ -144,6 +166,10 @@ type Provider struct {
 	limits *limits
 	stop   context.CancelFunc
 	wg     sync.WaitGroup
+
+	// busy and metrics (nil without Config.Metrics): metrics.go.
+	busy    busy
+	metrics *metrics.Codex
 }
 
 // Errors of New, to check with errors.Is.
@@ -173,6 +199,14 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	case appserver.SandboxReadOnly, appserver.SandboxWorkspaceWrite, appserver.SandboxDangerFullAccess:
 	default:
 		return nil, fmt.Errorf("unknown sandbox %q (read-only, workspace-write or danger-full-access)", cfg.Sandbox)
+	}
+	deny, err := denyPaths(cfg.DenyRead)
+	if err != nil {
+		return nil, err
+	}
+	cfg.DenyRead = deny
+	if len(deny) > 0 && cfg.Sandbox == appserver.SandboxDangerFullAccess {
+		cfg.Logger.Warn("codex provider: deny-read paths are not enforced: danger-full-access runs commands without a sandbox", "paths", len(deny))
 	}
 	switch cfg.Instructions {
 	case "":
@@ -237,6 +271,7 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	sweepCtx, stop := context.WithCancel(context.Background())
 	p.stop = stop
 	p.wg.Go(func() { p.convs.sweepEvery(sweepCtx, cfg.LiveThreadTTL/4) })
+	p.registerMetrics()
 	return p, nil
 }
 

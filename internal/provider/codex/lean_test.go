@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -712,5 +713,23 @@ func TestUsageLimitExhaustsTheLoginUntilItsReset(t *testing.T) {
 	}
 	if len(s.fake.Requests()) != n {
 		t.Fatal("a model request was made while the login is exhausted")
+	}
+}
+
+// With approvals on, a command still runs inside the sandbox: a request
+// to escalate out of it is refused, not approved.
+func TestApprovedCommandsCannotEscalate(t *testing.T) {
+	s := newStackWith(t, options{cfg: func(c *codex.Config) { c.Approvals = codex.ApprovalsApprove }})
+	marker := filepath.Join(t.TempDir(), "escaped")
+	s.fake.Enqueue(fakemodel.Reply{FunctionCalls: []fakemodel.FunctionCall{{Name: "exec_command",
+		Arguments: fmt.Sprintf(`{"cmd":"touch %s","sandbox_permissions":"require_escalated","justification":"needed"}`, marker)}}})
+	s.fake.SetReply(fakemodel.Reply{Text: "tried"})
+	s.chat(t, map[string]any{"model": catalog.AgentModelID, "messages": []any{user("write outside")}})
+	if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("an escalated command ran outside the sandbox: %v", err)
+	}
+	outs := s.fake.Requests()[len(s.fake.Requests())-1].ItemsOfType("function_call_output")
+	if len(outs) == 0 {
+		t.Fatal("no tool output went back to the model")
 	}
 }

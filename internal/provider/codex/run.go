@@ -11,10 +11,12 @@ import (
 )
 
 // Run implements turn.Provider.
-func (p *Provider) Run(ctx context.Context, req *turn.Request, sink turn.Sink) (*turn.Result, error) {
+func (p *Provider) Run(ctx context.Context, req *turn.Request, sink turn.Sink) (res *turn.Result, err error) {
 	if until, ok := p.limits.until(); ok {
 		return nil, quotaError(until, time.Now(), "")
 	}
+	ctx, observed := p.observeTurn(ctx, req) // metrics.go
+	defer func() { observed(res, err) }()
 	streamed := false
 	track := sink
 	if sink != nil {
@@ -66,7 +68,9 @@ func (p *Provider) run(ctx context.Context, req *turn.Request, sink turn.Sink, c
 		}
 	}
 	d.sink = sink
+	leave := p.busy.enter(d.conv.thread) // metrics.go
 	res, err := d.run(ctx)
+	leave()
 	if err != nil {
 		closeConversation(d.conv)
 		return nil, sh, err

@@ -56,6 +56,64 @@ func agentConfig(ws *turn.WebSearch) map[string]any {
 	return cfg
 }
 
+// denyProfile is the permission profile of agent threads with deny-read
+// paths.
+const denyProfile = "bus-agent"
+
+// agentSandbox sets the sandbox of an agent thread: the sandbox mode, or,
+// when paths are denied and the mode has a sandbox, a permission profile
+// that extends the mode's built-in profile (verified on 0.171.0 to give
+// the same sandbox and instructions) with those paths denied. The App
+// Server ignores a config default_permissions when thread/start names a
+// sandbox, so the profile is named by thread/start permissions instead.
+func agentSandbox(tp *appserver.ThreadParams, sandbox string, deny []string) {
+	builtin := map[string]string{
+		appserver.SandboxReadOnly:       ":read-only",
+		appserver.SandboxWorkspaceWrite: ":workspace",
+	}[sandbox]
+	if len(deny) == 0 || builtin == "" {
+		tp.Sandbox = sandbox
+		return
+	}
+	entries := make(map[string]any, len(deny))
+	for _, path := range deny {
+		entries[path] = "deny"
+	}
+	tp.Permissions = denyProfile
+	tp.Config["permissions"] = map[string]any{denyProfile: map[string]any{"extends": builtin, "filesystem": entries}}
+}
+
+// denyPaths checks and resolves Config.DenyRead: absolute paths without
+// glob characters (Codex would read those as patterns), with the symbolic
+// links of their longest existing prefix resolved (bubblewrap cannot
+// mount over a symbolic link, and Codex then fails every thread).
+func denyPaths(paths []string) ([]string, error) {
+	out := make([]string, 0, len(paths))
+	for _, path := range paths {
+		if !filepath.IsAbs(path) || strings.ContainsAny(path, "*?[]") {
+			return nil, fmt.Errorf("deny-read path %q must be absolute, without glob characters", path)
+		}
+		out = append(out, realPath(filepath.Clean(path)))
+	}
+	return out, nil
+}
+
+// realPath resolves the symbolic links of path's longest existing prefix.
+func realPath(path string) string {
+	rest := ""
+	for dir := path; ; {
+		if r, err := filepath.EvalSymlinks(dir); err == nil {
+			return filepath.Join(r, rest)
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return path
+		}
+		rest = filepath.Join(filepath.Base(dir), rest)
+		dir = parent
+	}
+}
+
 func applyWebSearch(cfg map[string]any, ws *turn.WebSearch) {
 	if ws == nil {
 		return
@@ -138,8 +196,16 @@ func (p *Provider) shapeOf(req *turn.Request, codexBase bool) (*shape, error) {
 	caller := strings.Join(req.Instructions, "\n\n")
 	switch mode {
 	case turn.ModeAgent:
-		tp.Cwd, tp.Sandbox, tp.ApprovalPolicy = p.cfg.Workdir, p.cfg.Sandbox, appserver.ApprovalUntrusted
+		tp.Cwd, tp.ApprovalPolicy = p.cfg.Workdir, appserver.ApprovalUntrusted
+		if p.cfg.Approvals == ApprovalsApprove {
+			// Commands run inside the sandbox without asking, and Codex
+			// refuses a request to escalate out of it: accepting approval
+			// requests instead would also accept escalations, which run
+			// unsandboxed.
+			tp.ApprovalPolicy = appserver.ApprovalNever
+		}
 		tp.Config = agentConfig(req.WebSearch)
+		agentSandbox(tp, p.cfg.Sandbox, p.cfg.DenyRead)
 		developer = append([]string{caller}, developer...)
 	case turn.ModeModel:
 		tp.Cwd, tp.Sandbox, tp.ApprovalPolicy = p.emptyDir, appserver.SandboxReadOnly, appserver.ApprovalUntrusted

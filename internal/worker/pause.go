@@ -1,0 +1,106 @@
+package worker
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// pauseGate keeps the worker from taking requests while its provider
+// cannot run them for a while (the Codex login's usage limit is
+// exhausted): the request stream is closed so the other workers of the
+// group serve the requests, and opened again at the reset.
+type pauseGate struct {
+	mu    sync.Mutex
+	until time.Time     // zero while not paused
+	open  chan struct{} // closed while not paused
+	// stopTaking closes the current request stream (nil when none).
+	stopTaking func()
+}
+
+func newPauseGate() *pauseGate {
+	open := make(chan struct{})
+	close(open)
+	return &pauseGate{open: open}
+}
+
+// pause closes the gate until until; it returns true when a new pause
+// begins (the caller logs it once).
+func (g *pauseGate) pause(until time.Time) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.until.IsZero() {
+		if until.After(g.until) {
+			g.until = until
+		}
+		return false
+	}
+	g.until = until
+	g.open = make(chan struct{})
+	if g.stopTaking != nil {
+		g.stopTaking()
+	}
+	return true
+}
+
+// resume opens the gate once its time has come; it returns true when it
+// was closed.
+func (g *pauseGate) resume(now time.Time) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.until.IsZero() || now.Before(g.until) {
+		return false
+	}
+	g.until = time.Time{}
+	close(g.open)
+	return true
+}
+
+// paused returns until when the gate is closed (zero when open).
+func (g *pauseGate) paused() time.Time {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.until
+}
+
+// wait returns nil once the gate is open, or ctx's error.
+func (g *pauseGate) wait(ctx context.Context) error {
+	g.mu.Lock()
+	open := g.open
+	g.mu.Unlock()
+	select {
+	case <-open:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// setStopTaking installs the function that closes the current request
+// stream; it is called at once when the gate is closed.
+func (g *pauseGate) setStopTaking(f func()) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.stopTaking = f
+	if f != nil && !g.until.IsZero() {
+		f()
+	}
+}
+
+// checkExhausted pauses the worker while the executor's provider reports
+// that it cannot run requests (its login's usage limit), and resumes it
+// at the reset.
+func (w *Worker) checkExhausted(now time.Time) {
+	if x := w.exec.Load(); x != nil {
+		if until, ok := x.Exhausted(); ok && until.After(now) {
+			if w.pause.pause(until) {
+				w.log.Warn("the Codex login's usage limit is exhausted: not taking requests until it resets, so the other workers of the group serve them",
+					"until", until.UTC().Format(time.RFC3339))
+			}
+			return
+		}
+	}
+	if w.pause.resume(now) {
+		w.log.Info("the Codex login's usage limit has reset; taking requests again")
+	}
+}
