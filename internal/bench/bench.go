@@ -250,7 +250,7 @@ func run(ctx context.Context, o *Options, io cliutil.IO) error {
 	}
 	fmt.Fprintf(io.Stdout, "bus-bench: wrote %s and %s in %.0fs\n", o.jsonPath, o.mdPath, rep.DurationS)
 	for _, g := range rep.Goals {
-		fmt.Fprintf(io.Stdout, "  %-44s %-12s %-24s %s\n", g.Name, g.Target, g.Measured, g.Status())
+		fmt.Fprintf(io.Stdout, "  issue %-2d %-66s %-14s %-7s %s%s\n", g.Issue, g.Name, g.Target, g.Status(), g.Measured, ifNotEmpty(" (before: "+g.Before+")", g.Before))
 	}
 	return nil
 }
