@@ -377,7 +377,9 @@ interleaved runs damp that; the min–max ranges show it.
 {{range .Commands}}{{.}}
 {{end}}` + "```" + `
 
-This run: ` + "`{{.Invocation}}`" + ` ({{.Settings.Runs}} runs, {{.Settings.Duration}} windows, {{.Settings.Pairs}} codex pairs per run, {{.Settings.Rounds}} scaling rounds, {{.Settings.MemoryLoad}} memory load phases).
+This run: ` + "`{{.Invocation}}`" + ` ({{plural .Settings.Runs "run"}}, {{.Settings.Duration}} windows, {{plural .Settings.Pairs "codex pair"}} per run, {{plural .Settings.Rounds "scaling round"}},
+{{plural .Settings.ModeIterations "plain request"}} and tool loops and {{plural .Settings.ModeConversations "conversation"}} per mode and run, a {{.Settings.WaitModel}} waiting model
+in {{plural .Settings.WaitRounds "round"}} of {{ints .Settings.WaitN}} at once, {{.Settings.MemoryLoad}} memory load phases, {{.Settings.FinishedThreads}} finished and {{.Settings.LiveThreads}} live threads per mode).
 ` + "`make bench`" + ` installs the pinned codex and the Redis/PostgreSQL server packages
 first (` + "`make test-deps`" + `). ` + "`go run ./tools/bus-bench -h`" + ` lists the flags; ` + "`--quick`" + `
 runs a tiny configuration, ` + "`--sections`" + ` picks sections, ` + "`--cpuprofile FILE`" + `
