@@ -551,17 +551,22 @@ sampled total; *added RSS* that peak minus their RSS before the row, per request
 {{range .Configs}}
 **{{.Name}}**{{if .Flags}} (` + "`{{.Flags}}`" + `){{end}}{{if .Skipped}}: skipped ({{.Skipped}}){{else}}: ` + "`--concurrency`" + ` {{.Concurrency}}; App Server RSS after warm-up {{mibf .IdleRSSMiB}} MiB
 
-| N | Client | Wall time | Ratio to one | Ideal | Codex CPU ms/request | Peak RSS MiB | Added RSS KiB/request | Errors |
-| --- | --- | --- | --- | --- | --- | --- | --- | --- |
-{{range .Rows}}| {{.N}} | {{.Client}} | {{ms .Wall}} | {{ratio .Ratio}} | {{.IdealRatio}}× | {{ms .CPUPerRequest}} | {{mib .PeakRSS}} | {{rate .AddedRSSPerRequest}} | {{.Errors}} |
+| N | Client | Wall time | Ratio to one | Ideal | Requests/s | Codex CPU ms/request | Peak RSS MiB | Added RSS KiB/request | Errors |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
+{{range .Rows}}| {{.N}} | {{.Client}} | {{ms .Wall}} | {{ratio .Ratio}} | {{.IdealRatio}}× | {{num .Throughput.Median}} | {{ms .CPUPerRequest}} | {{mib .PeakRSS}} | {{rate .AddedRSSPerRequest}} | {{.Errors}} |
 {{end}}{{end}}{{end}}{{end}}{{end}}
 {{- with .Sizing}}
 **Sizing the default.** {{if .Skipped}}Not computed: {{.Skipped}}.{{else -}}
 The worker admits ` + "`--concurrency`" + ` requests at once, by default {{.PerProcess}} per App Server process
-({{.Processes}} process{{if gt .Processes 1}}es{{end}} by default here). Measured bounds per process, with a {{num .ModelDelayMS}} ms model:
-- *what it carries while waiting*: with every request admitted, the pool answered {{.Carried}} at once within {{num .CarriedRatio}}× of one request{{if eq .Carried .Tried}} (the most tried){{end}};
+({{plural .Processes "process"}} by default here: one per two CPUs). Measured per process, with a {{num .ModelDelayMS}} ms model:
+- *bursts*: with every request admitted, the pool answered {{.Carried}} at once within {{num .CarriedRatio}}× of one request{{if eq .Carried .Tried}} (the most tried){{end}}, and at most {{num .WaitingRate}} requests/s per process ({{.WaitingRateN}} at once). A burst's thread starts all queue for the cores at once, so on a shared machine this measures the other work too; it is reported, not used as a bound;
 - *CPU*: {{num .CPUPerRequestMS}} ms of App Server CPU per request, so {{.CPUBound}} requests waiting {{num .ModelDelayMS}} ms each keep the process's share of the {{.Cores}} cores busy (delay × cores per process / CPU per request; the bound grows with the model's latency);
 - *memory*: {{rate1 .InFlightKiB}} KiB of App Server RSS per request in flight and {{if .LiveMeasured}}{{rate1 .LiveKiB}} KiB per live conversation thread (section 7){{else}}live conversation threads not measured (section 7 did not run){{end}}; beside {{mibf .IdleMiB}} MiB idle{{if .LiveMeasured}} and {{.LiveThreads}} live threads{{end}}, {{.MemoryBound}} requests in flight fit under the {{.MaxRSSMiB}} MiB at which a process is recycled.
+{{- if or .ModelCPUMS .TurnsPerSecond}}
+
+For comparison: one request at a time, a plain request costs the App Server {{if .ModelCPUMS}}{{num .ModelCPUMS}} ms of CPU in model mode and {{num .AgentCPUMS}} ms in agent mode (section 4){{else}}an unmeasured amount of CPU (section 4 did not run){{end}};
+{{if .TurnsPerSecond}}with a model that answers at once, one App Server process answered at most {{num .TurnsPerSecond}} requests/s through the bus ({{.TurnsN}} at once, section 5), the rate at which the CPU it gets runs out{{else}}section 5 did not run{{end}}.
+{{- end}}
 
 Verdict: {{.Verdict}}.
 {{end}}
