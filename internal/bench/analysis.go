@@ -2,6 +2,7 @@ package bench
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -166,7 +167,7 @@ func plainBytesLimits(r *Report) string {
 
 func functionCostLimits(r *Report) string {
 	m := r.Modes.received("model")
-	if m == nil || r.Modes == nil || len(r.Modes.SchemaBytes) == 0 {
+	if m == nil || len(r.Modes.SchemaBytes) == 0 {
 		return ""
 	}
 	return fmt.Sprintf("one function made the request %s bytes larger (input %+d, tools %+d) for a %d-byte schema; what is "+
@@ -190,7 +191,7 @@ func toolStepLimits(r *Report) string {
 func codexCPULimits(r *Report) string {
 	m := r.Modes
 	t := m.timing("model")
-	if t == nil {
+	if t == nil { // also when m is nil
 		return ""
 	}
 	var b strings.Builder
@@ -214,20 +215,48 @@ func waitingLimits(r *Report) string {
 	if c == nil {
 		return ""
 	}
-	row := c.row(waitingN)
+	row, one := c.row(waitingN), c.row(1)
 	if row == nil {
 		return ""
 	}
+	cores := float64(max(1, r.Machine.Cores))
 	cpu := row.CPUPerRequest.Median * float64(waitingN)
-	busy := cpu / (float64(max(1, r.Machine.Cores)) * row.Wall.Median)
-	text := fmt.Sprintf("the worker admitted %d requests at once (--concurrency), and the %d cost the App Server %s ms of "+
+	busy := cpu / (cores * row.Wall.Median)
+	var b strings.Builder
+	fmt.Fprintf(&b, "the worker admitted %d requests at once (--concurrency), and the %d cost the App Server %s ms of "+
 		"CPU each, %s ms together, in a wall time of %s ms on %d cores: %.0f %% of the machine. ",
 		c.Concurrency, waitingN, fmtNum(row.CPUPerRequest.Median), fmtNum(cpu), fmtNum(row.Wall.Median), r.Machine.Cores, 100*busy)
-	if busy >= 0.5 {
-		return text + "The time beyond one request is the App Server's CPU work for the burst (thread starts and turns " +
+	load := max(loadOne(r.Machine.LoadAvgStart), loadOne(r.Machine.LoadAvgEnd))
+	switch {
+	case busy >= 0.5:
+		b.WriteString("The time beyond one request is the App Server's CPU work for the burst (thread starts and turns " +
 			"around the model's wait) queueing for the cores, shared with the bench process and the rest of the machine " +
-			fmt.Sprintf("(load average %s at the start).", r.Machine.LoadAvgStart)
+			fmt.Sprintf("(load average %s at the start).", r.Machine.LoadAvgStart))
+	case load >= cores:
+		fmt.Fprintf(&b, "The machine was oversubscribed by other work: a 1-minute load average of up to %s on %d cores, "+
+			"so the burst's CPU, most of it in the thread starts before the model's wait, ran on a share of a core and queued; ",
+			fmtNum(load), r.Machine.Cores)
+		if one != nil {
+			fmt.Fprintf(&b, "even one request took %s ms against the model's %s ms. ", fmtNum(one.Wall.Median), fmtNum(r.Concurrency.ModelDelayMS))
+		}
+		b.WriteString("The min–max range of the row shows how much the other work moved it between rounds.")
+	default:
+		b.WriteString("That is not CPU-bound: the requests waited elsewhere (admission, or the App Server serialising " +
+			"its thread starts); compare the every-request-admitted worker in section 6.")
 	}
-	return text + "That is not CPU-bound: the requests waited elsewhere (admission, or the App Server serialising " +
-		"its thread starts); compare the every-request-admitted worker in section 6."
+	return b.String()
+}
+
+// loadOne is the 1-minute figure of a load average as Machine records
+// it ("0.52 0.40 0.33"), or 0.
+func loadOne(loadavg string) float64 {
+	f := strings.Fields(loadavg)
+	if len(f) == 0 {
+		return 0
+	}
+	x, err := strconv.ParseFloat(f[0], 64)
+	if err != nil {
+		return 0
+	}
+	return x
 }

@@ -531,8 +531,12 @@ func sizeOf(r fakemodel.Request) (RequestSize, error) {
 	}, nil
 }
 
-// received returns the mode's ReceivedMode, or nil.
+// received returns the mode's ReceivedMode, or nil (also when the
+// section did not run).
 func (r *ModesReport) received(mode string) *ReceivedMode {
+	if r == nil {
+		return nil
+	}
 	for i := range r.Received {
 		if r.Received[i].Mode == mode {
 			return &r.Received[i]
@@ -541,8 +545,12 @@ func (r *ModesReport) received(mode string) *ReceivedMode {
 	return nil
 }
 
-// timing returns the mode's ModeTiming, or nil.
+// timing returns the mode's ModeTiming, or nil (also when the section
+// did not run).
 func (r *ModesReport) timing(mode string) *ModeTiming {
+	if r == nil {
+		return nil
+	}
 	for i := range r.Timing {
 		if r.Timing[i].Mode == mode {
 			return &r.Timing[i]
