@@ -232,9 +232,19 @@ func flagSet(fs *flag.FlagSet, name string) bool {
 }
 
 // ConcurrencyPerProcess is how many requests one App Server process
-// carries at once by default: a turn waiting for its model costs no CPU,
-// so a process holds many (measured in docs/BENCHMARKS.md: with a 1 s
-// model, 8 requests at once take about as long as one).
+// carries at once by default. A turn waiting for its model costs no CPU;
+// what a request costs is the App Server's CPU around the wait (about
+// 60–90 ms on a 2-core machine, docs/BENCHMARKS.md sections 4 and 6).
+// The value is checked by make bench ("Sizing the default"): it must
+// admit the 8 requests at once of issue 16's waiting goal, and stay under
+// the CPU bound — model latency × cores per process / CPU per request,
+// about 25 with a 1 s model and two cores per process, more with the
+// seconds real models take — and the memory bound (hundreds of KiB per
+// request in flight against a 1 GiB recycling limit: thousands). 16 is
+// in between, with headroom for turns that cost more CPU than a plain
+// answer (agent mode, tool loops, long prompts) and for faster models.
+// Beyond what the CPU runs, admitting more stretches every turn without
+// adding throughput; requests left in the group go to other workers.
 const ConcurrencyPerProcess = 16
 
 // DefaultProcesses is the default pool size: one App Server process per
