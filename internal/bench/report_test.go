@@ -352,7 +352,7 @@ func TestRenderFull(t *testing.T) {
 		"(5 runs,", "load average\n6.50 6.00 5.90 at the start",
 		"## 4. Codex modes", "| plain | 1,680 (420) |", "tools the model was offered on the plain request: none.",
 		"## 6. A waiting model", "| 16 | 16 | 2000 | 1.80× | 0× | 8.00 |",
-		"**Sizing the default.**", "70.0 ms of CPU in model mode and 90.0 ms in agent mode",
+		"**Sizing the default.**", "the pool answered 8 at once within 1.25× of one request", "70.0 ms of CPU in model mode and 90.0 ms in agent mode",
 		"at most 21.5 requests/s through the bus (8 at once, section 5)", "Verdict: supported",
 		"| model | 400 | 3 | 200 | 400 |",
 		"**Codex CPU per plain request** (70.0 ms; target ≤ 50 ms)", // the analysis of the missed goal
@@ -365,5 +365,19 @@ func TestRenderFull(t *testing.T) {
 		if strings.Contains(out, bad) {
 			t.Errorf("the report contains %q", bad)
 		}
+	}
+}
+
+// TestRenderNoBurstCarried: when no burst came within 1.3× of one
+// request, the sizing says so instead of "1 at once".
+func TestRenderNoBurstCarried(t *testing.T) {
+	r := fullReport()
+	r.Sizing.Carried, r.Sizing.CarriedRatio = 1, 1
+	var md bytes.Buffer
+	if err := RenderMarkdown(&md, r); err != nil {
+		t.Fatal(err)
+	}
+	if out := md.String(); !strings.Contains(out, "no burst of several requests came within 1.3× of one request") || strings.Contains(out, "answered 1 at once") {
+		t.Errorf("sizing bursts:\n%s", out)
 	}
 }
