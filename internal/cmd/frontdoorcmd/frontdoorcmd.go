@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"time"
 
 	"github.com/busdk/bus-integration-codex/internal/auth"
@@ -186,21 +185,12 @@ func run(ctx context.Context, o *options, io cliutil.IO) error {
 			log.Warn("closing the usage ledger and limit counters", "err", err)
 		}
 	}()
-	tr, err := tracing.Setup(ctx, io.Env.Getenv, Name)
+	obs, err := servicecmd.Observe(ctx, io.Env, Name, o.metricsAddr, log)
 	if err != nil {
 		return err
 	}
-	defer tr.Close(log)
-	reg := metrics.NewRegistry()
-	var metricsHandler http.Handler = metrics.Handler(reg)
-	if o.metricsAddr != "" {
-		stop, err := metrics.Listen(o.metricsAddr, metricsHandler, log)
-		if err != nil {
-			return fmt.Errorf("--metrics-addr: %w", err)
-		}
-		defer stop()
-		metricsHandler = nil // not on the API's port
-	}
+	defer obs.Close(log)
+	tr, reg, metricsHandler := obs.Tracing, obs.Registry, obs.Handler
 	srv, err := frontdoor.New(frontdoor.Config{
 		Events:           bus.Client,
 		Verifier:         auth.NewVerifier(key, auth.Audience),

@@ -299,12 +299,12 @@ func serve(ctx context.Context, o *Options, svc contract.Service, io cliutil.IO)
 	if err := checkProvider(o); err != nil {
 		return err
 	}
-	tr, err := tracing.Setup(ctx, io.Env.Getenv, Name)
+	obs, err := servicecmd.Observe(ctx, io.Env, Name, "", log) // served with readiness: serveMetrics
 	if err != nil {
 		return err
 	}
-	defer tr.Close(log)
-	reg := metrics.NewRegistry()
+	defer obs.Close(log)
+	tr, reg := obs.Tracing, obs.Registry
 	bus, err := servicecmd.Connect(io.Env, o.EventsURL, "the worker", log)
 	if err != nil {
 		return err
