@@ -1,6 +1,11 @@
 package eventstore
 
-import "sync"
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+)
 
 // OpenGroups is what a shared backend (Redis, PostgreSQL) keeps of the
 // unicast groups its open subscriptions use, so that its group loop
@@ -27,6 +32,25 @@ func (g *OpenGroups[K]) Track(groups []K, delta int) {
 		if g.open[k] += delta; g.open[k] <= 0 {
 			delete(g.open, k)
 			g.left[k] = true
+		}
+	}
+}
+
+// Loop calls sweep every GroupSweepInterval(ttl) until ctx ends, with the
+// groups to mark as used now (Refreshing); sweep also deletes the groups
+// idle for longer than ttl. A failure is logged as who's, unless ctx has
+// ended.
+func (g *OpenGroups[K]) Loop(ctx context.Context, ttl time.Duration, log *slog.Logger, who string, sweep func(ctx context.Context, used []K) error) {
+	t := time.NewTicker(GroupSweepInterval(ttl))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := sweep(ctx, g.Refreshing()); err != nil && ctx.Err() == nil {
+			log.Warn(who+": group refresh and expiry failed", "err", err)
 		}
 	}
 }

@@ -12,7 +12,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"log/slog"
 	"net"
 	"slices"
 	"strings"
@@ -23,7 +22,6 @@ import (
 	"github.com/busdk/bus-integration-codex/internal/eventsapi"
 	"github.com/busdk/bus-integration-codex/internal/eventstore/backends"
 	"github.com/busdk/bus-integration-codex/internal/metrics"
-	"github.com/busdk/bus-integration-codex/internal/tracing"
 )
 
 // Name is the command name.
@@ -61,11 +59,10 @@ func Run(ctx context.Context, args []string, io cliutil.IO) int {
 }
 
 func run(ctx context.Context, o *options, io cliutil.IO) error {
-	log, err := cliutil.Logger(io.Stderr, o.logLevel)
+	log, err := servicecmd.Logger(io.Stderr, o.logLevel)
 	if err != nil {
 		return err
 	}
-	log = slog.New(tracing.LogHandler(log.Handler()))
 	key, source, err := auth.ResolveSecret(io.Env, SecretVars()...)
 	if err != nil {
 		return fmt.Errorf("jwt secret: %w", err)

@@ -13,7 +13,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"log/slog"
 	"net"
 	"time"
 
@@ -23,7 +22,6 @@ import (
 	"github.com/busdk/bus-integration-codex/internal/cmd/servicecmd"
 	"github.com/busdk/bus-integration-codex/internal/frontdoor"
 	"github.com/busdk/bus-integration-codex/internal/metrics"
-	"github.com/busdk/bus-integration-codex/internal/tracing"
 	"github.com/busdk/bus-integration-codex/internal/usage"
 )
 
@@ -155,11 +153,10 @@ func Run(ctx context.Context, args []string, io cliutil.IO) int {
 }
 
 func run(ctx context.Context, o *options, io cliutil.IO) error {
-	log, err := cliutil.Logger(io.Stderr, o.logLevel)
+	log, err := servicecmd.Logger(io.Stderr, o.logLevel)
 	if err != nil {
 		return err
 	}
-	log = slog.New(tracing.LogHandler(log.Handler()))
 	cat, err := catalog.LoadOrDefault(o.modelCatalog)
 	if err != nil {
 		return err

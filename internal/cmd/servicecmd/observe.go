@@ -3,12 +3,14 @@ package servicecmd
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/busdk/bus-integration-codex/internal/busconfig"
+	"github.com/busdk/bus-integration-codex/internal/cliutil"
 	"github.com/busdk/bus-integration-codex/internal/metrics"
 	"github.com/busdk/bus-integration-codex/internal/tracing"
 )
@@ -51,4 +53,14 @@ func Observe(ctx context.Context, env busconfig.Env, name, metricsAddr string, l
 func (o *Observability) Close(log *slog.Logger) {
 	o.stopServe()
 	o.Tracing.Close(log)
+}
+
+// Logger is a service's logger: cliutil.Logger on w at level lvl, whose
+// records carry the trace_id and span_id of their context's span.
+func Logger(w io.Writer, lvl string) (*slog.Logger, error) {
+	log, err := cliutil.Logger(w, lvl)
+	if err != nil {
+		return nil, err
+	}
+	return slog.New(tracing.LogHandler(log.Handler())), nil
 }

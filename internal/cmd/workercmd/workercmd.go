@@ -31,7 +31,6 @@ import (
 	"github.com/busdk/bus-integration-codex/internal/provider/static"
 	"github.com/busdk/bus-integration-codex/internal/respstore"
 	"github.com/busdk/bus-integration-codex/internal/selftest"
-	"github.com/busdk/bus-integration-codex/internal/tracing"
 	"github.com/busdk/bus-integration-codex/internal/turn"
 	"github.com/busdk/bus-integration-codex/internal/worker"
 	"github.com/busdk/bus-integration-codex/pkg/appserver"
@@ -291,11 +290,10 @@ func run(ctx context.Context, o *Options, io cliutil.IO) error {
 }
 
 func serve(ctx context.Context, o *Options, svc contract.Service, io cliutil.IO) error {
-	log, err := cliutil.Logger(io.Stderr, o.LogLevel)
+	log, err := servicecmd.Logger(io.Stderr, o.LogLevel)
 	if err != nil {
 		return err
 	}
-	log = slog.New(tracing.LogHandler(log.Handler()))
 	if err := checkProvider(o); err != nil {
 		return err
 	}

@@ -179,7 +179,10 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 	b := &Backend{cfg: cfg, pool: pool, desc: desc, hub: newHub(), ctx: bctx, cancel: cancel}
 	b.wg.Add(2)
 	go b.listenLoop(listenConn, pcfg.ConnConfig)
-	go b.groupLoop()
+	go func() {
+		defer b.wg.Done()
+		b.groups.Loop(b.ctx, b.cfg.GroupIdleTTL, b.cfg.Logger, "pgstore", b.sweepGroups)
+	}()
 	return b, nil
 }
 
@@ -391,34 +394,22 @@ WITH gone AS (
 DELETE FROM bus_event_pending p USING gone
 WHERE p.name = gone.name AND p.group_name = gone.group_name`
 
-// groupLoop refreshes the groups of the open subscriptions and deletes
-// expired groups every sweep interval, until the backend closes.
-func (b *Backend) groupLoop() {
-	defer b.wg.Done()
-	t := time.NewTicker(eventstore.GroupSweepInterval(b.cfg.GroupIdleTTL))
-	defer t.Stop()
-	for {
-		select {
-		case <-b.ctx.Done():
-			return
-		case <-t.C:
-		}
-		refs := b.groups.Refreshing()
+// sweepGroups marks the groups of refs as used now and deletes the groups
+// idle for longer than GroupIdleTTL, with their pending deliveries.
+func (b *Backend) sweepGroups(ctx context.Context, refs []groupRef) error {
+	if len(refs) > 0 {
 		names, groups := make([]string, len(refs)), make([]string, len(refs))
 		for i, r := range refs {
 			names[i], groups[i] = r.name, r.group
 		}
-		var err error
-		if len(names) > 0 {
-			_, err = b.pool.Exec(b.ctx, refreshSQL, names, groups)
-		}
-		if err == nil {
-			_, err = b.pool.Exec(b.ctx, sweepSQL, b.cfg.GroupIdleTTL.Microseconds())
-		}
-		if err != nil && b.ctx.Err() == nil {
-			b.cfg.Logger.Warn("pgstore: group refresh and expiry failed", "db", b.desc, "err", err)
+		if _, err := b.pool.Exec(ctx, refreshSQL, names, groups); err != nil {
+			return fmt.Errorf("refresh groups on %s: %w", b.desc, err)
 		}
 	}
+	if _, err := b.pool.Exec(ctx, sweepSQL, b.cfg.GroupIdleTTL.Microseconds()); err != nil {
+		return fmt.Errorf("expire groups on %s: %w", b.desc, err)
+	}
+	return nil
 }
 
 // listen opens the dedicated notification connection.

@@ -209,7 +209,7 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 		claim: redis.NewScript(claimSource), reclaim: redis.NewScript(reclaimSource),
 		rangeRead: redis.NewScript(rangeSource), refresh: redis.NewScript(refreshSource), sweep: redis.NewScript(sweepSource),
 	}}
-	b.janitor.Go(b.groupLoop)
+	b.janitor.Go(func() { b.groups.Loop(b.ctx, b.cfg.GroupIdleTTL, b.cfg.Logger, "redisstore", b.sweepGroups) })
 	return b, nil
 }
 
@@ -415,25 +415,16 @@ func (b *Backend) refresh(ctx context.Context, fields []string) error {
 	return nil
 }
 
-// groupLoop refreshes the groups of the open subscriptions and deletes
-// expired groups every sweep interval, until the backend closes.
-func (b *Backend) groupLoop() {
-	t := time.NewTicker(eventstore.GroupSweepInterval(b.cfg.GroupIdleTTL))
-	defer t.Stop()
-	for {
-		select {
-		case <-b.ctx.Done():
-			return
-		case <-t.C:
-		}
-		err := b.refresh(b.ctx, b.groups.Refreshing())
-		if err == nil {
-			err = b.scripts.sweep.Run(b.ctx, b.rdb, []string{b.registryKey()}, b.cfg.GroupIdleTTL.Milliseconds(), b.cfg.Prefix+"stream:").Err()
-		}
-		if err != nil && b.ctx.Err() == nil {
-			b.cfg.Logger.Warn("redisstore: group refresh and expiry failed", "err", err)
-		}
+// sweepGroups marks the groups of fields as used now and deletes the
+// groups idle for longer than GroupIdleTTL.
+func (b *Backend) sweepGroups(ctx context.Context, fields []string) error {
+	if err := b.refresh(ctx, fields); err != nil {
+		return err
 	}
+	if err := b.scripts.sweep.Run(ctx, b.rdb, []string{b.registryKey()}, b.cfg.GroupIdleTTL.Milliseconds(), b.cfg.Prefix+"stream:").Err(); err != nil {
+		return fmt.Errorf("redisstore: expire groups: %w", err)
+	}
+	return nil
 }
 
 const idPrefix = "evt_"
