@@ -2,6 +2,7 @@ package eventstore
 
 import (
 	"context"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -42,6 +43,21 @@ func ClaimContext(ctx context.Context) (context.Context, context.CancelFunc) {
 // with the backend's lifetime as ctx, bounded by releaseTimeout: when the
 // backend is closing, it is not called at all.
 type ReleaseFunc func(ctx context.Context, envs []events.Envelope)
+
+// GiveBack is the ReleaseFunc of subscription sub on backend b (named who
+// in the log): it releases what the subscription read ahead when it is an
+// acknowledged-mode one (nil otherwise). A failure is logged, unless the
+// backend's lifetime has ended (it is closing).
+func GiveBack(lifetime context.Context, b Backend, who string, sub Subscription, log *slog.Logger) ReleaseFunc {
+	if !sub.Ack {
+		return nil
+	}
+	return func(ctx context.Context, envs []events.Envelope) {
+		if _, err := ReleaseEnvelopes(ctx, b, sub.Group, sub.Consumer, envs); err != nil && lifetime.Err() == nil {
+			log.Warn(who+": deliveries read ahead not released; they are redelivered after their visibility timeout", "group", sub.Group, "consumer", sub.Consumer, "err", err)
+		}
+	}
+}
 
 // releaseTimeout bounds the release of a closed Reader's leftovers.
 const releaseTimeout = 10 * time.Second

@@ -178,50 +178,40 @@ func (x *Executor) state(ctx context.Context, req *llmapi.ExecutionEventRequest)
 	ok := func(b json.RawMessage) llmapi.ExecutionEventResponse {
 		return llmapi.ExecutionEventResponse{RequestID: req.RequestID, Operation: req.Operation, StatusCode: http.StatusOK, Body: b}
 	}
-	switch req.Operation {
-	case llmapi.OpResponsesInputItems:
-		rec, err := x.Store.Get(ctx, req.IdentityID, body.ResponseID)
-		switch {
-		case errors.Is(err, respstore.ErrNotFound):
-			return llmapi.ErrorResponse(req, notFound)
-		case err != nil:
-			return llmapi.ErrorResponse(req, storeUnavailable())
-		}
-		items, err := x.inputItems(ctx, req.IdentityID, rec)
+	fail := func(err error) llmapi.ExecutionEventResponse {
 		switch {
 		case errors.Is(err, respstore.ErrNotFound):
 			return llmapi.ErrorResponse(req, notFound)
 		case errors.Is(err, respstore.ErrHistoryTooLong):
 			return llmapi.ErrorResponse(req, llmapi.InvalidRequest("response_id", "conversation_too_long",
 				fmt.Sprintf("The conversation of '%s' is too long to list.", body.ResponseID)))
-		case err != nil:
+		default:
 			return llmapi.ErrorResponse(req, storeUnavailable())
 		}
-		list, err := openaiwire.ListItems(items, body)
-		if err != nil {
-			return llmapi.ErrorResponse(req, err)
-		}
-		return ok(list)
-	case llmapi.OpResponsesRetrieve:
-		rec, err := x.Store.Get(ctx, req.IdentityID, body.ResponseID)
-		switch {
-		case errors.Is(err, respstore.ErrNotFound):
-			return llmapi.ErrorResponse(req, notFound)
-		case err != nil:
-			return llmapi.ErrorResponse(req, storeUnavailable())
-		}
-		return ok(rec.Response)
-	default:
-		err := x.Store.Delete(ctx, req.IdentityID, body.ResponseID)
-		switch {
-		case errors.Is(err, respstore.ErrNotFound):
-			return llmapi.ErrorResponse(req, notFound)
-		case err != nil:
-			return llmapi.ErrorResponse(req, storeUnavailable())
+	}
+	if req.Operation == llmapi.OpResponsesDelete {
+		if err := x.Store.Delete(ctx, req.IdentityID, body.ResponseID); err != nil {
+			return fail(err)
 		}
 		b, _ := json.Marshal(map[string]any{"id": body.ResponseID, "object": "response.deleted", "deleted": true})
 		return ok(b)
 	}
+	rec, err := x.Store.Get(ctx, req.IdentityID, body.ResponseID)
+	if err != nil {
+		return fail(err)
+	}
+	if req.Operation == llmapi.OpResponsesRetrieve {
+		return ok(rec.Response)
+	}
+	items, err := x.inputItems(ctx, req.IdentityID, rec)
+	if err != nil {
+		return fail(err)
+	}
+	list, err := openaiwire.ListItems(items, body)
+	if err != nil {
+		return llmapi.ErrorResponse(req, err)
+	}
+	return ok(list)
 }
 
 func (x *Executor) now() time.Time {

@@ -185,13 +185,7 @@ func (s *Server) handleExecute(op llmapi.Operation) http.HandlerFunc {
 			return
 		}
 		o.model = cr.model
-		if s.draining.Load() {
-			writeError(w, llmapi.NewError(http.StatusServiceUnavailable, "", "shutting_down", "", "The server is shutting down; retry."))
-			return
-		}
-		if !s.canExecute(op, cr.stream) {
-			writeError(w, llmapi.NewError(http.StatusServiceUnavailable, "", "events_unavailable", "",
-				"The Events API response listeners are not connected; retry shortly."))
+		if !s.available(w, op, cr.stream) {
 			return
 		}
 		if !s.admit(w, r, claims.Subject, cr.model) {
@@ -214,14 +208,23 @@ func (s *Server) handleExecute(op llmapi.Operation) http.HandlerFunc {
 // the response store belongs to the workers, and the caller's identity
 // scopes the lookup.
 func (s *Server) handleStored(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
 	op := llmapi.OpResponsesRetrieve
 	if r.Method == http.MethodDelete {
 		op = llmapi.OpResponsesDelete
 	}
+	s.serveStored(w, r, op, []string{http.MethodGet, http.MethodDelete}, func(r *http.Request) (any, *llmapi.APIError) {
+		return llmapi.StateRequest{ResponseID: r.PathValue("id")}, nil
+	})
+}
+
+// serveStored runs one operation on the caller's stored responses over the
+// bus (retrieve, delete, input items); request reads its payload from the
+// URL.
+func (s *Server) serveStored(w http.ResponseWriter, r *http.Request, op llmapi.Operation, methods []string, request func(*http.Request) (any, *llmapi.APIError)) {
+	start := time.Now()
 	o, w, r := s.observe(w, r, op, start)
 	defer o.end()
-	if !allow(w, r, http.MethodGet, http.MethodDelete) {
+	if !allow(w, r, methods...) {
 		return
 	}
 	claims, apiErr := s.authorize(r, llmapi.Scope)
@@ -229,16 +232,15 @@ func (s *Server) handleStored(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apiErr)
 		return
 	}
-	if s.draining.Load() {
-		writeError(w, llmapi.NewError(http.StatusServiceUnavailable, "", "shutting_down", "", "The server is shutting down; retry."))
+	payload, apiErr := request(r)
+	if apiErr != nil {
+		writeError(w, apiErr)
 		return
 	}
-	if !s.canExecute(op, false) {
-		writeError(w, llmapi.NewError(http.StatusServiceUnavailable, "", "events_unavailable", "",
-			"The Events API response listeners are not connected; retry shortly."))
+	if !s.available(w, op, false) {
 		return
 	}
-	body, _ := json.Marshal(llmapi.StateRequest{ResponseID: r.PathValue("id")})
+	body, _ := json.Marshal(payload) // strings and ints always encode
 	x := &exchange{s: s, w: w, r: r, op: op, id: correlator.NewRequestID(), identity: claims.Subject, start: start, obs: o}
 	o.x, x.deadline = x, start.Add(s.cfg.Timeout)
 	if !x.register(false, false) {
@@ -248,6 +250,21 @@ func (s *Server) handleStored(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Request-Id", x.id)
 	x.run(claims.Subject, body)
 	x.logDone()
+}
+
+// available answers 503 and reports false while the server is draining or
+// cannot hear op's responses (stream: as chunks).
+func (s *Server) available(w http.ResponseWriter, op llmapi.Operation, stream bool) bool {
+	if s.draining.Load() {
+		writeError(w, llmapi.NewError(http.StatusServiceUnavailable, "", "shutting_down", "", "The server is shutting down; retry."))
+		return false
+	}
+	if !s.canExecute(op, stream) {
+		writeError(w, llmapi.NewError(http.StatusServiceUnavailable, "", "events_unavailable", "",
+			"The Events API response listeners are not connected; retry shortly."))
+		return false
+	}
+	return true
 }
 
 // run publishes the request event and answers with its outcome.

@@ -41,6 +41,19 @@ type streamOptions struct {
 	IncludeUsage bool `json:"include_usage"`
 }
 
+// newStreamCall starts the Call of a chat or text completion request with
+// its stream and stream_options.
+func newStreamCall(stream bool, opts *streamOptions) (*Call, error) {
+	c := &Call{Stream: stream}
+	if opts != nil {
+		if !stream {
+			return nil, llmapi.InvalidRequest("stream_options", "invalid_value", "stream_options is only allowed when stream is true")
+		}
+		c.IncludeUsage = opts.IncludeUsage
+	}
+	return c, nil
+}
+
 type chatMessage struct {
 	Role         string          `json:"role"`
 	Content      json.RawMessage `json:"content"`
@@ -100,17 +113,11 @@ type chatContentPart struct {
 
 func parseChat(body []byte, caps turn.Capabilities) (*Call, error) {
 	var r chatRequest
-	if err := decodeObject(body, &r); err != nil {
+	if err := decodeRequest(body, &r, &r.Model, chatNumbers); err != nil {
 		return nil, err
-	}
-	if r.Model == "" {
-		return nil, llmapi.InvalidRequest("model", "missing_required_parameter", "model is required")
 	}
 	if len(r.Messages) == 0 {
 		return nil, llmapi.InvalidRequest("messages", "missing_required_parameter", "messages must be a non-empty array")
-	}
-	if err := checkNumbers(rawFields(body), chatNumbers...); err != nil {
-		return nil, err
 	}
 	switch {
 	case r.N != nil && *r.N != 1:
@@ -138,12 +145,9 @@ func parseChat(body []byte, caps turn.Capabilities) (*Call, error) {
 	if err := checkEffort("reasoning_effort", r.ReasoningEffort); err != nil {
 		return nil, err
 	}
-	c := &Call{Stream: r.Stream}
-	if r.StreamOptions != nil {
-		if !r.Stream {
-			return nil, llmapi.InvalidRequest("stream_options", "invalid_value", "stream_options is only allowed when stream is true")
-		}
-		c.IncludeUsage = r.StreamOptions.IncludeUsage
+	c, err := newStreamCall(r.Stream, r.StreamOptions)
+	if err != nil {
+		return nil, err
 	}
 	req := &c.Request
 	req.Model = r.Model
@@ -232,14 +236,23 @@ func chatCustomFormat(param string, raw json.RawMessage) (json.RawMessage, error
 	if err := json.Unmarshal(raw, &f); err != nil {
 		return nil, llmapi.InvalidRequest(param, "invalid_type", param+" must be an object")
 	}
-	switch f.Type {
+	if f.Type != "grammar" {
+		return customFormat(param, f.Type, "", "")
+	}
+	if f.Grammar == nil {
+		return nil, llmapi.InvalidRequest(param+".grammar", "missing_required_parameter", "a grammar format needs grammar.syntax and grammar.definition")
+	}
+	return customFormat(param+".grammar", f.Type, f.Grammar.Syntax, f.Grammar.Definition)
+}
+
+// customFormat checks a custom tool's format of type typ (its grammar, if
+// any, given at param) and returns it in the Responses API shape.
+func customFormat(param, typ, syntax, definition string) (json.RawMessage, error) {
+	switch typ {
 	case "text":
 		return json.RawMessage(`{"type":"text"}`), nil
 	case "grammar":
-		if f.Grammar == nil {
-			return nil, llmapi.InvalidRequest(param+".grammar", "missing_required_parameter", "a grammar format needs grammar.syntax and grammar.definition")
-		}
-		return customGrammar(param+".grammar", f.Grammar.Syntax, f.Grammar.Definition)
+		return customGrammar(param, syntax, definition)
 	default:
 		return nil, llmapi.InvalidRequest(param+".type", "invalid_value", "format.type must be text or grammar")
 	}
@@ -481,45 +494,34 @@ func parseChatResponseFormat(raw json.RawMessage, caps turn.Capabilities) (*turn
 		return nil, nil
 	}
 	var rf struct {
-		Type       string `json:"type"`
-		JSONSchema *struct {
-			Name   string          `json:"name"`
-			Schema json.RawMessage `json:"schema"`
-			Strict *bool           `json:"strict"`
-		} `json:"json_schema"`
+		Type       string      `json:"type"`
+		JSONSchema *formatSpec `json:"json_schema"`
 	}
 	if err := json.Unmarshal(raw, &rf); err != nil {
 		return nil, llmapi.InvalidRequest("response_format", "invalid_type", "response_format must be an object")
 	}
-	switch rf.Type {
-	case "text":
-		return nil, nil
-	case "json_object":
-		return &turn.OutputFormat{Type: "json_object"}, nil
-	case "json_schema":
-		if rf.JSONSchema == nil || isNull(rf.JSONSchema.Schema) {
-			return nil, llmapi.InvalidRequest("response_format.json_schema.schema", "missing_required_parameter", "json_schema.schema is required")
-		}
-		if !caps.Schema {
-			return nil, unsupported("response_format", "this provider cannot enforce a JSON schema")
-		}
-		return &turn.OutputFormat{Type: "json_schema", Name: rf.JSONSchema.Name, Schema: rf.JSONSchema.Schema, Strict: rf.JSONSchema.Strict != nil && *rf.JSONSchema.Strict}, nil
-	default:
-		return nil, llmapi.InvalidRequest("response_format.type", "invalid_value", "response_format.type must be text, json_object or json_schema")
+	spec := formatSpec{Type: rf.Type}
+	if rf.JSONSchema != nil {
+		spec.Name, spec.Schema, spec.Strict = rf.JSONSchema.Name, rf.JSONSchema.Schema, rf.JSONSchema.Strict
 	}
+	return spec.convert("response_format", "response_format.json_schema.schema", caps)
 }
 
 // Wire shapes of the chat completion object and its chunks.
 
-type chatCompletion struct {
-	ID                string       `json:"id"`
-	Object            string       `json:"object"`
-	Created           int64        `json:"created"`
-	Model             string       `json:"model"`
-	Choices           []chatChoice `json:"choices"`
-	Usage             *chatUsage   `json:"usage,omitempty"`
-	SystemFingerprint *string      `json:"system_fingerprint"`
+// completionObject is the object of a chat completion and of a text
+// completion (and of their chunks); they differ in their choices.
+type completionObject[C any] struct {
+	ID                string     `json:"id"`
+	Object            string     `json:"object"`
+	Created           int64      `json:"created"`
+	Model             string     `json:"model"`
+	Choices           []C        `json:"choices"`
+	Usage             *chatUsage `json:"usage,omitempty"`
+	SystemFingerprint *string    `json:"system_fingerprint"`
 }
+
+type chatCompletion = completionObject[chatChoice]
 
 type chatChoice struct {
 	Index        int             `json:"index"`
@@ -623,14 +625,8 @@ func finishOf(res *turn.Result) turn.FinishReason {
 }
 
 type chatChunk struct {
-	ID                string            `json:"id"`
-	Object            string            `json:"object"`
-	Created           int64             `json:"created"`
-	Model             string            `json:"model"`
-	Choices           []chatChunkChoice `json:"choices"`
-	Usage             *chatUsage        `json:"usage,omitempty"`
-	SystemFingerprint *string           `json:"system_fingerprint"`
-	withUsageNull     bool
+	completionObject[chatChunkChoice]
+	withUsageNull bool
 }
 
 // MarshalJSON writes "usage": null on every chunk when the client asked
@@ -670,10 +666,10 @@ type chatStream struct {
 }
 
 func (s *chatStream) frame(choices []chatChunkChoice, usage *chatUsage) json.RawMessage {
-	return mustJSON(chatChunk{
+	return mustJSON(chatChunk{completionObject: completionObject[chatChunkChoice]{
 		ID: s.m.ID, Object: "chat.completion.chunk", Created: s.m.Created, Model: s.m.Model,
-		Choices: choices, Usage: usage, withUsageNull: s.c.IncludeUsage,
-	})
+		Choices: choices, Usage: usage,
+	}, withUsageNull: s.c.IncludeUsage})
 }
 
 func (s *chatStream) delta(d chatDelta, finish *string) json.RawMessage {
@@ -723,11 +719,17 @@ func (s *chatStream) Finish(res *turn.Result) []json.RawMessage {
 	}
 	finish := string(finishOf(res))
 	frames = append(frames, s.delta(chatDelta{}, &finish))
-	if s.c.IncludeUsage {
-		u := toChatUsage(res.Usage)
-		frames = append(frames, s.frame([]chatChunkChoice{}, &u))
+	return append(frames, usageFrame(s.c, res, s.frame)...)
+}
+
+// usageFrame is a stream's last frame when the client asked for usage
+// (stream_options.include_usage): no choices, and the usage.
+func usageFrame[C any](c *Call, res *turn.Result, frame func([]C, *chatUsage) json.RawMessage) []json.RawMessage {
+	if !c.IncludeUsage {
+		return nil
 	}
-	return frames
+	u := toChatUsage(res.Usage)
+	return []json.RawMessage{frame([]C{}, &u)}
 }
 
 func (s *chatStream) Fail(err *llmapi.APIError) []json.RawMessage {

@@ -37,13 +37,7 @@ var completionNumbers = []numberRule{
 
 func parseCompletions(body []byte) (*Call, error) {
 	var r completionRequest
-	if err := decodeObject(body, &r); err != nil {
-		return nil, err
-	}
-	if r.Model == "" {
-		return nil, llmapi.InvalidRequest("model", "missing_required_parameter", "model is required")
-	}
-	if err := checkNumbers(rawFields(body), completionNumbers...); err != nil {
+	if err := decodeRequest(body, &r, &r.Model, completionNumbers); err != nil {
 		return nil, err
 	}
 	switch {
@@ -66,12 +60,9 @@ func parseCompletions(body []byte) (*Call, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Call{Stream: r.Stream}
-	if r.StreamOptions != nil {
-		if !r.Stream {
-			return nil, llmapi.InvalidRequest("stream_options", "invalid_value", "stream_options is only allowed when stream is true")
-		}
-		c.IncludeUsage = r.StreamOptions.IncludeUsage
+	c, err := newStreamCall(r.Stream, r.StreamOptions)
+	if err != nil {
+		return nil, err
 	}
 	c.Request = turn.Request{
 		Model:      r.Model,
@@ -103,15 +94,7 @@ func parsePrompt(raw json.RawMessage) (string, error) {
 	return s, nil
 }
 
-type textCompletion struct {
-	ID                string             `json:"id"`
-	Object            string             `json:"object"`
-	Created           int64              `json:"created"`
-	Model             string             `json:"model"`
-	Choices           []completionChoice `json:"choices"`
-	Usage             *chatUsage         `json:"usage,omitempty"`
-	SystemFingerprint *string            `json:"system_fingerprint"`
-}
+type textCompletion = completionObject[completionChoice]
 
 type completionChoice struct {
 	Text         string          `json:"text"`
@@ -152,11 +135,7 @@ func (s *completionStream) Finish(res *turn.Result) []json.RawMessage {
 	finish := string(finishOf(res))
 	frames := catchUp(s, res, s.sent)
 	frames = append(frames, s.frame([]completionChoice{{Text: "", Logprobs: jsonNull, FinishReason: &finish}}, nil))
-	if s.c.IncludeUsage {
-		u := toChatUsage(res.Usage)
-		frames = append(frames, s.frame([]completionChoice{}, &u))
-	}
-	return frames
+	return append(frames, usageFrame(s.c, res, s.frame)...)
 }
 
 func (s *completionStream) Fail(err *llmapi.APIError) []json.RawMessage {

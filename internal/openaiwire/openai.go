@@ -201,6 +201,18 @@ func mustJSON(v any) json.RawMessage {
 }
 
 // decodeObject decodes body (a JSON object) into v, mapping errors to 400s.
+// decodeRequest decodes a request body into v, then checks that it named
+// a model (*model, a field of v) and that its numbers are in range.
+func decodeRequest(body []byte, v any, model *string, numbers []numberRule) error {
+	if err := decodeObject(body, v); err != nil {
+		return err
+	}
+	if *model == "" {
+		return llmapi.InvalidRequest("model", "missing_required_parameter", "model is required")
+	}
+	return checkNumbers(rawFields(body), numbers...)
+}
+
 func decodeObject(body []byte, v any) error {
 	trimmed := bytes.TrimSpace(body)
 	if len(trimmed) == 0 || trimmed[0] != '{' {

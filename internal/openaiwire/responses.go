@@ -90,13 +90,7 @@ type ResponsesEcho struct {
 
 func parseResponses(body []byte, caps turn.Capabilities) (*Call, error) {
 	var r responsesRequest
-	if err := decodeObject(body, &r); err != nil {
-		return nil, err
-	}
-	if r.Model == "" {
-		return nil, llmapi.InvalidRequest("model", "missing_required_parameter", "model is required")
-	}
-	if err := checkNumbers(rawFields(body), responsesNumbers...); err != nil {
+	if err := decodeRequest(body, &r, &r.Model, responsesNumbers); err != nil {
 		return nil, err
 	}
 	switch {
@@ -293,14 +287,7 @@ func responsesCustomFormat(param string, raw json.RawMessage) (json.RawMessage, 
 	if err := json.Unmarshal(raw, &f); err != nil {
 		return nil, llmapi.InvalidRequest(param, "invalid_type", param+" must be an object")
 	}
-	switch f.Type {
-	case "text":
-		return json.RawMessage(`{"type":"text"}`), nil
-	case "grammar":
-		return customGrammar(param, f.Syntax, f.Definition)
-	default:
-		return nil, llmapi.InvalidRequest(param+".type", "invalid_value", "format.type must be text or grammar")
-	}
+	return customFormat(param, f.Type, f.Syntax, f.Definition)
 }
 
 // webSearchTool reads the hosted web search tool into Request.WebSearch;
@@ -335,15 +322,25 @@ func (c *Call) webSearchTool(param, typ string, raw json.RawMessage) error {
 	return nil
 }
 func parseTextFormat(raw json.RawMessage, caps turn.Capabilities) (*turn.OutputFormat, error) {
-	var f struct {
-		Type   string          `json:"type"`
-		Name   string          `json:"name"`
-		Schema json.RawMessage `json:"schema"`
-		Strict *bool           `json:"strict"`
-	}
+	var f formatSpec
 	if err := json.Unmarshal(raw, &f); err != nil {
 		return nil, llmapi.InvalidRequest("text.format", "invalid_type", "text.format must be an object")
 	}
+	return f.convert("text.format", "text.format.schema", caps)
+}
+
+// formatSpec is an output format as the caller names it: Responses'
+// text.format, or Chat's response_format with its json_schema lifted.
+type formatSpec struct {
+	Type   string          `json:"type"`
+	Name   string          `json:"name"`
+	Schema json.RawMessage `json:"schema"`
+	Strict *bool           `json:"strict"`
+}
+
+// convert checks f, which the caller sent at param (its schema at
+// schemaParam), and gives the provider's format (nil for plain text).
+func (f formatSpec) convert(param, schemaParam string, caps turn.Capabilities) (*turn.OutputFormat, error) {
 	switch f.Type {
 	case "text":
 		return nil, nil
@@ -351,14 +348,14 @@ func parseTextFormat(raw json.RawMessage, caps turn.Capabilities) (*turn.OutputF
 		return &turn.OutputFormat{Type: "json_object"}, nil
 	case "json_schema":
 		if isNull(f.Schema) {
-			return nil, llmapi.InvalidRequest("text.format.schema", "missing_required_parameter", "text.format.schema is required")
+			return nil, llmapi.InvalidRequest(schemaParam, "missing_required_parameter", schemaParam+" is required")
 		}
 		if !caps.Schema {
-			return nil, unsupported("text.format", "this provider cannot enforce a JSON schema")
+			return nil, unsupported(param, "this provider cannot enforce a JSON schema")
 		}
 		return &turn.OutputFormat{Type: "json_schema", Name: f.Name, Schema: f.Schema, Strict: f.Strict != nil && *f.Strict}, nil
 	default:
-		return nil, llmapi.InvalidRequest("text.format.type", "invalid_value", "text.format.type must be text, json_object or json_schema")
+		return nil, llmapi.InvalidRequest(param+".type", "invalid_value", param+".type must be text, json_object or json_schema")
 	}
 }
 

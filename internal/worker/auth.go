@@ -1,10 +1,8 @@
 package worker
 
 import (
-	"context"
 	"errors"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/busdk/bus-integration-codex/pkg/events"
@@ -25,23 +23,14 @@ func isRefusal(err error) bool {
 // it refuses it the worker takes no requests; publishes wait for the gate
 // to open again (bounded by their own deadlines).
 type authGate struct {
-	mu      sync.Mutex
-	refused error         // the last refusal; nil while accepted
-	open    chan struct{} // closed while accepted
+	gate          // shut while refused
+	refused error // the last refusal; nil while accepted
 	// since is when the current outage began. An outage ends when a
 	// publish or an acknowledgement succeeds, or when the token was
 	// accepted for longer than the recovery bound: a token that may listen
 	// but not publish cannot reset it by flapping.
 	since      time.Time
 	acceptedAt time.Time
-	// stopTaking closes the current request stream (nil when none).
-	stopTaking func()
-}
-
-func newAuthGate() *authGate {
-	open := make(chan struct{})
-	close(open)
-	return &authGate{open: open}
 }
 
 // refuse records a refusal. It returns true when a new outage begins (the
@@ -49,15 +38,12 @@ func newAuthGate() *authGate {
 func (g *authGate) refuse(err error, now time.Time, bound time.Duration) (newOutage bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.stopTaking != nil {
-		g.stopTaking()
-	}
+	g.shutLocked()
 	if g.refused != nil {
 		g.refused = err
 		return false
 	}
 	g.refused = err
-	g.open = make(chan struct{})
 	if g.since.IsZero() || now.Sub(g.acceptedAt) > bound {
 		g.since = now
 		return true
@@ -79,24 +65,7 @@ func (g *authGate) accept(now time.Time, confirmed bool) (reopened bool) {
 	}
 	g.refused = nil
 	g.acceptedAt = now
-	close(g.open)
-	return true
-}
-
-// wait returns nil once the gate is open, or ctx's error, or errStopping
-// when stop is closed first.
-func (g *authGate) wait(ctx context.Context, stop <-chan struct{}) error {
-	g.mu.Lock()
-	open := g.open
-	g.mu.Unlock()
-	select {
-	case <-open:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-stop:
-		return errStopping
-	}
+	return g.openLocked()
 }
 
 // state returns when the current outage began and its refusal (nil while
@@ -105,17 +74,6 @@ func (g *authGate) state() (since time.Time, refused error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.since, g.refused
-}
-
-// setStopTaking installs the function that closes the current request
-// stream; it is called at once when the token is already refused.
-func (g *authGate) setStopTaking(f func()) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.stopTaking = f
-	if f != nil && g.refused != nil {
-		f()
-	}
 }
 
 // errStopping ends waits when the worker stops.

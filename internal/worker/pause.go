@@ -1,8 +1,6 @@
 package worker
 
 import (
-	"context"
-	"sync"
 	"time"
 )
 
@@ -11,17 +9,8 @@ import (
 // exhausted): the request stream is closed so the other workers of the
 // group serve the requests, and opened again at the reset.
 type pauseGate struct {
-	mu    sync.Mutex
-	until time.Time     // zero while not paused
-	open  chan struct{} // closed while not paused
-	// stopTaking closes the current request stream (nil when none).
-	stopTaking func()
-}
-
-func newPauseGate() *pauseGate {
-	open := make(chan struct{})
-	close(open)
-	return &pauseGate{open: open}
+	gate            // shut while paused
+	until time.Time // zero while not paused
 }
 
 // pause closes the gate until until; it returns true when a new pause
@@ -36,10 +25,7 @@ func (g *pauseGate) pause(until time.Time) bool {
 		return false
 	}
 	g.until = until
-	g.open = make(chan struct{})
-	if g.stopTaking != nil {
-		g.stopTaking()
-	}
+	g.shutLocked()
 	return true
 }
 
@@ -52,8 +38,7 @@ func (g *pauseGate) resume(now time.Time) bool {
 		return false
 	}
 	g.until = time.Time{}
-	close(g.open)
-	return true
+	return g.openLocked()
 }
 
 // paused returns until when the gate is closed (zero when open).
@@ -61,30 +46,6 @@ func (g *pauseGate) paused() time.Time {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.until
-}
-
-// wait returns nil once the gate is open, or ctx's error.
-func (g *pauseGate) wait(ctx context.Context) error {
-	g.mu.Lock()
-	open := g.open
-	g.mu.Unlock()
-	select {
-	case <-open:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// setStopTaking installs the function that closes the current request
-// stream; it is called at once when the gate is closed.
-func (g *pauseGate) setStopTaking(f func()) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.stopTaking = f
-	if f != nil && !g.until.IsZero() {
-		f()
-	}
 }
 
 // checkExhausted pauses the worker while the executor's provider reports

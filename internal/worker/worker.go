@@ -151,7 +151,7 @@ func New(cfg Config) (*Worker, error) {
 	w := &Worker{
 		cfg: cfg, log: cfg.Logger, running: map[string]context.CancelCauseFunc{},
 		cancelled: newCancelSet(cfg.Timeout + redeliveryMargin),
-		execReady: make(chan struct{}), auth: newAuthGate(), pause: newPauseGate(), stopping: make(chan struct{}),
+		execReady: make(chan struct{}), auth: &authGate{}, pause: &pauseGate{}, stopping: make(chan struct{}),
 	}
 	if cfg.Executor != nil {
 		w.SetExecutor(cfg.Executor)
@@ -262,7 +262,7 @@ func (w *Worker) listenRequests(ctx context.Context, onFirst func(), take func(e
 		if err := w.auth.wait(ctx, nil); err != nil {
 			return nil
 		}
-		if err := w.pause.wait(ctx); err != nil {
+		if err := w.pause.wait(ctx, nil); err != nil {
 			return nil
 		}
 		lctx, cancel := context.WithCancel(ctx)

@@ -12,18 +12,16 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"log/slog"
 	"net"
-	"net/http"
 	"slices"
 	"strings"
 
 	"github.com/busdk/bus-integration-codex/internal/auth"
 	"github.com/busdk/bus-integration-codex/internal/cliutil"
+	"github.com/busdk/bus-integration-codex/internal/cmd/servicecmd"
 	"github.com/busdk/bus-integration-codex/internal/eventsapi"
 	"github.com/busdk/bus-integration-codex/internal/eventstore/backends"
 	"github.com/busdk/bus-integration-codex/internal/metrics"
-	"github.com/busdk/bus-integration-codex/internal/tracing"
 )
 
 // Name is the command name.
@@ -61,11 +59,10 @@ func Run(ctx context.Context, args []string, io cliutil.IO) int {
 }
 
 func run(ctx context.Context, o *options, io cliutil.IO) error {
-	log, err := cliutil.Logger(io.Stderr, o.logLevel)
+	log, err := servicecmd.Logger(io.Stderr, o.logLevel)
 	if err != nil {
 		return err
 	}
-	log = slog.New(tracing.LogHandler(log.Handler()))
 	key, source, err := auth.ResolveSecret(io.Env, SecretVars()...)
 	if err != nil {
 		return fmt.Errorf("jwt secret: %w", err)
@@ -79,21 +76,12 @@ func run(ctx context.Context, o *options, io cliutil.IO) error {
 		return err
 	}
 	defer store.Close()
-	tr, err := tracing.Setup(ctx, io.Env.Getenv, Name)
+	obs, err := servicecmd.Observe(ctx, io.Env, Name, o.metricsAddr, log)
 	if err != nil {
 		return err
 	}
-	defer tr.Close(log)
-	reg := metrics.NewRegistry()
-	var metricsHandler http.Handler = metrics.Handler(reg)
-	if o.metricsAddr != "" {
-		stop, err := metrics.Listen(o.metricsAddr, metricsHandler, log)
-		if err != nil {
-			return fmt.Errorf("--metrics-addr: %w", err)
-		}
-		defer stop()
-		metricsHandler = nil // not on the API's port
-	}
+	defer obs.Close(log)
+	tr, reg, metricsHandler := obs.Tracing, obs.Registry, obs.Handler
 	l, err := net.Listen("tcp", o.addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", o.addr, err)

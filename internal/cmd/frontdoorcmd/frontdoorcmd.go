@@ -13,9 +13,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"log/slog"
 	"net"
-	"net/http"
 	"time"
 
 	"github.com/busdk/bus-integration-codex/internal/auth"
@@ -24,7 +22,6 @@ import (
 	"github.com/busdk/bus-integration-codex/internal/cmd/servicecmd"
 	"github.com/busdk/bus-integration-codex/internal/frontdoor"
 	"github.com/busdk/bus-integration-codex/internal/metrics"
-	"github.com/busdk/bus-integration-codex/internal/tracing"
 	"github.com/busdk/bus-integration-codex/internal/usage"
 )
 
@@ -156,11 +153,10 @@ func Run(ctx context.Context, args []string, io cliutil.IO) int {
 }
 
 func run(ctx context.Context, o *options, io cliutil.IO) error {
-	log, err := cliutil.Logger(io.Stderr, o.logLevel)
+	log, err := servicecmd.Logger(io.Stderr, o.logLevel)
 	if err != nil {
 		return err
 	}
-	log = slog.New(tracing.LogHandler(log.Handler()))
 	cat, err := catalog.LoadOrDefault(o.modelCatalog)
 	if err != nil {
 		return err
@@ -186,21 +182,12 @@ func run(ctx context.Context, o *options, io cliutil.IO) error {
 			log.Warn("closing the usage ledger and limit counters", "err", err)
 		}
 	}()
-	tr, err := tracing.Setup(ctx, io.Env.Getenv, Name)
+	obs, err := servicecmd.Observe(ctx, io.Env, Name, o.metricsAddr, log)
 	if err != nil {
 		return err
 	}
-	defer tr.Close(log)
-	reg := metrics.NewRegistry()
-	var metricsHandler http.Handler = metrics.Handler(reg)
-	if o.metricsAddr != "" {
-		stop, err := metrics.Listen(o.metricsAddr, metricsHandler, log)
-		if err != nil {
-			return fmt.Errorf("--metrics-addr: %w", err)
-		}
-		defer stop()
-		metricsHandler = nil // not on the API's port
-	}
+	defer obs.Close(log)
+	tr, reg, metricsHandler := obs.Tracing, obs.Registry, obs.Handler
 	srv, err := frontdoor.New(frontdoor.Config{
 		Events:           bus.Client,
 		Verifier:         auth.NewVerifier(key, auth.Audience),

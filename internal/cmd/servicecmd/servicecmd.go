@@ -1,13 +1,15 @@
 // Package servicecmd is the start-up wiring the service commands
-// (bus-integration-codex, bus-api-provider-llm) share: the service token
-// they present to the Events API (from BUS_API_TOKEN, or from the file in
-// BUS_API_TOKEN_FILE, read again when it changes; a token signed with a
-// secret the process holds is renewed before it expires), the Events API
-// client with BusDK's listener retry policy (its requests carry the
-// traceparent of their context), and one-line errors when the Events API
-// refuses the token or cannot be reached.
+// (bus-integration-codex, bus-api-provider-llm, and for its observability
+// bus-api-provider-events) share: their tracing and metrics registry
+// (Observe); the service token they present to the Events API (from
+// BUS_API_TOKEN, or from the file in BUS_API_TOKEN_FILE, read again when
+// it changes; a token signed with a secret the process holds is renewed
+// before it expires); the Events API client with BusDK's listener retry
+// policy (its requests carry the traceparent of their context); and
+// one-line errors when the Events API refuses the token or cannot be
+// reached.
 //
-// It may import pkg/events, internal/auth, internal/cliutil, internal/busconfig and internal/tracing.
+// It may import pkg/events, internal/auth, internal/cliutil, internal/busconfig, internal/metrics and internal/tracing.
 package servicecmd
 
 import (

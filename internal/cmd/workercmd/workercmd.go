@@ -31,7 +31,6 @@ import (
 	"github.com/busdk/bus-integration-codex/internal/provider/static"
 	"github.com/busdk/bus-integration-codex/internal/respstore"
 	"github.com/busdk/bus-integration-codex/internal/selftest"
-	"github.com/busdk/bus-integration-codex/internal/tracing"
 	"github.com/busdk/bus-integration-codex/internal/turn"
 	"github.com/busdk/bus-integration-codex/internal/worker"
 	"github.com/busdk/bus-integration-codex/pkg/appserver"
@@ -301,20 +300,19 @@ func run(ctx context.Context, o *Options, io cliutil.IO) error {
 }
 
 func serve(ctx context.Context, o *Options, svc contract.Service, io cliutil.IO) error {
-	log, err := cliutil.Logger(io.Stderr, o.LogLevel)
+	log, err := servicecmd.Logger(io.Stderr, o.LogLevel)
 	if err != nil {
 		return err
 	}
-	log = slog.New(tracing.LogHandler(log.Handler()))
 	if err := checkProvider(o); err != nil {
 		return err
 	}
-	tr, err := tracing.Setup(ctx, io.Env.Getenv, Name)
+	obs, err := servicecmd.Observe(ctx, io.Env, Name, "", log) // served with readiness: serveMetrics
 	if err != nil {
 		return err
 	}
-	defer tr.Close(log)
-	reg := metrics.NewRegistry()
+	defer obs.Close(log)
+	tr, reg := obs.Tracing, obs.Registry
 	bus, err := servicecmd.Connect(io.Env, o.EventsURL, "the worker", log)
 	if err != nil {
 		return err

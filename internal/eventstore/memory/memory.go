@@ -315,31 +315,25 @@ func (b *Backend) Subscribe(ctx context.Context, sub eventstore.Subscription) (e
 
 // Ack implements eventstore.Backend.
 func (b *Backend) Ack(ctx context.Context, name, groupName, consumer string, ids []string) (int, error) {
-	if err := ctx.Err(); err != nil {
-		return 0, err
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
-		return 0, eventstore.ErrClosed
-	}
-	g := b.groupLocked(name, groupName)
-	if g == nil {
-		return 0, nil
-	}
-	n := 0
-	for _, id := range ids {
-		if p, ok := g.pending[id]; ok && p.consumer == consumer {
-			delete(g.pending, id)
-			n++
-		}
-	}
-	return n, nil
+	return b.settle(ctx, name, groupName, consumer, ids, func(g *group, id string, _ *pendingDelivery) {
+		delete(g.pending, id)
+	})
 }
 
 // Release implements eventstore.Backend: the deliveries consumer holds
 // expire now, without counting, and wake the group's subscriptions.
 func (b *Backend) Release(ctx context.Context, name, groupName, consumer string, ids []string) (int, error) {
+	return b.settle(ctx, name, groupName, consumer, ids, func(_ *group, _ string, p *pendingDelivery) {
+		p.consumer = eventstore.Unheld
+		p.deadline = time.Time{}
+		p.deliveries--
+		b.signalLocked()
+	})
+}
+
+// settle applies f, under the lock, to each delivery of ids that consumer
+// holds in the group, and counts them.
+func (b *Backend) settle(ctx context.Context, name, groupName, consumer string, ids []string, f func(g *group, id string, p *pendingDelivery)) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
@@ -355,14 +349,9 @@ func (b *Backend) Release(ctx context.Context, name, groupName, consumer string,
 	n := 0
 	for _, id := range ids {
 		if p, ok := g.pending[id]; ok && p.consumer == consumer {
-			p.consumer = eventstore.Unheld
-			p.deadline = time.Time{}
-			p.deliveries--
+			f(g, id, p)
 			n++
 		}
-	}
-	if n > 0 {
-		b.signalLocked()
 	}
 	return n, nil
 }

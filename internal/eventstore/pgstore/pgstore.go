@@ -142,12 +142,7 @@ type Backend struct {
 	reads eventstore.ReadGroup // the subscriptions' reads in flight
 	wg    sync.WaitGroup       // the listener and the group loop
 
-	mu   sync.Mutex
-	open map[groupRef]int // groups of open subscriptions -> how many
-	// left are the groups whose last open subscription closed since the
-	// last refresh: refreshed once more, so their idle time starts at the
-	// close.
-	left map[groupRef]bool
+	groups eventstore.OpenGroups[groupRef] // the groups of open subscriptions
 }
 
 // groupRef names a unicast group of one event name.
@@ -181,10 +176,13 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 		return nil, fmt.Errorf("pgstore: %s: %w", desc, err)
 	}
 	bctx, cancel := context.WithCancel(context.Background())
-	b := &Backend{cfg: cfg, pool: pool, desc: desc, hub: newHub(), ctx: bctx, cancel: cancel, open: map[groupRef]int{}, left: map[groupRef]bool{}}
+	b := &Backend{cfg: cfg, pool: pool, desc: desc, hub: newHub(), ctx: bctx, cancel: cancel}
 	b.wg.Add(2)
 	go b.listenLoop(listenConn, pcfg.ConnConfig)
-	go b.groupLoop()
+	go func() {
+		defer b.wg.Done()
+		b.groups.Loop(b.ctx, b.cfg.GroupIdleTTL, b.cfg.Logger, "pgstore", b.sweepGroups)
+	}()
 	return b, nil
 }
 
@@ -306,17 +304,9 @@ func (b *Backend) prune(ctx context.Context, name string) {
 // Ack implements eventstore.Backend: it deletes the pending rows consumer
 // holds.
 func (b *Backend) Ack(ctx context.Context, name, group, consumer string, ids []string) (int, error) {
-	if b.ctx.Err() != nil {
-		return 0, eventstore.ErrClosed
-	}
-	var nums []int64
-	for _, id := range ids {
-		if n, ok := parseID(id); ok {
-			nums = append(nums, n)
-		}
-	}
-	if len(nums) == 0 {
-		return 0, nil
+	nums, err := b.settling(ids)
+	if err != nil || len(nums) == 0 {
+		return 0, err
 	}
 	tag, err := b.pool.Exec(ctx,
 		"DELETE FROM bus_event_pending WHERE group_name = $1 AND name = $2 AND consumer = $3 AND event_id = ANY($4)",
@@ -325,6 +315,21 @@ func (b *Backend) Ack(ctx context.Context, name, group, consumer string, ids []s
 		return 0, fmt.Errorf("pgstore: ack %s/%s: %w", name, group, err)
 	}
 	return int(tag.RowsAffected()), nil
+}
+
+// settling returns the row numbers of the event ids an Ack or Release
+// names (ids that are not this backend's match nothing), or ErrClosed.
+func (b *Backend) settling(ids []string) ([]int64, error) {
+	if b.ctx.Err() != nil {
+		return nil, eventstore.ErrClosed
+	}
+	var nums []int64
+	for _, id := range ids {
+		if n, ok := parseID(id); ok {
+			nums = append(nums, n)
+		}
+	}
+	return nums, nil
 }
 
 // releaseSQL gives back the pending rows consumer holds: no holder
@@ -341,17 +346,9 @@ SELECT count(*) FROM r`
 // expire now, without counting; a notification wakes the name's
 // subscriptions on every replica.
 func (b *Backend) Release(ctx context.Context, name, group, consumer string, ids []string) (int, error) {
-	if b.ctx.Err() != nil {
-		return 0, eventstore.ErrClosed
-	}
-	var nums []int64
-	for _, id := range ids {
-		if n, ok := parseID(id); ok {
-			nums = append(nums, n)
-		}
-	}
-	if len(nums) == 0 {
-		return 0, nil
+	nums, err := b.settling(ids)
+	if err != nil || len(nums) == 0 {
+		return 0, err
 	}
 	var n int64
 	if err := b.pool.QueryRow(ctx, releaseSQL, group, name, consumer, nums, eventstore.Unheld).Scan(&n); err != nil {
@@ -380,18 +377,6 @@ func (b *Backend) Close() error {
 	return nil
 }
 
-// track counts an open subscription of refs (delta +1) or its end (-1).
-func (b *Backend) track(refs []groupRef, delta int) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for _, r := range refs {
-		if b.open[r] += delta; b.open[r] <= 0 {
-			delete(b.open, r)
-			b.left[r] = true
-		}
-	}
-}
-
 // refreshSQL marks groups as used now.
 const refreshSQL = `
 UPDATE bus_event_group_cursors c SET last_seen = clock_timestamp()
@@ -409,42 +394,22 @@ WITH gone AS (
 DELETE FROM bus_event_pending p USING gone
 WHERE p.name = gone.name AND p.group_name = gone.group_name`
 
-// groupLoop refreshes the groups of the open subscriptions and deletes
-// expired groups every sweep interval, until the backend closes.
-func (b *Backend) groupLoop() {
-	defer b.wg.Done()
-	t := time.NewTicker(eventstore.GroupSweepInterval(b.cfg.GroupIdleTTL))
-	defer t.Stop()
-	for {
-		select {
-		case <-b.ctx.Done():
-			return
-		case <-t.C:
+// sweepGroups marks the groups of refs as used now and deletes the groups
+// idle for longer than GroupIdleTTL, with their pending deliveries.
+func (b *Backend) sweepGroups(ctx context.Context, refs []groupRef) error {
+	if len(refs) > 0 {
+		names, groups := make([]string, len(refs)), make([]string, len(refs))
+		for i, r := range refs {
+			names[i], groups[i] = r.name, r.group
 		}
-		b.mu.Lock()
-		names := make([]string, 0, len(b.open)+len(b.left))
-		groups := make([]string, 0, len(b.open)+len(b.left))
-		for r := range b.open {
-			names, groups = append(names, r.name), append(groups, r.group)
-		}
-		for r := range b.left {
-			if b.open[r] == 0 {
-				names, groups = append(names, r.name), append(groups, r.group)
-			}
-		}
-		clear(b.left)
-		b.mu.Unlock()
-		var err error
-		if len(names) > 0 {
-			_, err = b.pool.Exec(b.ctx, refreshSQL, names, groups)
-		}
-		if err == nil {
-			_, err = b.pool.Exec(b.ctx, sweepSQL, b.cfg.GroupIdleTTL.Microseconds())
-		}
-		if err != nil && b.ctx.Err() == nil {
-			b.cfg.Logger.Warn("pgstore: group refresh and expiry failed", "db", b.desc, "err", err)
+		if _, err := b.pool.Exec(ctx, refreshSQL, names, groups); err != nil {
+			return fmt.Errorf("refresh groups on %s: %w", b.desc, err)
 		}
 	}
+	if _, err := b.pool.Exec(ctx, sweepSQL, b.cfg.GroupIdleTTL.Microseconds()); err != nil {
+		return fmt.Errorf("expire groups on %s: %w", b.desc, err)
+	}
+	return nil
 }
 
 // listen opens the dedicated notification connection.

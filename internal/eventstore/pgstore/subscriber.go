@@ -135,7 +135,7 @@ func (b *Backend) Subscribe(ctx context.Context, sub eventstore.Subscription) (e
 		}
 		// Tracked before the groups are created or refreshed, so an
 		// expiry sweep never deletes a group being subscribed to.
-		b.track(s.refs, 1)
+		b.groups.Track(s.refs, 1)
 		_, err := b.pool.Exec(ctx, `
 			INSERT INTO bus_event_group_cursors (name, group_name, last_id)
 			SELECT c.name, $2, CASE WHEN $3::boolean THEN 0 ELSE
@@ -143,7 +143,7 @@ func (b *Backend) Subscribe(ctx context.Context, sub eventstore.Subscription) (e
 			FROM unnest($1::text[]) AS c(name)
 			ON CONFLICT (name, group_name) DO UPDATE SET last_seen = clock_timestamp()`, sub.Names, sub.Group, sub.Replay)
 		if err != nil {
-			b.track(s.refs, -1)
+			b.groups.Track(s.refs, -1)
 			return nil, fmt.Errorf("pgstore: create group %s: %w", sub.Group, err)
 		}
 	}
@@ -159,12 +159,12 @@ func (b *Backend) Subscribe(ctx context.Context, sub eventstore.Subscription) (e
 			SELECT coalesce((SELECT max(id) FROM bus_events ev WHERE ev.name = c.name), 0)
 			FROM unnest($1::text[]) WITH ORDINALITY AS c(name, n) ORDER BY c.n`, sub.Names)
 		if err != nil {
-			b.track(s.refs, -1)
+			b.groups.Track(s.refs, -1)
 			return nil, fmt.Errorf("pgstore: subscribe: %w", err)
 		}
 		last, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 		if err != nil {
-			b.track(s.refs, -1)
+			b.groups.Track(s.refs, -1)
 			return nil, fmt.Errorf("pgstore: subscribe: %w", err)
 		}
 		for i := range sub.Names {
@@ -177,22 +177,9 @@ func (b *Backend) Subscribe(ctx context.Context, sub eventstore.Subscription) (e
 		}
 	}
 	s.wake = b.hub.add(sub.Names)
-	s.r = b.reads.NewReader(b.ctx, s.read, b.giveBack(sub))
+	s.r = b.reads.NewReader(b.ctx, s.read, eventstore.GiveBack(b.ctx, b, "pgstore", sub, b.cfg.Logger))
 	context.AfterFunc(s.r.Context(), func() { b.hub.remove(sub.Names, s.wake) })
 	return s, nil
-}
-
-// giveBack returns the release of what an acknowledged-mode subscription
-// read but never handed out (nil for other subscriptions).
-func (b *Backend) giveBack(sub eventstore.Subscription) eventstore.ReleaseFunc {
-	if !sub.Ack {
-		return nil
-	}
-	return func(ctx context.Context, envs []events.Envelope) {
-		if _, err := eventstore.ReleaseEnvelopes(ctx, b, sub.Group, sub.Consumer, envs); err != nil && b.ctx.Err() == nil {
-			b.cfg.Logger.Warn("pgstore: deliveries read ahead not released; they are redelivered after their visibility timeout", "group", sub.Group, "consumer", sub.Consumer, "err", err)
-		}
-	}
 }
 
 // Close implements eventstore.Subscriber. Pending acknowledged-mode
@@ -200,7 +187,7 @@ func (b *Backend) giveBack(sub eventstore.Subscription) eventstore.ReleaseFunc {
 func (s *subscriber) Close() error {
 	s.closeOnce.Do(func() {
 		s.r.Close()
-		s.b.track(s.refs, -1)
+		s.b.groups.Track(s.refs, -1)
 	})
 	return nil
 }

@@ -176,12 +176,7 @@ type Backend struct {
 	reads   eventstore.ReadGroup // the subscriptions' reads in flight
 	janitor sync.WaitGroup       // the group refresh and expiry loop
 
-	mu   sync.Mutex
-	open map[string]int // registry field -> open subscriptions
-	// left are the groups whose last open subscription closed since the
-	// last refresh: refreshed once more, so their idle time starts at the
-	// close.
-	left map[string]bool
+	groups eventstore.OpenGroups[string] // registry fields of the open subscriptions' groups
 }
 
 // scripts are the backend's Lua scripts.
@@ -209,12 +204,12 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 		return nil, fmt.Errorf("redisstore: connect to %s: %w", cfg.Addr, err)
 	}
 	bctx, cancel := context.WithCancel(context.Background())
-	b := &Backend{cfg: cfg, rdb: rdb, ctx: bctx, cancel: cancel, open: map[string]int{}, left: map[string]bool{}, scripts: scripts{
+	b := &Backend{cfg: cfg, rdb: rdb, ctx: bctx, cancel: cancel, scripts: scripts{
 		publish: redis.NewScript(publishSource), ack: redis.NewScript(ackSource), release: redis.NewScript(releaseSource),
 		claim: redis.NewScript(claimSource), reclaim: redis.NewScript(reclaimSource),
 		rangeRead: redis.NewScript(rangeSource), refresh: redis.NewScript(refreshSource), sweep: redis.NewScript(sweepSource),
 	}}
-	b.janitor.Go(b.groupLoop)
+	b.janitor.Go(func() { b.groups.Loop(b.ctx, b.cfg.GroupIdleTTL, b.cfg.Logger, "redisstore", b.sweepGroups) })
 	return b, nil
 }
 
@@ -405,19 +400,6 @@ end
 return n
 `
 
-// track counts an open subscription of the groups of fields (delta +1)
-// or its end (-1).
-func (b *Backend) track(fields []string, delta int) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for _, f := range fields {
-		if b.open[f] += delta; b.open[f] <= 0 {
-			delete(b.open, f)
-			b.left[f] = true
-		}
-	}
-}
-
 // refresh marks the groups of fields as used now.
 func (b *Backend) refresh(ctx context.Context, fields []string) error {
 	if len(fields) == 0 {
@@ -433,37 +415,16 @@ func (b *Backend) refresh(ctx context.Context, fields []string) error {
 	return nil
 }
 
-// groupLoop refreshes the groups of the open subscriptions and deletes
-// expired groups every sweep interval, until the backend closes.
-func (b *Backend) groupLoop() {
-	t := time.NewTicker(eventstore.GroupSweepInterval(b.cfg.GroupIdleTTL))
-	defer t.Stop()
-	for {
-		select {
-		case <-b.ctx.Done():
-			return
-		case <-t.C:
-		}
-		b.mu.Lock()
-		fields := make([]string, 0, len(b.open)+len(b.left))
-		for f := range b.open {
-			fields = append(fields, f)
-		}
-		for f := range b.left {
-			if b.open[f] == 0 {
-				fields = append(fields, f)
-			}
-		}
-		clear(b.left)
-		b.mu.Unlock()
-		err := b.refresh(b.ctx, fields)
-		if err == nil {
-			err = b.scripts.sweep.Run(b.ctx, b.rdb, []string{b.registryKey()}, b.cfg.GroupIdleTTL.Milliseconds(), b.cfg.Prefix+"stream:").Err()
-		}
-		if err != nil && b.ctx.Err() == nil {
-			b.cfg.Logger.Warn("redisstore: group refresh and expiry failed", "err", err)
-		}
+// sweepGroups marks the groups of fields as used now and deletes the
+// groups idle for longer than GroupIdleTTL.
+func (b *Backend) sweepGroups(ctx context.Context, fields []string) error {
+	if err := b.refresh(ctx, fields); err != nil {
+		return err
 	}
+	if err := b.scripts.sweep.Run(ctx, b.rdb, []string{b.registryKey()}, b.cfg.GroupIdleTTL.Milliseconds(), b.cfg.Prefix+"stream:").Err(); err != nil {
+		return fmt.Errorf("redisstore: expire groups: %w", err)
+	}
+	return nil
 }
 
 const idPrefix = "evt_"
@@ -513,9 +474,9 @@ func (b *Backend) Subscribe(ctx context.Context, sub eventstore.Subscription) (e
 		for _, n := range names {
 			s.fields = append(s.fields, registryField(n, sub.Group))
 		}
-		b.track(s.fields, 1)
+		b.groups.Track(s.fields, 1)
 		if err := b.refresh(ctx, s.fields); err != nil {
-			b.track(s.fields, -1)
+			b.groups.Track(s.fields, -1)
 			return nil, err
 		}
 		start := "$"
@@ -525,7 +486,7 @@ func (b *Backend) Subscribe(ctx context.Context, sub eventstore.Subscription) (e
 		for _, k := range keys {
 			err := b.rdb.XGroupCreateMkStream(ctx, k, sub.Group, start).Err()
 			if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
-				b.track(s.fields, -1)
+				b.groups.Track(s.fields, -1)
 				return nil, fmt.Errorf("redisstore: create group %s: %w", sub.Group, err)
 			}
 		}
@@ -536,7 +497,7 @@ func (b *Backend) Subscribe(ctx context.Context, sub eventstore.Subscription) (e
 	if sub.Delivery == events.Broadcast || !sub.Follow {
 		var err error
 		if last, err = b.lastIDs(ctx, keys); err != nil {
-			b.track(s.fields, -1)
+			b.groups.Track(s.fields, -1)
 			return nil, err
 		}
 	}
@@ -556,21 +517,8 @@ func (b *Backend) Subscribe(ctx context.Context, sub eventstore.Subscription) (e
 			s.finished[i] = last[i] == "0-0" || !idLess(s.cursors[i], last[i])
 		}
 	}
-	s.r = b.reads.NewReader(b.ctx, s.read, b.giveBack(sub))
+	s.r = b.reads.NewReader(b.ctx, s.read, eventstore.GiveBack(b.ctx, b, "redisstore", sub, b.cfg.Logger))
 	return s, nil
-}
-
-// giveBack returns the release of what an acknowledged-mode subscription
-// read but never handed out (nil for other subscriptions).
-func (b *Backend) giveBack(sub eventstore.Subscription) eventstore.ReleaseFunc {
-	if !sub.Ack {
-		return nil
-	}
-	return func(ctx context.Context, envs []events.Envelope) {
-		if _, err := eventstore.ReleaseEnvelopes(ctx, b, sub.Group, sub.Consumer, envs); err != nil && b.ctx.Err() == nil {
-			b.cfg.Logger.Warn("redisstore: deliveries read ahead not released; they are redelivered after their visibility timeout", "group", sub.Group, "consumer", sub.Consumer, "err", err)
-		}
-	}
 }
 
 // lastIDs returns the ID of the last entry of every key ("0-0" when empty),

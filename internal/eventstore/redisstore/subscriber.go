@@ -208,7 +208,7 @@ type subscriber struct {
 func (s *subscriber) Close() error {
 	s.closeOnce.Do(func() {
 		s.r.Close()
-		s.b.track(s.fields, -1)
+		s.b.groups.Track(s.fields, -1)
 	})
 	return nil
 }
