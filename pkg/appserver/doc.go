@@ -88,18 +88,23 @@
 //	500ms          2      8            9.3    766ms   1.06s
 //	500ms          4      8            9.7    739ms   986ms
 //
-// Codex spends ≈65–90 ms CPU per thread+turn. One process serves concurrent
+// Codex spends ≈60–80 ms CPU per thread+turn. One process serves concurrent
 // threads correctly and scales with model latency (waiting is free); with a
-// zero-latency model it saturates the CPU at ≈17 runs/s on 2 cores, and more
-// processes do not add throughput, they add memory (≈185 MiB RSS per
-// npm-launched process, of which the Node launcher is ≈44 MB). With the shell snapshot on, concurrent runs were
-// 5–20× slower (a login shell per thread). Finished ephemeral threads stay
-// loaded (≈1.1 MiB RSS per run), hence PoolConfig.MaxRunsPerProcess.
+// zero-latency model it saturates the CPU at ≈13–17 runs/s on 2 cores, and
+// more processes do not add throughput, they add memory (≈190 MiB RSS per
+// npm-launched process idle, ≈220 MiB under load). With the shell snapshot
+// on, concurrent runs were 5–20× slower (a login shell per thread), so the
+// lean settings turn it off. Threads are unloaded when their run ends
+// (≈20 KiB left per finished thread); a live conversation thread holds
+// ≈0.4 MiB. Growth is bounded by PoolConfig.MaxRSS (a process is retired
+// past it); MaxRunsPerProcess remains for callers that want a fixed count.
+// The current figures are in the repository's docs/BENCHMARKS.md.
 //
 // Recommendation: Size = 1 process per 2 cores (a second one mainly for
 // fault isolation and restarts without a full outage), and bound
-// concurrency by the caller (e.g. 4–8 in flight per process for real models
-// whose turns take seconds); keep MaxRunsPerProcess at a few hundred.
+// concurrency by the caller: many requests per process for real models
+// whose turns take seconds (the worker admits 16 per process), fewer when
+// turns cost more CPU.
 //
 // It imports only the standard library.
 package appserver
