@@ -72,33 +72,16 @@ func (b *bencher) newProvider(ctx context.Context, e *codexEnv, processes int) (
 // request's chat completion in model mode (no system prompt, one user
 // message): Codex's base prompt replaced by the provider's default
 // instructions, every Codex tool and text block off, an empty working
-// directory. It mirrors internal/provider/codex's leanConfig and shapeOf
-// (less the per-thread model catalog, which changes nothing in the
-// request to the fake model); the section checks that both paths send
-// the model a request of the same size.
+// directory. It takes the provider's config (codex.ModelModeConfig) and
+// mirrors the rest of its shapeOf (less the per-thread model catalog,
+// which changes nothing in the request to the fake model); the section
+// checks that both paths send the model a request of the same size.
 func directThread(e *codexEnv) appserver.ThreadParams {
 	return appserver.ThreadParams{
 		Cwd: e.empty, Sandbox: appserver.SandboxReadOnly, ApprovalPolicy: appserver.ApprovalUntrusted,
 		Handler: appserver.HandlerFunc(appserver.Deny), ServiceName: "bus-integration-codex",
 		BaseInstructions: codex.DefaultInstructions, RawEvents: true, HoldToolCalls: true,
-		Config: map[string]any{
-			"features": map[string]any{
-				"shell_tool": false, "view_image": false, "goals": false, "multi_agent": false,
-				"apps": false, "plugins": false, "remote_plugin": false, "tool_suggest": false,
-				"image_generation": false, "browser_use": false, "computer_use": false,
-				"memories": false, "shell_snapshot": false,
-			},
-			"agents":                           map[string]any{"enabled": false},
-			"web_search":                       "disabled",
-			"tools":                            map[string]any{"experimental_request_user_input": map[string]any{"enabled": false}},
-			"skills":                           map[string]any{"include_instructions": false},
-			"include_environment_context":      false,
-			"include_permissions_instructions": false,
-			"include_apps_instructions":        false,
-			"include_collaboration_mode_instructions": false,
-			"project_doc_max_bytes":                   0,
-			"thread_unload_delay_secs":                0,
-		},
+		Config: codex.ModelModeConfig(),
 	}
 }
 

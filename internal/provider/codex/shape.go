@@ -14,6 +14,12 @@ import (
 
 const serviceName = "bus-integration-codex"
 
+// ModelModeConfig is the App Server config of a model-mode thread (every
+// Codex tool and text block off) without web search or a model catalog:
+// what the benchmarks' direct path starts its threads with, so that it
+// measures the same thread the provider runs.
+func ModelModeConfig() map[string]any { return leanConfig(nil, "") }
+
 // leanConfig is the per-thread configuration of model mode: every block of
 // text and every tool of Codex's own switched off (verified on 0.169.0 and
 // 0.171.0, see ../shared/reference/codex-lean.md), web search only when
