@@ -500,10 +500,11 @@ func parseChatResponseFormat(raw json.RawMessage, caps turn.Capabilities) (*turn
 	if err := json.Unmarshal(raw, &rf); err != nil {
 		return nil, llmapi.InvalidRequest("response_format", "invalid_type", "response_format must be an object")
 	}
-	spec := formatSpec{Type: rf.Type}
+	var spec formatSpec
 	if rf.JSONSchema != nil {
-		spec.Name, spec.Schema, spec.Strict = rf.JSONSchema.Name, rf.JSONSchema.Schema, rf.JSONSchema.Strict
+		spec = *rf.JSONSchema
 	}
+	spec.Type = rf.Type // json_schema's own fields, under response_format's type
 	return spec.convert("response_format", "response_format.json_schema.schema", caps)
 }
 

@@ -315,7 +315,7 @@ func (b *Backend) Subscribe(ctx context.Context, sub eventstore.Subscription) (e
 
 // Ack implements eventstore.Backend.
 func (b *Backend) Ack(ctx context.Context, name, groupName, consumer string, ids []string) (int, error) {
-	return b.settle(ctx, name, groupName, consumer, ids, func(g *group, id string, _ *pendingDelivery) {
+	return b.settle(ctx, name, groupName, consumer, ids, false, func(g *group, id string, _ *pendingDelivery) {
 		delete(g.pending, id)
 	})
 }
@@ -323,17 +323,17 @@ func (b *Backend) Ack(ctx context.Context, name, groupName, consumer string, ids
 // Release implements eventstore.Backend: the deliveries consumer holds
 // expire now, without counting, and wake the group's subscriptions.
 func (b *Backend) Release(ctx context.Context, name, groupName, consumer string, ids []string) (int, error) {
-	return b.settle(ctx, name, groupName, consumer, ids, func(_ *group, _ string, p *pendingDelivery) {
+	return b.settle(ctx, name, groupName, consumer, ids, true, func(_ *group, _ string, p *pendingDelivery) {
 		p.consumer = eventstore.Unheld
 		p.deadline = time.Time{}
 		p.deliveries--
-		b.signalLocked()
 	})
 }
 
 // settle applies f, under the lock, to each delivery of ids that consumer
-// holds in the group, and counts them.
-func (b *Backend) settle(ctx context.Context, name, groupName, consumer string, ids []string, f func(g *group, id string, p *pendingDelivery)) (int, error) {
+// holds in the group, and counts them; with wake, settling any wakes the
+// subscriptions once.
+func (b *Backend) settle(ctx context.Context, name, groupName, consumer string, ids []string, wake bool, f func(g *group, id string, p *pendingDelivery)) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
@@ -352,6 +352,9 @@ func (b *Backend) settle(ctx context.Context, name, groupName, consumer string, 
 			f(g, id, p)
 			n++
 		}
+	}
+	if wake && n > 0 {
+		b.signalLocked()
 	}
 	return n, nil
 }
